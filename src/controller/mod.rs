@@ -1,0 +1,573 @@
+//! The reconcile loop: observe (caches) → decide (`plan`, pure) → act (token request, Secret and
+//! status writes, events).
+
+pub mod plan;
+pub mod secret;
+pub mod status;
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+use self::plan::{FailureState, IssueReason, Observed, Plan, Step, TargetSecret};
+use self::secret::{CredentialsVersion, TokenMaterial};
+use self::status::{REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
+use crate::crd::{NavigatorToken, NavigatorTokenStatus};
+use crate::metrics::{Metrics, ReconcileLabels, RequestLabels, TokenLabels};
+use crate::redact::Sensitive;
+use crate::token::{RetryClass, TokenClient, TokenRequest};
+use crate::{CREDENTIALS_LABEL, Error, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TOKEN_NAME_ANNOTATION};
+
+/// How long a reconcile waits for the watch caches to show its own writes.
+const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings for one controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespace to watch; `None` for all.
+    pub namespace: Option<String>,
+    /// Label selector on NavigatorTokens.
+    pub selector: Option<String>,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Reporting instance for events (the pod name).
+    pub instance: String,
+}
+
+/// Shared state of a controller's reconciles.
+pub struct Context {
+    client: Client,
+    tokens: TokenClient,
+    token_store: Store<NavigatorToken>,
+    managed_secrets: Store<Secret>,
+    credentials: Store<Secret>,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+}
+
+/// A condition that stops a token request before it is made: the user must change something.
+#[derive(Debug, Clone, PartialEq)]
+struct Blocked {
+    reason: &'static str,
+    message: String,
+}
+
+struct Credentials {
+    client_id: String,
+    client_secret: Sensitive,
+    version: CredentialsVersion,
+}
+
+/// Runs the controller until `shutdown` resolves. `on_synced` fires once every cache has listed.
+pub async fn run(
+    client: Client,
+    tokens: TokenClient,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    on_synced: impl FnOnce() + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = settings.namespace.as_deref();
+    let token_api: Api<NavigatorToken> = scoped_api(&client, ns);
+    let secret_api: Api<Secret> = scoped_api(&client, ns);
+
+    let mut token_watch = watcher::Config::default().any_semantic();
+    if let Some(selector) = &settings.selector {
+        token_watch = token_watch.labels(selector);
+    }
+    let (token_store, token_writer) = reflector::store();
+    let token_stream =
+        watcher(token_api, token_watch).default_backoff().modify(strip_managed_fields).reflect(token_writer).applied_objects();
+
+    // Two label-selected Secret watches: the operator never lists or caches unrelated Secrets.
+    let (managed_secrets, managed_writer) = reflector::store();
+    let managed_stream = watcher(secret_api.clone(), watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")))
+        .default_backoff()
+        .modify(strip_managed_fields)
+        .reflect(managed_writer)
+        .touched_objects();
+    let (credentials, credentials_writer) = reflector::store();
+    let credentials_stream = watcher(secret_api, watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true")))
+        .default_backoff()
+        .modify(strip_managed_fields)
+        .reflect(credentials_writer)
+        .touched_objects();
+
+    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(settings.instance.clone()) };
+    let context = Arc::new(Context {
+        client: client.clone(),
+        tokens,
+        token_store: token_store.clone(),
+        managed_secrets: managed_secrets.clone(),
+        credentials: credentials.clone(),
+        recorder: Recorder::new(client, reporter),
+        metrics,
+    });
+
+    let stores = (token_store.clone(), managed_secrets.clone(), credentials.clone());
+    tokio::spawn(async move {
+        let ready = async {
+            stores.0.wait_until_ready().await.ok()?;
+            stores.1.wait_until_ready().await.ok()?;
+            stores.2.wait_until_ready().await.ok()
+        };
+        if ready.await.is_some() {
+            on_synced();
+        }
+    });
+
+    let users_of_credentials = token_store.clone();
+    Controller::for_stream(token_stream, token_store)
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        .watches_stream(managed_stream, |secret: Secret| {
+            let token = secret.annotations().get(TOKEN_NAME_ANNOTATION)?.clone();
+            Some(ObjectRef::new(&token).within(&secret.namespace()?))
+        })
+        .watches_stream(credentials_stream, move |secret: Secret| {
+            let (name, ns) = (secret.name_any(), secret.namespace());
+            users_of_credentials
+                .state()
+                .into_iter()
+                .filter(|t| t.namespace() == ns && t.spec.credentials_secret_ref.name == name)
+                .map(|t| ObjectRef::from_obj(&*t))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn scoped_api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(client: &Client, ns: Option<&str>) -> Api<K> {
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// managedFields are large and unused here: dropping them keeps the caches small.
+fn strip_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+/// Handles errors of the Kubernetes side (token errors are handled in `reconcile`): retry soon.
+fn error_policy(token: Arc<NavigatorToken>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(namespace = token.namespace().unwrap_or_default(), name = token.name_any(), %error, "reconcile failed; retrying");
+    ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "error".into() }).inc();
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(token: Arc<NavigatorToken>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let span = info_span!("reconcile", namespace = token.namespace().unwrap_or_default(), name = token.name_any());
+    let result = reconcile_inner(&token, &ctx).instrument(span).await;
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "ok".into() }).inc();
+    }
+    result
+}
+
+async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action, Error> {
+    // Reads must come from listed caches, or a restart would look like "no Secret yet".
+    let _ = ctx.managed_secrets.wait_until_ready().await;
+    let _ = ctx.credentials.wait_until_ready().await;
+    let labels = TokenLabels { namespace: token.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?, name: token.name_any() };
+    if token.metadata.deletion_timestamp.is_some() {
+        ctx.metrics.forget(&labels);
+        return Ok(Action::await_change());
+    }
+    let now = Timestamp::now();
+    let previous = token.status.as_ref();
+    let mut action = Actor { token, ctx, previous, now, labels: &labels };
+
+    let credentials = ctx.read_credentials(token).await?;
+    let refresh_before = parse_duration(token.spec.refresh_before.as_deref(), "refreshBefore");
+    let validity = parse_duration(token.spec.validity.as_deref(), "validity");
+    let inputs = match (credentials, refresh_before, validity) {
+        (Ok(c), Ok(r), Ok(v)) => Ok((c, r, v)),
+        (Err(b), _, _) | (_, Err(b), _) | (_, _, Err(b)) => Err(b),
+    };
+    let inputs_fp = match &inputs {
+        Ok((c, ..)) => secret::inputs_fingerprint(token, &c.version),
+        Err(blocked) => secret::fingerprint(format!("{}{:?}{}", blocked.reason, token.spec, blocked.message).as_bytes()),
+    };
+    let failures = FailureState {
+        consecutive_failures: previous.map_or(0, |s| s.consecutive_failures),
+        retry_at: previous.and_then(|s| s.next_refresh_at.as_deref()).and_then(|t| t.parse().ok()),
+        same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(inputs_fp.as_str()),
+    };
+
+    let secret_name = token.target_secret_name();
+    let observed_secret = ctx.target_secret(&labels.namespace, &secret_name).await?;
+    let target = match &inputs {
+        Ok(_) => secret::observe(observed_secret.as_deref(), token, &inputs_fp),
+        Err(_) => secret::observe(observed_secret.as_deref(), token, ""),
+    };
+    let (credentials, refresh_before, validity) = match inputs {
+        Ok(inputs) => inputs,
+        Err(blocked) => {
+            if token.spec.suspend {
+                return action.suspended(&target).await;
+            }
+            if failures.consecutive_failures > 0 && failures.same_inputs && failures.retry_at.is_some_and(|at| at > now) {
+                return Ok(requeue_at(failures.retry_at, now));
+            }
+            return action.fail(&target, blocked.reason, &blocked.message, RetryClass::NeedsUserAction, &inputs_fp).await;
+        }
+    };
+
+    let observed =
+        Observed { suspended: token.spec.suspend, refresh_before, secret: target.clone(), failures, jitter_seed: jitter_seed(token) };
+    let plan = plan::decide(&observed, now);
+    match plan.step {
+        Step::Suspended => action.suspended(&target).await,
+        Step::SecretConflict => {
+            let message = format!(
+                "Secret {secret_name} already exists and was not created by this operator for this NavigatorToken; it is left untouched. Delete it or choose another spec.target.secretName"
+            );
+            action.fail(&target, "SecretConflict", &message, RetryClass::NeedsUserAction, &inputs_fp).await
+        }
+        Step::WaitForRetry => Ok(requeue_at(plan.next_at, now)),
+        Step::Keep { rewrite_secret } => {
+            let existing = observed_secret.as_deref().and_then(|s| secret::material(s, token));
+            match existing {
+                Some(material) => action.succeed(&material, rewrite_secret, &inputs_fp, &plan, refresh_before, None).await,
+                // Unreachable in practice (Keep implies an intact token); issuing is the safe answer.
+                None => action.issue(IssueReason::Drift, &credentials, validity, refresh_before, &inputs_fp, &target).await,
+            }
+        }
+        Step::Issue(reason) => action.issue(reason, &credentials, validity, refresh_before, &inputs_fp, &target).await,
+    }
+}
+
+/// One reconcile's acting half: writes and events for a decision already taken.
+struct Actor<'a> {
+    token: &'a NavigatorToken,
+    ctx: &'a Context,
+    previous: Option<&'a NavigatorTokenStatus>,
+    now: Timestamp,
+    labels: &'a TokenLabels,
+}
+
+impl Actor<'_> {
+    async fn issue(
+        &mut self,
+        reason: IssueReason,
+        credentials: &Credentials,
+        validity: Option<Duration>,
+        refresh_before: Option<Duration>,
+        inputs_fp: &str,
+        target: &TargetSecret,
+    ) -> Result<Action, Error> {
+        let spec = &self.token.spec;
+        let request = TokenRequest {
+            endpoint_type: spec.endpoint_type(),
+            base_url: spec.endpoint_url(),
+            org_id: spec.org_id.clone(),
+            client_id: credentials.client_id.clone(),
+            client_secret: credentials.client_secret.clone(),
+            scope: spec.scope.clone(),
+            validity,
+            ca_bundle: spec.ca_bundle().map(str::to_owned),
+        };
+        let started = Instant::now();
+        let result = self.ctx.tokens.issue(&request).await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(e) => e.reason(),
+        };
+        let endpoint_type = format!("{:?}", request.endpoint_type).replace("Csp", "CSP");
+        self.ctx.metrics.token_requests.get_or_create(&RequestLabels { endpoint_type, outcome: outcome.into() }).inc();
+        self.ctx.metrics.token_request_duration.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(issued) => {
+                info!(?reason, expires_at = %issued.expires_at, source = ?issued.expiry_source, "issued a token");
+                let material = TokenMaterial {
+                    access_token: issued.access_token,
+                    id_token: issued.id_token,
+                    issued_at: issued.issued_at,
+                    expires_at: issued.expires_at,
+                };
+                let plan = Plan {
+                    step: Step::Keep { rewrite_secret: true },
+                    next_at: Some(plan::refresh_at(material.issued_at, material.expires_at, refresh_before, jitter_seed(self.token))),
+                };
+                self.succeed(&material, true, inputs_fp, &plan, refresh_before, Some(reason)).await
+            }
+            Err(error) => {
+                warn!(reason = error.reason(), %error, "token request failed");
+                self.fail(target, error.reason(), &error.to_string(), error.retry_class(), inputs_fp).await
+            }
+        }
+    }
+
+    async fn succeed(
+        &mut self,
+        material: &TokenMaterial,
+        write_secret: bool,
+        inputs_fp: &str,
+        plan: &Plan,
+        refresh_before: Option<Duration>,
+        issued: Option<IssueReason>,
+    ) -> Result<Action, Error> {
+        if write_secret {
+            self.ctx.apply_secret(&secret::desired(self.token, material, inputs_fp)).await?;
+        }
+        let refresh_at = plan::refresh_at(material.issued_at, material.expires_at, refresh_before, jitter_seed(self.token));
+        let mut status = NavigatorTokenStatus {
+            observed_generation: self.token.metadata.generation,
+            secret_name: Some(self.token.target_secret_name()),
+            issued_at: Some(status::rfc3339(material.issued_at)),
+            expires_at: Some(status::rfc3339(material.expires_at)),
+            next_refresh_at: Some(status::rfc3339(refresh_at)),
+            inputs_fingerprint: Some(inputs_fp.to_owned()),
+            ..NavigatorTokenStatus::default()
+        };
+        let message =
+            format!("Secret {} holds a token valid until {}", self.token.target_secret_name(), status::rfc3339(material.expires_at));
+        status::set_ready(&mut status, self.previous, true, REASON_TOKEN_VALID, message, self.token.metadata.generation, self.now);
+        self.write_status(status).await?;
+        self.ctx.metrics.token_expiry.get_or_create(self.labels).set(material.expires_at.as_second());
+        self.ctx.metrics.consecutive_failures.get_or_create(self.labels).set(0);
+
+        let failures_before = self.previous.map_or(0, |s| s.consecutive_failures);
+        let note = format!("token valid until {}", status::rfc3339(material.expires_at));
+        if failures_before > 0 && issued.is_some() {
+            self.event(EventType::Normal, "Recovered", &format!("{note} after {failures_before} failed attempts")).await;
+        } else if issued == Some(IssueReason::Initial) {
+            self.event(EventType::Normal, "Issued", &format!("issued a {note}")).await;
+        }
+        Ok(requeue_at(plan.next_at, self.now))
+    }
+
+    async fn fail(
+        &mut self,
+        target: &TargetSecret,
+        reason: &str,
+        message: &str,
+        class: RetryClass,
+        inputs_fp: &str,
+    ) -> Result<Action, Error> {
+        let failures = self.previous.map_or(0, |s| s.consecutive_failures).saturating_add(1);
+        let retry_at = plan::add(self.now, plan::retry_delay(class, failures, jitter_seed(self.token)));
+        // The token already in the Secret stays; status keeps describing it while it is valid.
+        let current = match target {
+            TargetSecret::Managed(Some(c)) if c.intact && c.expires_at > self.now => Some(c),
+            _ => None,
+        };
+        let mut status = NavigatorTokenStatus {
+            observed_generation: self.token.metadata.generation,
+            secret_name: current.map(|_| self.token.target_secret_name()),
+            issued_at: current.map(|c| status::rfc3339(c.issued_at)),
+            expires_at: current.map(|c| status::rfc3339(c.expires_at)),
+            next_refresh_at: Some(status::rfc3339(retry_at)),
+            inputs_fingerprint: Some(inputs_fp.to_owned()),
+            ..NavigatorTokenStatus::default()
+        };
+        status::record_failure(&mut status, self.previous, reason, message, self.now);
+        let still_valid = current.filter(|_| class != RetryClass::NeedsUserAction);
+        match still_valid {
+            Some(c) => {
+                let text = format!(
+                    "{message}. The current token stays valid until {}; retrying at {}",
+                    status::rfc3339(c.expires_at),
+                    status::rfc3339(retry_at)
+                );
+                status::set_ready(&mut status, self.previous, true, REASON_REFRESH_FAILING, text, self.token.metadata.generation, self.now);
+            }
+            None => {
+                let kept = current
+                    .map(|c| format!(" The previous token stays in the Secret until it expires at {}.", status::rfc3339(c.expires_at)))
+                    .unwrap_or_default();
+                status::set_ready(
+                    &mut status,
+                    self.previous,
+                    false,
+                    reason,
+                    format!("{message}.{kept}"),
+                    self.token.metadata.generation,
+                    self.now,
+                );
+            }
+        }
+        self.write_status(status).await?;
+        self.ctx.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failures));
+        self.event(EventType::Warning, reason, message).await;
+        Ok(requeue_at(Some(retry_at), self.now))
+    }
+
+    async fn suspended(&mut self, target: &TargetSecret) -> Result<Action, Error> {
+        let current = match target {
+            TargetSecret::Managed(Some(c)) if c.intact && c.expires_at > self.now => Some(c),
+            _ => None,
+        };
+        let mut status = self.previous.cloned().unwrap_or_default();
+        status.observed_generation = self.token.metadata.generation;
+        status.next_refresh_at = None;
+        let message = match current {
+            Some(c) => format!("refreshing is suspended; the current token expires at {}", status::rfc3339(c.expires_at)),
+            None => "refreshing is suspended and the Secret holds no valid token".to_owned(),
+        };
+        status::set_ready(
+            &mut status,
+            self.previous,
+            current.is_some(),
+            REASON_SUSPENDED,
+            message,
+            self.token.metadata.generation,
+            self.now,
+        );
+        self.write_status(status).await?;
+        // Look again at expiry so that Ready turns False when the token lapses.
+        Ok(requeue_at(current.map(|c| c.expires_at), self.now))
+    }
+
+    async fn write_status(&self, status: NavigatorTokenStatus) -> Result<(), Error> {
+        if self.previous == Some(&status) {
+            return Ok(());
+        }
+        let name = self.token.name_any();
+        let api: Api<NavigatorToken> = Api::namespaced(self.ctx.client.clone(), &self.labels.namespace);
+        let patch = json!({"apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken", "status": status});
+        let written = api
+            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map_err(Error::kube("patch NavigatorToken status"))?;
+        wait_for_cache(&self.ctx.token_store, &ObjectRef::from_obj(&written), written.resource_version()).await;
+        Ok(())
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, note: &str) {
+        let event = Event { type_, reason: reason.into(), note: Some(note.into()), action: "IssueToken".into(), secondary: None };
+        if let Err(error) = self.ctx.recorder.publish(&event, &self.token.object_ref(&())).await {
+            warn!(%error, "could not publish event");
+        }
+    }
+}
+
+impl Context {
+    /// The target Secret: from the cache of managed Secrets, or (only when absent there) one GET
+    /// to tell "no Secret" from "someone else's Secret".
+    async fn target_secret(&self, namespace: &str, name: &str) -> Result<Option<Arc<Secret>>, Error> {
+        if let Some(secret) = self.managed_secrets.get(&ObjectRef::new(name).within(namespace)) {
+            return Ok(Some(secret));
+        }
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let found = api.get_opt(name).await.map_err(Error::kube("get target Secret"))?;
+        Ok(found.map(Arc::new))
+    }
+
+    async fn read_credentials(&self, token: &NavigatorToken) -> Result<Result<Credentials, Blocked>, Error> {
+        let reference = &token.spec.credentials_secret_ref;
+        let namespace = token.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+        let Some(secret) = self.credentials.get(&ObjectRef::new(&reference.name).within(&namespace)) else {
+            // Not in the label-selected cache: one GET tells a missing Secret from a missing label.
+            let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+            let exists = api.get_metadata_opt(&reference.name).await.map_err(Error::kube("get credentials Secret"))?.is_some();
+            let blocked = if exists {
+                Blocked {
+                    reason: "CredentialsNotLabelled",
+                    message: format!(
+                        "credentials Secret {} lacks the label {CREDENTIALS_LABEL}=true that lets the operator watch it; run: kubectl label secret -n {namespace} {} {CREDENTIALS_LABEL}=true",
+                        reference.name, reference.name
+                    ),
+                }
+            } else {
+                Blocked {
+                    reason: "CredentialsNotFound",
+                    message: format!("credentials Secret {} not found in namespace {namespace}", reference.name),
+                }
+            };
+            return Ok(Err(blocked));
+        };
+        let value = |key: &str| -> Result<String, Blocked> {
+            let invalid = |what: &str| Blocked {
+                reason: "CredentialsInvalid",
+                message: format!("credentials Secret {}: key {key} {what}", reference.name),
+            };
+            let bytes = secret.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| invalid("is missing"))?;
+            let text = String::from_utf8(bytes.0.clone()).map_err(|_| invalid("is not UTF-8 text"))?;
+            let text = text.trim().to_owned();
+            if text.is_empty() { Err(invalid("is empty")) } else { Ok(text) }
+        };
+        let credentials = (|| {
+            let client_id = value(reference.client_id_key())?;
+            let client_secret = if reference.public_client { String::new() } else { value(reference.client_secret_key())? };
+            Ok(Credentials {
+                client_id,
+                client_secret: Sensitive::new(client_secret),
+                version: CredentialsVersion {
+                    uid: secret.uid().unwrap_or_default(),
+                    resource_version: secret.resource_version().unwrap_or_default(),
+                },
+            })
+        })();
+        Ok(credentials)
+    }
+
+    async fn apply_secret(&self, desired: &Secret) -> Result<(), Error> {
+        let namespace = desired.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let written = api
+            .patch(&desired.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired))
+            .await
+            .map_err(Error::kube("apply target Secret"))?;
+        wait_for_cache(&self.managed_secrets, &ObjectRef::from_obj(&written), written.resource_version()).await;
+        Ok(())
+    }
+}
+
+/// Waits (bounded) until a watch cache shows a write of ours, so the next reconcile cannot act on
+/// the state from before it (which could request a second token).
+async fn wait_for_cache<K>(store: &Store<K>, key: &ObjectRef<K>, written: Option<String>)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let Some(written) = written else { return };
+    let caught_up = || store.get(key).and_then(|o| o.resource_version()).is_some_and(|rv| resource_version_at_least(&rv, &written));
+    let deadline = Instant::now() + READ_YOUR_WRITES_TIMEOUT;
+    while !caught_up() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// resourceVersions are opaque, but etcd's are integers; compare numerically when both are.
+fn resource_version_at_least(have: &str, want: &str) -> bool {
+    match (have.parse::<u64>(), want.parse::<u64>()) {
+        (Ok(h), Ok(w)) => h >= w,
+        _ => have == want,
+    }
+}
+
+fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, Blocked> {
+    value
+        .map(|v| crate::duration::parse(v).map_err(|e| Blocked { reason: "InvalidSpec", message: format!("spec.{field}: {e}") }))
+        .transpose()
+}
+
+fn jitter_seed(token: &NavigatorToken) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    token.metadata.uid.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn requeue_at(at: Option<Timestamp>, now: Timestamp) -> Action {
+    match at {
+        Some(at) => Action::requeue(at.duration_since(now).try_into().unwrap_or(Duration::ZERO).max(Duration::from_millis(100))),
+        None => Action::await_change(),
+    }
+}

@@ -1,0 +1,317 @@
+//! The decisions, free of I/O: given what is observed and the time, what to do and when to look again.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::token::RetryClass;
+
+/// First transient retry delay; doubles per consecutive failure.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+/// Longest transient retry delay.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+/// Retry delay for failures that need a person to act (changes still retry at once).
+pub const SLOW_RETRY: Duration = Duration::from_secs(600);
+/// Shortest delay after a 429, whatever Retry-After says.
+pub const MIN_RATE_LIMIT_DELAY: Duration = Duration::from_secs(1);
+/// Largest refresh jitter (it is also at most a tenth of the lifetime).
+pub const MAX_JITTER: Duration = Duration::from_secs(300);
+/// Longest safety margin kept before expiry (also at most a tenth of the lifetime).
+pub const MAX_SAFETY_MARGIN: Duration = Duration::from_secs(60);
+/// Re-check a healthy token at least this often (cheap: reads caches only).
+pub const MAX_RECHECK: Duration = Duration::from_secs(3600);
+
+/// The token currently in the target Secret, as far as the operator can tell.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CurrentToken {
+    /// When it was issued.
+    pub issued_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+    /// The token under the access-token key still matches the fingerprint the operator wrote.
+    pub intact: bool,
+    /// The inputs it was issued from match the current spec, credentials and refresh request.
+    pub inputs_current: bool,
+    /// Labels, annotations, keys and owner reference match the current spec.
+    pub template_current: bool,
+}
+
+/// What the target Secret looks like.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TargetSecret {
+    /// No Secret of that name.
+    Absent,
+    /// A Secret of that name the operator did not create; never overwritten.
+    Foreign,
+    /// The operator's Secret; `None` when it holds nothing usable (annotations missing or unparsable).
+    Managed(Option<CurrentToken>),
+}
+
+/// The failure history kept in status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FailureState {
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u32,
+    /// When the next attempt is due.
+    pub retry_at: Option<Timestamp>,
+    /// The last attempt used the same inputs as now (otherwise retry at once).
+    pub same_inputs: bool,
+}
+
+/// Everything the decision depends on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// spec.suspend.
+    pub suspended: bool,
+    /// spec.refreshBefore, parsed.
+    pub refresh_before: Option<Duration>,
+    /// The target Secret.
+    pub secret: TargetSecret,
+    /// The failure history.
+    pub failures: FailureState,
+    /// Stable per object (its uid): spreads refreshes of tokens created together.
+    pub jitter_seed: u64,
+}
+
+/// Why a new token is needed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssueReason {
+    /// There is no token yet.
+    Initial,
+    /// The refresh time has come.
+    Refresh,
+    /// The spec, credentials or refresh-requested-at annotation changed.
+    InputsChanged,
+    /// Someone edited or removed the token in the Secret.
+    Drift,
+}
+
+/// What to do now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// spec.suspend: request nothing.
+    Suspended,
+    /// A Secret of the target name belongs to someone else.
+    SecretConflict,
+    /// A failure is backing off; wait until `retry_at`.
+    WaitForRetry,
+    /// The current token is fine; rewrite the Secret only if its template changed.
+    Keep {
+        /// Labels/annotations/owner reference need updating (same token).
+        rewrite_secret: bool,
+    },
+    /// Request a new token.
+    Issue(IssueReason),
+}
+
+/// The decision: a step and when to reconcile next.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// What to do now.
+    pub step: Step,
+    /// When to look again (None: only on a change).
+    pub next_at: Option<Timestamp>,
+}
+
+/// Decides what to do with one NavigatorToken at `now`.
+pub fn decide(observed: &Observed, now: Timestamp) -> Plan {
+    let current = match &observed.secret {
+        TargetSecret::Foreign => return Plan { step: Step::SecretConflict, next_at: None },
+        TargetSecret::Managed(Some(current)) => Some(current),
+        TargetSecret::Absent | TargetSecret::Managed(None) => None,
+    };
+    if observed.suspended {
+        return Plan { step: Step::Suspended, next_at: None };
+    }
+    let refresh_at = current.map(|c| refresh_at(c.issued_at, c.expires_at, observed.refresh_before, observed.jitter_seed));
+    let wanted = match current {
+        None if matches!(observed.secret, TargetSecret::Absent) => Some(IssueReason::Initial),
+        None => Some(IssueReason::Drift),
+        Some(c) if !c.intact => Some(IssueReason::Drift),
+        Some(c) if !c.inputs_current => Some(IssueReason::InputsChanged),
+        Some(_) if refresh_at.is_some_and(|at| at <= now) => Some(IssueReason::Refresh),
+        Some(_) => None,
+    };
+    let Some(reason) = wanted else {
+        let rewrite_secret = current.is_some_and(|c| !c.template_current);
+        let next_at = refresh_at.map(|at| at.min(add(now, MAX_RECHECK)));
+        return Plan { step: Step::Keep { rewrite_secret }, next_at };
+    };
+    // A failure backs off only while nothing the user controls has changed since.
+    let failures = &observed.failures;
+    if failures.consecutive_failures > 0 && failures.same_inputs {
+        if let Some(retry_at) = failures.retry_at.filter(|at| *at > now) {
+            return Plan { step: Step::WaitForRetry, next_at: Some(retry_at) };
+        }
+    }
+    Plan { step: Step::Issue(reason), next_at: None }
+}
+
+/// When to refresh a token: `refreshBefore` (default a third of the lifetime) ahead of expiry,
+/// minus a per-object jitter, and never later than a safety margin before expiry.
+pub fn refresh_at(issued_at: Timestamp, expires_at: Timestamp, refresh_before: Option<Duration>, jitter_seed: u64) -> Timestamp {
+    let lifetime: Duration = expires_at.duration_since(issued_at).try_into().unwrap_or(Duration::ZERO);
+    let tenth = lifetime / 10;
+    // A granted lifetime shorter than refreshBefore would refresh at once forever: fall back to a third.
+    let lead = refresh_before.filter(|lead| *lead < lifetime).unwrap_or(lifetime / 3);
+    let jitter = tenth.min(MAX_JITTER).mul_f64(unit_fraction(jitter_seed));
+    let safety = tenth.min(MAX_SAFETY_MARGIN);
+    let at = sub(expires_at, lead.max(safety) + jitter);
+    at.max(issued_at)
+}
+
+/// Delay before retrying after the `consecutive_failures`-th failure in a row.
+pub fn retry_delay(class: RetryClass, consecutive_failures: u32, jitter_seed: u64) -> Duration {
+    let exponential = || {
+        let doublings = consecutive_failures.saturating_sub(1).min(16);
+        let delay = BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_CAP);
+        // ±20 % so that tokens failing together do not retry together.
+        let spread = 0.8 + 0.4 * unit_fraction(jitter_seed ^ u64::from(consecutive_failures).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        delay.mul_f64(spread)
+    };
+    match class {
+        RetryClass::Transient => exponential(),
+        RetryClass::NeedsUserAction => SLOW_RETRY,
+        RetryClass::RateLimited(Some(after)) => after.max(MIN_RATE_LIMIT_DELAY),
+        RetryClass::RateLimited(None) => exponential().max(Duration::from_secs(10)),
+    }
+}
+
+/// A stable number in [0, 1) from a seed (splitmix64 finaliser).
+fn unit_fraction(seed: u64) -> f64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `t + d`, saturating.
+pub fn add(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d).ok().and_then(|d| t.checked_add(d).ok()).unwrap_or(Timestamp::MAX)
+}
+
+fn sub(t: Timestamp, d: Duration) -> Timestamp {
+    SignedDuration::try_from(d).ok().and_then(|d| t.checked_sub(d).ok()).unwrap_or(Timestamp::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    const T0: &str = "2026-11-22T10:00:00Z";
+
+    fn healthy(issued: &str, expires: &str) -> CurrentToken {
+        CurrentToken { issued_at: at(issued), expires_at: at(expires), intact: true, inputs_current: true, template_current: true }
+    }
+
+    fn observed(secret: TargetSecret) -> Observed {
+        Observed { suspended: false, refresh_before: None, secret, failures: FailureState::default(), jitter_seed: 42 }
+    }
+
+    #[test]
+    fn no_secret_means_first_issue() {
+        let plan = decide(&observed(TargetSecret::Absent), at(T0));
+        assert_eq!(plan.step, Step::Issue(IssueReason::Initial));
+    }
+
+    #[test]
+    fn foreign_secret_is_never_touched() {
+        let plan = decide(&observed(TargetSecret::Foreign), at(T0));
+        assert_eq!(plan, Plan { step: Step::SecretConflict, next_at: None });
+    }
+
+    #[test]
+    fn healthy_token_is_kept_until_its_refresh_time() {
+        let o = observed(TargetSecret::Managed(Some(healthy("2026-11-22T09:50:00Z", "2026-11-22T10:20:00Z"))));
+        let plan = decide(&o, at(T0));
+        let refresh = refresh_at(at("2026-11-22T09:50:00Z"), at("2026-11-22T10:20:00Z"), None, 42);
+        assert_eq!(plan, Plan { step: Step::Keep { rewrite_secret: false }, next_at: Some(refresh) });
+        // Default: a third of 30m before expiry (10:10), minus at most 3m jitter.
+        assert!(refresh <= at("2026-11-22T10:10:00Z") && refresh >= at("2026-11-22T10:07:00Z"), "{refresh}");
+        assert_eq!(decide(&o, refresh).step, Step::Issue(IssueReason::Refresh));
+    }
+
+    #[test]
+    fn refresh_before_sets_the_lead_and_the_safety_margin_bounds_it() {
+        let (issued, expires) = (at("2026-11-22T10:00:00Z"), at("2026-11-22T11:00:00Z"));
+        let with_lead = refresh_at(issued, expires, Some(Duration::from_secs(600)), 7);
+        assert!(with_lead <= at("2026-11-22T10:50:00Z") && with_lead >= at("2026-11-22T10:45:00Z"), "{with_lead}");
+        // refreshBefore of 1s would be too late: the 60s safety margin wins.
+        let tiny = refresh_at(issued, expires, Some(Duration::from_secs(1)), 7);
+        assert!(tiny <= at("2026-11-22T10:59:00Z"), "{tiny}");
+        // Granted lifetime shorter than refreshBefore: fall back to a third, not "refresh now".
+        let short = refresh_at(issued, at("2026-11-22T10:05:00Z"), Some(Duration::from_secs(600)), 7);
+        assert!(short > issued && short <= at("2026-11-22T10:03:20Z"), "{short}");
+    }
+
+    #[test]
+    fn jitter_spreads_tokens_created_together() {
+        let (issued, expires) = (at(T0), at("2026-11-22T11:00:00Z"));
+        let mut times: Vec<Timestamp> = (0..50).map(|seed| refresh_at(issued, expires, None, seed)).collect();
+        times.sort();
+        times.dedup();
+        assert!(times.len() >= 45, "only {} distinct refresh times", times.len());
+        let spread = times.last().unwrap().duration_since(times[0]);
+        assert!(spread > SignedDuration::from_secs(120), "spread {spread:?}");
+        assert!(*times.last().unwrap() <= at("2026-11-22T10:40:00Z"));
+    }
+
+    #[test]
+    fn short_lifetimes_of_seconds_still_refresh_before_expiry() {
+        let issued = at(T0);
+        let expires = add(issued, Duration::from_secs(6));
+        for seed in 0..20 {
+            let r = refresh_at(issued, expires, None, seed);
+            assert!(r > issued && r < expires, "{r}");
+            assert!(expires.duration_since(r) >= SignedDuration::from_secs(2));
+        }
+    }
+
+    #[test]
+    fn drift_inputs_and_template_changes() {
+        let mut token = healthy("2026-11-22T09:50:00Z", "2026-11-22T10:20:00Z");
+        token.intact = false;
+        assert_eq!(decide(&observed(TargetSecret::Managed(Some(token.clone()))), at(T0)).step, Step::Issue(IssueReason::Drift));
+        assert_eq!(decide(&observed(TargetSecret::Managed(None)), at(T0)).step, Step::Issue(IssueReason::Drift));
+        token.intact = true;
+        token.inputs_current = false;
+        assert_eq!(decide(&observed(TargetSecret::Managed(Some(token.clone()))), at(T0)).step, Step::Issue(IssueReason::InputsChanged));
+        token.inputs_current = true;
+        token.template_current = false;
+        assert_eq!(decide(&observed(TargetSecret::Managed(Some(token))), at(T0)).step, Step::Keep { rewrite_secret: true });
+    }
+
+    #[test]
+    fn suspended_requests_nothing() {
+        let mut o = observed(TargetSecret::Absent);
+        o.suspended = true;
+        assert_eq!(decide(&o, at(T0)), Plan { step: Step::Suspended, next_at: None });
+    }
+
+    #[test]
+    fn failures_back_off_unless_inputs_changed() {
+        let mut o = observed(TargetSecret::Absent);
+        o.failures = FailureState { consecutive_failures: 3, retry_at: Some(at("2026-11-22T10:00:30Z")), same_inputs: true };
+        assert_eq!(decide(&o, at(T0)), Plan { step: Step::WaitForRetry, next_at: Some(at("2026-11-22T10:00:30Z")) });
+        assert_eq!(decide(&o, at("2026-11-22T10:00:30Z")).step, Step::Issue(IssueReason::Initial));
+        o.failures.same_inputs = false;
+        assert_eq!(decide(&o, at(T0)).step, Step::Issue(IssueReason::Initial));
+    }
+
+    #[test]
+    fn retry_delays_are_bounded_and_classified() {
+        let transient: Vec<Duration> = (1..=12).map(|n| retry_delay(RetryClass::Transient, n, 9)).collect();
+        assert!(transient[0] >= Duration::from_millis(1600) && transient[0] <= Duration::from_millis(2400));
+        assert!(transient[3] > transient[1]);
+        assert!(transient.iter().all(|d| *d <= BACKOFF_CAP.mul_f64(1.2)));
+        assert_eq!(retry_delay(RetryClass::NeedsUserAction, 1, 9), SLOW_RETRY);
+        assert_eq!(retry_delay(RetryClass::RateLimited(Some(Duration::from_secs(30))), 1, 9), Duration::from_secs(30));
+        assert_eq!(retry_delay(RetryClass::RateLimited(Some(Duration::ZERO)), 1, 9), MIN_RATE_LIMIT_DELAY);
+        assert!(retry_delay(RetryClass::RateLimited(None), 1, 9) >= Duration::from_secs(10));
+    }
+}

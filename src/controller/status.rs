@@ -1,0 +1,97 @@
+//! The Ready condition and status construction.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::{Failure, NavigatorTokenStatus};
+
+/// The one condition this operator sets.
+pub const READY: &str = "Ready";
+
+/// Reason: a token was issued or is current.
+pub const REASON_TOKEN_VALID: &str = "TokenValid";
+/// Reason: refreshing failed but the token in the Secret is still valid.
+pub const REASON_REFRESH_FAILING: &str = "RefreshFailing";
+/// Reason: spec.suspend.
+pub const REASON_SUSPENDED: &str = "Suspended";
+
+/// Sets (or replaces) the Ready condition, keeping lastTransitionTime unless the status flips.
+pub fn set_ready(
+    status: &mut NavigatorTokenStatus,
+    previous: Option<&NavigatorTokenStatus>,
+    ready: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let value = if ready { "True" } else { "False" };
+    let previous_ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
+    let last_transition_time = match previous_ready {
+        Some(c) if c.status == value => c.last_transition_time.clone(),
+        _ => Time(now),
+    };
+    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.push(Condition {
+        type_: READY.into(),
+        status: value.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    });
+}
+
+/// Records a failure: increments the count and keeps the message for users.
+pub fn record_failure(
+    status: &mut NavigatorTokenStatus,
+    previous: Option<&NavigatorTokenStatus>,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    status.consecutive_failures = previous.map_or(0, |s| s.consecutive_failures).saturating_add(1);
+    status.last_failure = Some(Failure { time: rfc3339(now), reason: reason.into(), message: message.into() });
+}
+
+/// RFC 3339 with second precision, as Kubernetes writes times.
+pub fn rfc3339(t: Timestamp) -> String {
+    t.round(jiff::Unit::Second).map(|t| t.to_string()).unwrap_or_else(|_| t.to_string())
+}
+
+/// True when the Ready condition is True.
+pub fn is_ready(status: Option<&NavigatorTokenStatus>) -> bool {
+    status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY && c.status == "True"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_changes_only_when_status_flips() {
+        let t1: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let t2: Timestamp = "2026-11-22T11:00:00Z".parse().unwrap();
+        let mut first = NavigatorTokenStatus::default();
+        set_ready(&mut first, None, true, REASON_TOKEN_VALID, "ok".into(), Some(1), t1);
+        let mut second = NavigatorTokenStatus::default();
+        set_ready(&mut second, Some(&first), true, REASON_TOKEN_VALID, "still ok".into(), Some(2), t2);
+        assert_eq!(second.conditions[0].last_transition_time, Time(t1));
+        assert_eq!(second.conditions[0].observed_generation, Some(2));
+        let mut third = NavigatorTokenStatus::default();
+        set_ready(&mut third, Some(&second), false, "Unauthorized", "no".into(), Some(2), t2);
+        assert_eq!(third.conditions[0].last_transition_time, Time(t2));
+        assert!(!is_ready(Some(&third)) && is_ready(Some(&second)));
+    }
+
+    #[test]
+    fn failures_count_up() {
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let mut s1 = NavigatorTokenStatus::default();
+        record_failure(&mut s1, None, "Timeout", "slow", now);
+        let mut s2 = NavigatorTokenStatus::default();
+        record_failure(&mut s2, Some(&s1), "Timeout", "slow", now);
+        assert_eq!((s1.consecutive_failures, s2.consecutive_failures), (1, 2));
+        assert_eq!(s2.last_failure.unwrap().time, "2026-11-22T10:00:00Z");
+    }
+}

@@ -1,0 +1,275 @@
+//! The `NavigatorToken` custom resource: what users write (spec) and what the operator reports (status).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Default base URL of the Cloud Partner Navigator endpoint.
+pub const NAVIGATOR_DEFAULT_URL: &str = "https://console.navigator.vmware.com";
+/// Default base URL of the Cloud Services Platform endpoint.
+pub const CSP_DEFAULT_URL: &str = "https://console.cloud.vmware.com";
+
+/// Asks the operator to keep an access token for one VMware organization in a Secret.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "navigator.dev",
+    version = "v1alpha1",
+    kind = "NavigatorToken",
+    namespaced,
+    shortname = "nvt",
+    status = "NavigatorTokenStatus",
+    cel,
+    doc = "A NavigatorToken keeps a VMware Cloud Partner Navigator or CSP access token fresh in a Secret.",
+    printcolumn(name = "Org", type_ = "string", json_path = ".spec.orgId"),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new("!has(self.scope) || (has(self.endpoint) && has(self.endpoint.type) && self.endpoint.type == 'CSP')").message("scope is supported only with endpoint.type CSP"))]
+#[x_kube(validation = Rule::new("!has(self.refreshBefore) || !has(self.validity) || duration(self.refreshBefore) < duration(self.validity)").message("refreshBefore must be shorter than validity"))]
+#[serde(rename_all = "camelCase")]
+pub struct NavigatorTokenSpec {
+    /// Organization (GUID) the token is issued for.
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    pub org_id: String,
+    /// Secret in this NavigatorToken's namespace holding the OAuth client credentials. The Secret must carry the label navigator.dev/credentials=true.
+    pub credentials_secret_ref: CredentialsSecretRef,
+    /// Token endpoint; default: Cloud Partner Navigator at https://console.navigator.vmware.com.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
+    /// Space-separated scopes to request (CSP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub scope: Option<String>,
+    /// Requested token lifetime as a Go duration (e.g. 30m), sent as accessTokenValiditySeconds. The endpoint may grant less; default: what the OAuth client is configured for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("validity must be at least 1s"))]
+    pub validity: Option<String>,
+    /// How long before expiry to refresh, as a Go duration; default: once 2/3 of the lifetime has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("refreshBefore must be positive"))]
+    pub refresh_before: Option<String>,
+    /// The Secret the token is written to; default: a Secret named like this NavigatorToken with the key token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+    /// When true the operator stops refreshing (the current token stays until it expires).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+}
+
+/// Where the OAuth client credentials are. Same namespace only: there is deliberately no namespace field.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsSecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+    /// Key holding the client id; default client_id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub client_id_key: Option<String>,
+    /// Key holding the client secret; default client_secret. Ignored for a public client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub client_secret_key: Option<String>,
+    /// True for a public OAuth client: sends base64(client_id:) with an empty secret.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public_client: bool,
+}
+
+/// Which token endpoint to call.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.caBundle) || !has(self.url) || self.url.startsWith('https://')").message("caBundle needs an https url"))]
+#[x_kube(validation = Rule::new("!has(self.url) || self.url.startsWith('https://') || self.url.matches('^http://(127\\\\.[0-9]+\\\\.[0-9]+\\\\.[0-9]+|localhost|\\\\[::1\\\\])(:[0-9]+)?(/.*)?$')").message("url must be https (plain http is allowed only for loopback hosts, for testing)"))]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    /// Navigator (default): Cloud Partner Navigator authorize API; CSP: Cloud Services Platform OAuth token API.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<EndpointType>,
+    /// Base URL (scheme and host, optional port and path prefix); default per type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^/?#\s@]+(/[^?#\s]*)?$"))]
+    pub url: Option<String>,
+    /// PEM certificates to trust in addition to the public roots (private CA or proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 262144))]
+    #[x_kube(validation = Rule::new("self == '' || self.contains('-----BEGIN CERTIFICATE-----')").message("caBundle must be PEM certificates"))]
+    pub ca_bundle: Option<String>,
+}
+
+/// The two VMware token endpoint flavours.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub enum EndpointType {
+    /// Cloud Partner Navigator `POST /cphub/api/auth/v2/authn/authorize`.
+    #[default]
+    Navigator,
+    /// Cloud Services Platform `POST /csp/gateway/am/api/auth/token`.
+    #[serde(rename = "CSP")]
+    Csp,
+}
+
+/// The Secret the token is written to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.idTokenKey) || self.idTokenKey != (has(self.accessTokenKey) ? self.accessTokenKey : 'token')").message("idTokenKey must differ from accessTokenKey"))]
+#[x_kube(validation = Rule::new("!has(self.expiresAtKey) || (self.expiresAtKey != (has(self.accessTokenKey) ? self.accessTokenKey : 'token') && (!has(self.idTokenKey) || self.expiresAtKey != self.idTokenKey))").message("expiresAtKey must differ from the token keys"))]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Secret name; default: the NavigatorToken's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub secret_name: Option<String>,
+    /// Key for the access token; default token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub access_token_key: Option<String>,
+    /// Also write the id token under this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub id_token_key: Option<String>,
+    /// Also write the expiry (RFC 3339) under this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub expires_at_key: Option<String>,
+    /// Labels merged into the Secret's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations merged into the Secret's annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Delete (default): the Secret is garbage-collected with the NavigatorToken; Retain: it is left behind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// What happens to the Secret when the NavigatorToken is deleted.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Owner reference: Kubernetes deletes the Secret with the NavigatorToken.
+    #[default]
+    Delete,
+    /// No owner reference: the Secret stays.
+    Retain,
+}
+
+/// What the operator observed and did. Never holds a token.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NavigatorTokenStatus {
+    /// Ready: the Secret holds a valid token for the current spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The Secret holding the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// When the current token was issued (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<String>,
+    /// When the current token expires (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// When the operator will next request a token (refresh or retry) (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh_at: Option<String>,
+    /// Failed attempts since the last success.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failures: u32,
+    /// The most recent failure, kept until the next success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+    /// Fingerprint of the spec and credentials the last attempt used; a change retries at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_fingerprint: Option<String>,
+}
+
+/// A failed attempt, as reported to users.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// When it happened (RFC 3339).
+    pub time: String,
+    /// Machine-readable reason (also the Ready condition's reason).
+    pub reason: String,
+    /// What went wrong and what to do about it.
+    pub message: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl NavigatorTokenSpec {
+    /// The endpoint flavour, defaulted.
+    pub fn endpoint_type(&self) -> EndpointType {
+        self.endpoint.as_ref().and_then(|e| e.type_).unwrap_or_default()
+    }
+
+    /// The endpoint base URL, defaulted per flavour, without a trailing slash.
+    pub fn endpoint_url(&self) -> String {
+        let url = self.endpoint.as_ref().and_then(|e| e.url.clone()).unwrap_or_else(|| {
+            match self.endpoint_type() {
+                EndpointType::Navigator => NAVIGATOR_DEFAULT_URL,
+                EndpointType::Csp => CSP_DEFAULT_URL,
+            }
+            .to_owned()
+        });
+        url.trim_end_matches('/').to_owned()
+    }
+
+    /// Extra CA certificates, if any.
+    pub fn ca_bundle(&self) -> Option<&str> {
+        self.endpoint.as_ref().and_then(|e| e.ca_bundle.as_deref()).filter(|b| !b.trim().is_empty())
+    }
+
+    /// The target Secret's settings (defaults when absent).
+    pub fn target(&self) -> Target {
+        self.target.clone().unwrap_or_default()
+    }
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target {
+            secret_name: None,
+            access_token_key: None,
+            id_token_key: None,
+            expires_at_key: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            deletion_policy: None,
+        }
+    }
+}
+
+impl Target {
+    /// The key the access token is written under.
+    pub fn access_token_key(&self) -> &str {
+        self.access_token_key.as_deref().unwrap_or("token")
+    }
+}
+
+impl CredentialsSecretRef {
+    /// The key holding the client id.
+    pub fn client_id_key(&self) -> &str {
+        self.client_id_key.as_deref().unwrap_or("client_id")
+    }
+
+    /// The key holding the client secret.
+    pub fn client_secret_key(&self) -> &str {
+        self.client_secret_key.as_deref().unwrap_or("client_secret")
+    }
+}
+
+impl NavigatorToken {
+    /// The target Secret name: spec.target.secretName or the NavigatorToken's own name.
+    pub fn target_secret_name(&self) -> String {
+        self.spec.target.as_ref().and_then(|t| t.secret_name.clone()).unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+    }
+}

@@ -1,0 +1,273 @@
+//! `navigator-token-operator`: `run` the controller, print the `crd`, or issue one `token`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kube::CustomResourceExt;
+use navigator_token_operator::admin::{self, Readiness};
+use navigator_token_operator::controller::{self, Settings};
+use navigator_token_operator::crd::{CSP_DEFAULT_URL, EndpointType, NAVIGATOR_DEFAULT_URL, NavigatorToken};
+use navigator_token_operator::metrics::Metrics;
+use navigator_token_operator::redact::Sensitive;
+use navigator_token_operator::token::{ClientOptions, TokenClient, TokenRequest, jwt};
+use navigator_token_operator::{duration, leader};
+use tracing::info;
+
+#[derive(Parser)]
+#[command(version, about = "Keeps VMware Cloud Partner Navigator / CSP access tokens fresh in Kubernetes Secrets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller against the current kubeconfig context or in-cluster config.
+    Run(RunArgs),
+    /// Print the NavigatorToken CustomResourceDefinition as YAML.
+    Crd,
+    /// Issue one token with the given credentials and print its expiry and non-secret claims.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Admin server address for /metrics, /livez and /readyz.
+    #[arg(long, env = "NAVIGATOR_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    admin_addr: SocketAddr,
+    /// Namespaces to watch (comma-separated); empty watches all namespaces.
+    #[arg(long, env = "NAVIGATOR_NAMESPACES", value_delimiter = ',', default_value = "")]
+    namespaces: Vec<String>,
+    /// Label selector on NavigatorTokens, to shard a fleet over several operators.
+    #[arg(long, env = "NAVIGATOR_SELECTOR")]
+    selector: Option<String>,
+    /// Reconciles running at once.
+    #[arg(long, env = "NAVIGATOR_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
+    /// Global cap on token requests per second (0 = unlimited).
+    #[arg(long, env = "NAVIGATOR_TOKEN_RATE_LIMIT", default_value_t = 10.0)]
+    token_rate_limit: f64,
+    /// Hosts NavigatorTokens may send credentials to (comma-separated; loopback only when listed).
+    #[arg(
+        long,
+        env = "NAVIGATOR_ALLOWED_ENDPOINT_HOSTS",
+        value_delimiter = ',',
+        default_value = "console.navigator.vmware.com,console.cloud.vmware.com"
+    )]
+    allowed_endpoint_hosts: Vec<String>,
+    /// Token endpoint request timeout (Go duration).
+    #[arg(long, env = "NAVIGATOR_TOKEN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    token_timeout: Duration,
+    /// Create or update the NavigatorToken CRD at start (needs RBAC on customresourcedefinitions).
+    #[arg(long, env = "NAVIGATOR_INSTALL_CRD")]
+    install_crd: bool,
+    /// Run as one of several replicas; only the holder of the Lease reconciles.
+    #[arg(long, env = "NAVIGATOR_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "NAVIGATOR_LEASE_NAME", default_value = "navigator-token-operator")]
+    lease_name: String,
+    /// Namespace of the leader-election Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity (default: the pod name or the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Log format.
+    #[arg(long, env = "NAVIGATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// Endpoint flavour.
+    #[arg(long, value_enum, default_value_t = Flavour::Navigator)]
+    endpoint_type: Flavour,
+    /// Base URL (default per flavour).
+    #[arg(long)]
+    url: Option<String>,
+    /// Organization GUID.
+    #[arg(long)]
+    org_id: String,
+    /// OAuth client id.
+    #[arg(long, env = "NAVIGATOR_CLIENT_ID")]
+    client_id: String,
+    /// OAuth client secret (prefer the environment variable; empty for a public client).
+    #[arg(long, env = "NAVIGATOR_CLIENT_SECRET", hide_env_values = true, default_value = "")]
+    client_secret: String,
+    /// CSP scope.
+    #[arg(long)]
+    scope: Option<String>,
+    /// Requested validity (Go duration).
+    #[arg(long, value_parser = parse_duration)]
+    validity: Option<Duration>,
+    /// PEM file with extra CA certificates.
+    #[arg(long)]
+    ca_bundle: Option<std::path::PathBuf>,
+    /// Also print the access token itself.
+    #[arg(long)]
+    show_token: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Flavour {
+    Navigator,
+    Csp,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    duration::parse(s).map_err(|e| e.to_string())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // kube and reqwest both use rustls; ring is the one provider compiled in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match Cli::parse().command {
+        Command::Crd => {
+            print!("{}", serde_norway::to_string(&NavigatorToken::crd())?);
+            Ok(())
+        }
+        Command::Token(args) => issue_one(args).await,
+        Command::Run(args) => run(args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format);
+    let client = kube::Client::try_default().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
+    if args.install_crd {
+        navigator_token_operator::install_crd(&client).await.context("installing the CRD")?;
+    }
+    let tokens = TokenClient::new(ClientOptions {
+        request_timeout: args.token_timeout,
+        allowed_hosts: Some(args.allowed_endpoint_hosts.iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect()),
+        requests_per_second: Some(args.token_rate_limit).filter(|r| *r > 0.0),
+        ..ClientOptions::default()
+    })?;
+    let metrics = Arc::new(Metrics::default());
+    let readiness = Readiness::default();
+    let shutdown = shutdown_signal();
+    let identity = args.identity.clone().unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "navigator-token-operator".into()));
+
+    let admin = tokio::spawn(admin::serve(args.admin_addr, admin::router(metrics.clone(), readiness.clone()), shutdown.clone().wait()));
+    info!(admin = %args.admin_addr, namespaces = ?args.namespaces, "starting");
+
+    let lease = if args.leader_elect {
+        // Standbys are ready (they serve probes) but do not reconcile.
+        readiness.set_ready();
+        let lease = leader::Lease::new(client.clone(), &args.lease_namespace, &args.lease_name, &identity);
+        if !lease.acquire(shutdown.clone()).await {
+            return Ok(());
+        }
+        Some(lease)
+    } else {
+        None
+    };
+    let controllers_stop = match &lease {
+        Some(lease) => lease.keep(shutdown.clone()),
+        None => shutdown.clone(),
+    };
+
+    let namespaces: Vec<Option<String>> = if args.namespaces.iter().all(|n| n.trim().is_empty()) {
+        vec![None]
+    } else {
+        args.namespaces.iter().map(|n| n.trim()).filter(|n| !n.is_empty()).map(|n| Some(n.to_owned())).collect()
+    };
+    let synced = Arc::new(std::sync::atomic::AtomicUsize::new(namespaces.len()));
+    let controllers = namespaces.into_iter().map(|namespace| {
+        let settings = Settings { namespace, selector: args.selector.clone(), concurrency: args.concurrency, instance: identity.clone() };
+        let (synced, readiness) = (synced.clone(), readiness.clone());
+        let on_synced = move || {
+            if synced.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                readiness.set_ready();
+            }
+        };
+        controller::run(client.clone(), tokens.clone(), settings, metrics.clone(), on_synced, controllers_stop.clone().wait())
+    });
+    futures::future::join_all(controllers).await;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    shutdown.trigger();
+    admin.await??;
+    info!("stopped");
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Fires on SIGTERM or Ctrl-C, or when triggered.
+fn shutdown_signal() -> leader::Shutdown {
+    let shutdown = leader::Shutdown::default();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        #[cfg(unix)]
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        trigger.trigger();
+    });
+    shutdown
+}
+
+async fn issue_one(args: TokenArgs) -> anyhow::Result<()> {
+    let endpoint_type = match args.endpoint_type {
+        Flavour::Navigator => EndpointType::Navigator,
+        Flavour::Csp => EndpointType::Csp,
+    };
+    let default_url = match endpoint_type {
+        EndpointType::Navigator => NAVIGATOR_DEFAULT_URL,
+        EndpointType::Csp => CSP_DEFAULT_URL,
+    };
+    let ca_bundle = match &args.ca_bundle {
+        Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?),
+        None => None,
+    };
+    // An admin checking credentials by hand names the endpoint explicitly: no allow-list.
+    let client = TokenClient::new(ClientOptions { allowed_hosts: None, ..ClientOptions::default() })?;
+    let request = TokenRequest {
+        endpoint_type,
+        base_url: args.url.unwrap_or_else(|| default_url.to_owned()),
+        org_id: args.org_id,
+        client_id: args.client_id,
+        client_secret: Sensitive::new(args.client_secret),
+        scope: args.scope,
+        validity: args.validity,
+        ca_bundle,
+    };
+    let token = client.issue(&request).await?;
+    println!("issued-at:     {}", token.issued_at);
+    println!("expires-at:    {}", token.expires_at);
+    println!("expiry-source: {:?}", token.expiry_source);
+    if let Some(claims) = jwt::claims(token.access_token.expose()) {
+        for name in jwt::DISPLAYABLE_CLAIMS {
+            if let Some(value) = claims.get(*name) {
+                println!("claim {name}: {value}");
+            }
+        }
+    }
+    if args.show_token {
+        println!("access-token:  {}", token.access_token.expose());
+    }
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! HTTP client for both token endpoints: request building, response parsing, expiry derivation.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use jiff::{SignedDuration, Timestamp};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::{EndpointType, ExpirySource, IssuedToken, TokenError, TokenRequest, UpstreamDetail, jwt};
+use crate::redact::Sensitive;
+
+/// Tokens that claim to live longer than this are treated as a broken endpoint.
+const MAX_PLAUSIBLE_LIFETIME: SignedDuration = SignedDuration::from_hours(24 * 400);
+/// Longest upstream error message kept for status and events.
+const MAX_DETAIL_CHARS: usize = 300;
+/// Longest Retry-After honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// Limits and policy for the token client.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout, body included.
+    pub request_timeout: Duration,
+    /// Largest response body read.
+    pub max_body_bytes: usize,
+    /// Hosts a NavigatorToken may name; `None` allows any (only for tests and the `token` command).
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Global cap on token requests per second; `None` is unlimited.
+    pub requests_per_second: Option<f64>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(20),
+            max_body_bytes: 64 * 1024,
+            allowed_hosts: Some(vec!["console.navigator.vmware.com".into(), "console.cloud.vmware.com".into()]),
+            requests_per_second: None,
+        }
+    }
+}
+
+/// Issues tokens. Cheap to share: one connection pool per distinct CA bundle.
+#[derive(Clone)]
+pub struct TokenClient {
+    options: ClientOptions,
+    default_client: reqwest::Client,
+    clients_by_ca_bundle: Arc<Mutex<HashMap<String, reqwest::Client>>>,
+    next_slot: Arc<tokio::sync::Mutex<Instant>>,
+}
+
+impl TokenClient {
+    /// Builds a client with the public roots trusted.
+    pub fn new(options: ClientOptions) -> Result<Self, TokenError> {
+        let default_client = build_http_client(&options, None)?;
+        Ok(TokenClient {
+            options,
+            default_client,
+            clients_by_ca_bundle: Arc::default(),
+            next_slot: Arc::new(tokio::sync::Mutex::new(Instant::now())),
+        })
+    }
+
+    /// Requests one token and resolves its expiry.
+    pub async fn issue(&self, request: &TokenRequest) -> Result<IssuedToken, TokenError> {
+        let mut url = self.checked_url(request)?;
+        let client = self.client_for(request.ca_bundle.as_deref())?;
+        self.wait_for_rate_limit().await;
+
+        let basic = STANDARD.encode(format!("{}:{}", request.client_id, request.client_secret.expose()));
+        let mut form: Vec<(&str, String)> = Vec::new();
+        match request.endpoint_type {
+            EndpointType::Navigator => {
+                let mut query = url.query_pairs_mut();
+                query.append_pair("orgId", &request.org_id);
+                if let Some(validity) = request.validity {
+                    query.append_pair("accessTokenValiditySeconds", &validity.as_secs().max(1).to_string());
+                }
+            }
+            EndpointType::Csp => {
+                form.push(("grant_type", "client_credentials".into()));
+                form.push(("orgId", request.org_id.clone()));
+                if let Some(scope) = &request.scope {
+                    form.push(("scope", scope.clone()));
+                }
+                if let Some(validity) = request.validity {
+                    form.push(("accessTokenValiditySeconds", validity.as_secs().max(1).to_string()));
+                }
+            }
+        }
+        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let issued_at = Timestamp::now();
+        let response = client
+            .post(url)
+            .header(AUTHORIZATION, format!("Basic {basic}"))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(reqwest::header::ACCEPT, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+
+        let status = response.status();
+        let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, issued_at));
+        let bytes = self.read_capped(response).await?;
+        let scrub = [request.client_secret.expose(), basic.as_str()];
+
+        if status.is_redirection() {
+            return Err(TokenError::Redirected { status: status.as_u16(), location: sanitize(&location, &scrub) });
+        }
+        if !status.is_success() {
+            let detail = parse_detail(&bytes, &scrub);
+            return Err(match status.as_u16() {
+                400 => TokenError::BadRequest(detail),
+                401 => TokenError::Unauthorized(detail),
+                403 => TokenError::Forbidden(detail),
+                404 => TokenError::NotFound(detail),
+                429 => TokenError::RateLimited { retry_after, detail },
+                code @ 500..=599 => TokenError::Unavailable { status: code, detail },
+                code => TokenError::UnexpectedStatus { status: code, detail },
+            });
+        }
+        parse_token(request.endpoint_type, &bytes, issued_at, request.validity)
+    }
+
+    fn checked_url(&self, request: &TokenRequest) -> Result<reqwest::Url, TokenError> {
+        let path = match request.endpoint_type {
+            EndpointType::Navigator => "/cphub/api/auth/v2/authn/authorize",
+            EndpointType::Csp => "/csp/gateway/am/api/auth/token",
+        };
+        let url = reqwest::Url::parse(&format!("{}{path}", request.base_url.trim_end_matches('/')))
+            .map_err(|e| TokenError::InvalidEndpoint(format!("url {:?}: {e}", request.base_url)))?;
+        let host = url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(TokenError::InvalidEndpoint("url must not contain credentials".into()));
+        }
+        if let Some(allowed) = &self.options.allowed_hosts {
+            if !allowed.iter().any(|a| a.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(&host)) {
+                return Err(TokenError::EndpointNotAllowed { host, allowed: allowed.join(",") });
+            }
+        }
+        let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        match url.scheme() {
+            "https" => Ok(url),
+            "http" if loopback && request.ca_bundle.is_none() => Ok(url),
+            _ => Err(TokenError::InvalidEndpoint(format!(
+                "url {:?} must be https (plain http only for loopback hosts, without caBundle)",
+                request.base_url
+            ))),
+        }
+    }
+
+    fn client_for(&self, ca_bundle: Option<&str>) -> Result<reqwest::Client, TokenError> {
+        let Some(bundle) = ca_bundle else {
+            return Ok(self.default_client.clone());
+        };
+        let mut clients = self.clients_by_ca_bundle.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(bundle) {
+            return Ok(client.clone());
+        }
+        let client = build_http_client(&self.options, Some(bundle))?;
+        clients.insert(bundle.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Spaces requests evenly so that many tokens due at once never cause a 429 storm.
+    async fn wait_for_rate_limit(&self) {
+        let Some(rate) = self.options.requests_per_second.filter(|r| *r > 0.0) else {
+            return;
+        };
+        let slot = {
+            let mut next = self.next_slot.lock().await;
+            let slot = (*next).max(Instant::now());
+            *next = slot + Duration::from_secs_f64(1.0 / rate);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+
+    async fn read_capped(&self, mut response: reqwest::Response) -> Result<Vec<u8>, TokenError> {
+        let limit = self.options.max_body_bytes;
+        if response.content_length().is_some_and(|len| len as usize > limit) {
+            return Err(TokenError::ResponseTooLarge { limit });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e))? {
+            if body.len() + chunk.len() > limit {
+                return Err(TokenError::ResponseTooLarge { limit });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    fn transport_error(&self, error: &reqwest::Error) -> TokenError {
+        if error.is_timeout() {
+            return TokenError::Timeout(self.options.request_timeout);
+        }
+        // reqwest's own message names the URL only; the useful part is in the sources.
+        let mut causes = Vec::new();
+        let mut tls = false;
+        let mut source = error.source();
+        while let Some(cause) = source {
+            tls |= is_rustls_error(cause);
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        causes.dedup();
+        let message = if causes.is_empty() { error.to_string() } else { causes.join(": ") };
+        if tls {
+            TokenError::Tls(message)
+        } else if error.is_connect() {
+            TokenError::Connect(message)
+        } else {
+            TokenError::Transport(message)
+        }
+    }
+}
+
+/// rustls errors arrive wrapped in (possibly nested) io::Errors, whose `source()` skips them.
+fn is_rustls_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    if error.is::<rustls::Error>() {
+        return true;
+    }
+    let inner = error.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+    inner.is_some_and(|inner| is_rustls_error(inner))
+}
+
+fn build_http_client(options: &ClientOptions, ca_bundle: Option<&str>) -> Result<reqwest::Client, TokenError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(bundle) = ca_bundle {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bundle.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| TokenError::InvalidEndpoint(format!("caBundle is not valid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(TokenError::InvalidEndpoint("caBundle holds no certificate".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| TokenError::InvalidEndpoint(format!("caBundle certificate rejected: {e}")))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TokenError::InvalidEndpoint(format!("TLS setup: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(options.connect_timeout)
+        .timeout(options.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("navigator-token-operator/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| TokenError::InvalidEndpoint(format!("HTTP client setup: {e}")))
+}
+
+/// The 200 body of either endpoint. Unknown fields (refreshToken, returnUrl, scope…) are ignored.
+#[derive(Deserialize)]
+struct TokenResponse {
+    #[serde(alias = "accessToken")]
+    access_token: Option<String>,
+    #[serde(alias = "idToken")]
+    id_token: Option<String>,
+    expires_in: Option<serde_json::Value>,
+}
+
+fn parse_token(endpoint: EndpointType, body: &[u8], issued_at: Timestamp, validity: Option<Duration>) -> Result<IssuedToken, TokenError> {
+    // serde's message can quote a value from the body, so only its category and position are kept.
+    let parsed: TokenResponse = serde_json::from_slice(body)
+        .map_err(|e| TokenError::MalformedResponse(format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())))?;
+    let field = match endpoint {
+        EndpointType::Navigator => "accessToken",
+        EndpointType::Csp => "access_token",
+    };
+    let access_token = parsed.access_token.filter(|t| !t.trim().is_empty()).ok_or(TokenError::MissingToken(field))?;
+    let expires_in = parsed.expires_in.as_ref().and_then(|v| v.as_f64().or_else(|| v.as_str()?.parse().ok()));
+
+    let (expires_at, expiry_source) = if let Some(seconds) = expires_in {
+        (offset(issued_at, seconds)?, ExpirySource::ExpiresIn)
+    } else if let Some(exp) = jwt::expiry(&access_token) {
+        let at = Timestamp::from_second(exp).map_err(|_| TokenError::ImplausibleExpiry(Timestamp::MAX))?;
+        (at, ExpirySource::JwtExp)
+    } else if let Some(validity) = validity {
+        (offset(issued_at, validity.as_secs_f64())?, ExpirySource::RequestedValidity)
+    } else {
+        return Err(TokenError::UnknownExpiry);
+    };
+    if expires_at <= Timestamp::now() {
+        return Err(TokenError::AlreadyExpired(expires_at));
+    }
+    if expires_at.duration_since(issued_at) > MAX_PLAUSIBLE_LIFETIME {
+        return Err(TokenError::ImplausibleExpiry(expires_at));
+    }
+    Ok(IssuedToken {
+        access_token: Sensitive::new(access_token),
+        id_token: parsed.id_token.filter(|t| !t.is_empty()).map(Sensitive::new),
+        issued_at,
+        expires_at,
+        expiry_source,
+    })
+}
+
+fn offset(from: Timestamp, seconds: f64) -> Result<Timestamp, TokenError> {
+    let span = SignedDuration::try_from_secs_f64(seconds).map_err(|_| TokenError::ImplausibleExpiry(Timestamp::MAX))?;
+    from.checked_add(span).map_err(|_| TokenError::ImplausibleExpiry(Timestamp::MAX))
+}
+
+/// Extracts CSP / generic error fields; an HTML page or other text yields no message.
+fn parse_detail(body: &[u8], scrub: &[&str]) -> UpstreamDetail {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ErrorBody {
+        csp_error_code: Option<String>,
+        message: Option<String>,
+        error_description: Option<String>,
+        error: Option<String>,
+        request_id: Option<String>,
+    }
+    let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) else {
+        return UpstreamDetail::default();
+    };
+    let clean = |s: Option<String>| s.map(|s| sanitize(&s, scrub)).filter(|s| !s.is_empty());
+    UpstreamDetail {
+        csp_error_code: clean(parsed.csp_error_code.or(parsed.error)),
+        message: clean(parsed.message.or(parsed.error_description)),
+        request_id: clean(parsed.request_id),
+    }
+}
+
+/// Makes upstream text safe to show: no control characters, bounded, and never an echoed credential.
+fn sanitize(text: &str, scrub: &[&str]) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(MAX_DETAIL_CHARS).collect();
+    for secret in scrub.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(secret, "<redacted>");
+    }
+    out.trim().to_owned()
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped.
+fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+    let delay = if let Ok(seconds) = value.trim().parse::<u64>() {
+        Duration::from_secs(seconds)
+    } else {
+        let date = jiff::fmt::rfc2822::parse(value.trim()).ok()?.timestamp();
+        date.duration_since(now).try_into().unwrap_or(Duration::ZERO)
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Sun, 22 Nov 2026 10:00:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("99999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("Sun, 22 Nov 2026 09:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn sanitize_scrubs_echoed_credentials_and_bounds_length() {
+        let text = format!("bad secret s3cr3t-value\n{}", "x".repeat(1000));
+        let clean = sanitize(&text, &["s3cr3t-value"]);
+        assert!(!clean.contains("s3cr3t-value"));
+        assert!(clean.starts_with("bad secret <redacted>"));
+        assert!(clean.chars().count() <= MAX_DETAIL_CHARS);
+    }
+}

@@ -1,0 +1,252 @@
+//! The upstream side: requesting access tokens from Cloud Partner Navigator or CSP.
+//! Knows nothing about Kubernetes.
+
+mod client;
+pub mod jwt;
+
+use std::fmt;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+pub use crate::crd::EndpointType;
+use crate::redact::Sensitive;
+pub use client::{ClientOptions, TokenClient};
+
+/// Everything needed for one token request.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    /// Which API to speak.
+    pub endpoint_type: EndpointType,
+    /// Base URL, no trailing slash.
+    pub base_url: String,
+    /// Organization GUID.
+    pub org_id: String,
+    /// OAuth client id (not secret, but kept out of logs anyway by callers).
+    pub client_id: String,
+    /// OAuth client secret; empty for a public client.
+    pub client_secret: Sensitive,
+    /// CSP scopes.
+    pub scope: Option<String>,
+    /// Requested lifetime.
+    pub validity: Option<Duration>,
+    /// Extra PEM roots.
+    pub ca_bundle: Option<String>,
+}
+
+/// A token as issued, with its lifetime resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IssuedToken {
+    /// The access token.
+    pub access_token: Sensitive,
+    /// The id token, when the endpoint returned one.
+    pub id_token: Option<Sensitive>,
+    /// When the request was sent (the conservative start of the lifetime).
+    pub issued_at: Timestamp,
+    /// When the token stops working.
+    pub expires_at: Timestamp,
+    /// Where `expires_at` came from.
+    pub expiry_source: ExpirySource,
+}
+
+/// How the expiry of a token was learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpirySource {
+    /// The OAuth `expires_in` field (CSP).
+    ExpiresIn,
+    /// The `exp` claim of the JWT access token.
+    JwtExp,
+    /// The lifetime that was requested (spec.validity).
+    RequestedValidity,
+}
+
+/// What an upstream error body told us (CSP `cspErrorCode`/`message`/`requestId`, or a `message`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamDetail {
+    /// CSP's error code.
+    pub csp_error_code: Option<String>,
+    /// Human-readable message (sanitised and truncated).
+    pub message: Option<String>,
+    /// Request id to quote to VMware support.
+    pub request_id: Option<String>,
+}
+
+impl fmt::Display for UpstreamDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(message) = &self.message {
+            write!(f, ": {message}")?;
+        }
+        let extras: Vec<String> = [("cspErrorCode", &self.csp_error_code), ("requestId", &self.request_id)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
+            .collect();
+        if !extras.is_empty() {
+            write!(f, " ({})", extras.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a token request failed. Messages are safe to show: they never contain credentials or tokens.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum TokenError {
+    /// The endpoint host is not on the operator's allow-list.
+    #[error(
+        "endpoint host {host:?} is not allowed by this operator (allowed: {allowed}); a cluster admin can add it with --allowed-endpoint-hosts"
+    )]
+    EndpointNotAllowed {
+        /// The host the spec names.
+        host: String,
+        /// The allow-list.
+        allowed: String,
+    },
+    /// The endpoint URL or CA bundle cannot be used.
+    #[error("invalid endpoint: {0}")]
+    InvalidEndpoint(String),
+    /// HTTP 401: wrong client id or secret.
+    #[error("the token endpoint rejected the client credentials (HTTP 401){0}; check the credentials Secret")]
+    Unauthorized(UpstreamDetail),
+    /// HTTP 403.
+    #[error("the OAuth client is not allowed to get a token for this organization (HTTP 403){0}")]
+    Forbidden(UpstreamDetail),
+    /// HTTP 404 (CSP: organization not found).
+    #[error("organization or endpoint not found (HTTP 404){0}; check orgId and endpoint.url")]
+    NotFound(UpstreamDetail),
+    /// HTTP 400: the request or the credentials are invalid.
+    #[error("the token endpoint rejected the request (HTTP 400){0}; check orgId, scope and the credentials")]
+    BadRequest(UpstreamDetail),
+    /// HTTP 429.
+    #[error("rate limited by the token endpoint (HTTP 429){detail}{}", retry_after.map(|d| format!("; retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        /// The server's Retry-After, when given.
+        retry_after: Option<Duration>,
+        /// Error body details.
+        detail: UpstreamDetail,
+    },
+    /// HTTP 5xx.
+    #[error("the token endpoint is failing (HTTP {status}){detail}")]
+    Unavailable {
+        /// The HTTP status.
+        status: u16,
+        /// Error body details.
+        detail: UpstreamDetail,
+    },
+    /// Any other non-success status.
+    #[error("unexpected HTTP {status} from the token endpoint{detail}")]
+    UnexpectedStatus {
+        /// The HTTP status.
+        status: u16,
+        /// Error body details.
+        detail: UpstreamDetail,
+    },
+    /// A redirect, which is never followed: it would carry the credentials elsewhere.
+    #[error(
+        "the token endpoint redirected (HTTP {status}) to {location:?}; redirects are not followed because they would send the client credentials elsewhere"
+    )]
+    Redirected {
+        /// The HTTP status.
+        status: u16,
+        /// The Location header.
+        location: String,
+    },
+    /// No complete answer in time.
+    #[error("no answer from the token endpoint within {}s", .0.as_secs_f32())]
+    Timeout(Duration),
+    /// TCP connection failed.
+    #[error("cannot connect to the token endpoint: {0}")]
+    Connect(String),
+    /// TLS failed, typically an untrusted certificate.
+    #[error("TLS with the token endpoint failed: {0}; if it uses a private CA, put it in endpoint.caBundle")]
+    Tls(String),
+    /// The connection broke mid-way.
+    #[error("the connection to the token endpoint failed: {0}")]
+    Transport(String),
+    /// The body exceeded the cap.
+    #[error("the token endpoint's response is larger than {limit} bytes")]
+    ResponseTooLarge {
+        /// The cap in bytes.
+        limit: usize,
+    },
+    /// The body is not the JSON we expect.
+    #[error("the token endpoint's response is not valid token JSON ({0})")]
+    MalformedResponse(String),
+    /// The JSON lacks the access token.
+    #[error("the token endpoint's response has no {0}")]
+    MissingToken(&'static str),
+    /// The token is already expired (or about to).
+    #[error("the token endpoint issued a token that expires at {0}, which is not in the future")]
+    AlreadyExpired(Timestamp),
+    /// The token claims to live implausibly long.
+    #[error("the token endpoint issued a token that expires at {0}, implausibly far in the future")]
+    ImplausibleExpiry(Timestamp),
+    /// Nothing tells when the token expires.
+    #[error("the token's expiry cannot be known (no expires_in, no JWT exp claim); set spec.validity")]
+    UnknownExpiry,
+}
+
+/// How a failure should be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryClass {
+    /// Likely to pass by itself: exponential backoff with jitter.
+    Transient,
+    /// Needs someone to fix the spec, credentials or endpoint: slow retry, immediate on change.
+    NeedsUserAction,
+    /// The server asked us to slow down.
+    RateLimited(Option<Duration>),
+}
+
+impl TokenError {
+    /// How to retry after this error.
+    pub fn retry_class(&self) -> RetryClass {
+        use TokenError::*;
+        match self {
+            EndpointNotAllowed { .. }
+            | InvalidEndpoint(_)
+            | Unauthorized(_)
+            | Forbidden(_)
+            | NotFound(_)
+            | BadRequest(_)
+            | Redirected { .. }
+            | Tls(_)
+            | UnknownExpiry => RetryClass::NeedsUserAction,
+            RateLimited { retry_after, .. } => RetryClass::RateLimited(*retry_after),
+            Unavailable { .. }
+            | UnexpectedStatus { .. }
+            | Timeout(_)
+            | Connect(_)
+            | Transport(_)
+            | ResponseTooLarge { .. }
+            | MalformedResponse(_)
+            | MissingToken(_)
+            | AlreadyExpired(_)
+            | ImplausibleExpiry(_) => RetryClass::Transient,
+        }
+    }
+
+    /// The status condition / Event reason for this error.
+    pub fn reason(&self) -> &'static str {
+        use TokenError::*;
+        match self {
+            EndpointNotAllowed { .. } => "EndpointNotAllowed",
+            InvalidEndpoint(_) => "InvalidEndpoint",
+            Unauthorized(_) => "Unauthorized",
+            Forbidden(_) => "Forbidden",
+            NotFound(_) => "NotFound",
+            BadRequest(_) => "BadRequest",
+            RateLimited { .. } => "RateLimited",
+            Unavailable { .. } => "UpstreamUnavailable",
+            UnexpectedStatus { .. } => "UnexpectedStatus",
+            Redirected { .. } => "Redirected",
+            Timeout(_) => "Timeout",
+            Connect(_) => "ConnectionFailed",
+            Tls(_) => "TLSError",
+            Transport(_) => "TransportError",
+            ResponseTooLarge { .. } => "ResponseTooLarge",
+            MalformedResponse(_) => "MalformedResponse",
+            MissingToken(_) => "MissingToken",
+            AlreadyExpired(_) => "TokenAlreadyExpired",
+            ImplausibleExpiry(_) => "ImplausibleExpiry",
+            UnknownExpiry => "UnknownExpiry",
+        }
+    }
+}
