@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 use navigator_token_operator::admin::{self, Readiness};
+use navigator_token_operator::api_counter::{self, ApiCounter};
 use navigator_token_operator::controller::{self, Settings};
 use navigator_token_operator::crd::{CSP_DEFAULT_URL, EndpointType, NAVIGATOR_DEFAULT_URL, NavigatorToken};
 use navigator_token_operator::metrics::Metrics;
@@ -144,7 +145,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
-    let client = kube::Client::try_default().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
+    let metrics = Arc::new(Metrics::default());
+    let config = kube::Config::infer().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
+    let client = api_counter::client(config, ApiCounter::new(metrics.kube_api_requests.clone()))?;
     if args.install_crd {
         navigator_token_operator::install_crd(&client).await.context("installing the CRD")?;
     }
@@ -154,7 +157,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         requests_per_second: Some(args.token_rate_limit).filter(|r| *r > 0.0),
         ..ClientOptions::default()
     })?;
-    let metrics = Arc::new(Metrics::default());
     let readiness = Readiness::default();
     let shutdown = shutdown_signal();
     let identity = args.identity.clone().unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "navigator-token-operator".into()));

@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::api_counter::ApiLabels;
+
 /// Identifies one NavigatorToken.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
@@ -48,6 +50,8 @@ pub struct Metrics {
     pub reconciles: Family<ReconcileLabels, Counter>,
     /// Reconcile latency.
     pub reconcile_duration: Histogram,
+    /// The operator's Kubernetes API requests by verb and resource.
+    pub kube_api_requests: Family<ApiLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -65,7 +69,18 @@ impl Default for Metrics {
         registry.register("token_request_duration_seconds", "Token endpoint request latency", token_request_duration.clone());
         registry.register("reconcile", "Reconciles by result", reconciles.clone());
         registry.register("reconcile_duration_seconds", "Reconcile latency", reconcile_duration.clone());
-        Metrics { registry, token_expiry, consecutive_failures, token_requests, token_request_duration, reconciles, reconcile_duration }
+        let kube_api_requests = Family::<ApiLabels, Counter>::default();
+        registry.register("kube_api_requests", "Kubernetes API requests by verb and resource", kube_api_requests.clone());
+        Metrics {
+            registry,
+            token_expiry,
+            consecutive_failures,
+            token_requests,
+            token_request_duration,
+            reconciles,
+            reconcile_duration,
+            kube_api_requests,
+        }
     }
 }
 

@@ -5,9 +5,10 @@ pub mod plan;
 pub mod secret;
 pub mod status;
 
+use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -56,6 +57,11 @@ pub struct Context {
     credentials: Store<Secret>,
     recorder: Recorder,
     metrics: Arc<Metrics>,
+    /// Tokens issued but not yet stored (the Secret write failed): reused instead of requesting
+    /// another, so an API server hiccup never costs a second token request in a window.
+    unstored: Mutex<HashMap<ObjectRef<NavigatorToken>, (String, TokenMaterial)>>,
+    /// True once every watch has listed.
+    synced: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A condition that stops a token request before it is made: the user must change something.
@@ -89,19 +95,28 @@ pub async fn run(
         token_watch = token_watch.labels(selector);
     }
     let (token_store, token_writer) = reflector::store();
-    let token_stream =
-        watcher(token_api, token_watch).default_backoff().modify(strip_managed_fields).reflect(token_writer).applied_objects();
+    // kube's Store::wait_until_ready wakes only one of several waiters, so "listed" is tracked
+    // here from the watch streams themselves and shared through a watch channel.
+    let sync = SyncTracker::new(3, on_synced);
+    let token_stream = watcher(token_api, token_watch)
+        .default_backoff()
+        .inspect(sync.marker())
+        .modify(strip_managed_fields)
+        .reflect(token_writer)
+        .applied_objects();
 
     // Two label-selected Secret watches: the operator never lists or caches unrelated Secrets.
     let (managed_secrets, managed_writer) = reflector::store();
     let managed_stream = watcher(secret_api.clone(), watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")))
         .default_backoff()
+        .inspect(sync.marker())
         .modify(strip_managed_fields)
         .reflect(managed_writer)
         .touched_objects();
     let (credentials, credentials_writer) = reflector::store();
     let credentials_stream = watcher(secret_api, watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true")))
         .default_backoff()
+        .inspect(sync.marker())
         .modify(strip_managed_fields)
         .reflect(credentials_writer)
         .touched_objects();
@@ -115,18 +130,8 @@ pub async fn run(
         credentials: credentials.clone(),
         recorder: Recorder::new(client, reporter),
         metrics,
-    });
-
-    let stores = (token_store.clone(), managed_secrets.clone(), credentials.clone());
-    tokio::spawn(async move {
-        let ready = async {
-            stores.0.wait_until_ready().await.ok()?;
-            stores.1.wait_until_ready().await.ok()?;
-            stores.2.wait_until_ready().await.ok()
-        };
-        if ready.await.is_some() {
-            on_synced();
-        }
+        unstored: Mutex::default(),
+        synced: sync.receiver(),
     });
 
     let users_of_credentials = token_store.clone();
@@ -158,6 +163,45 @@ fn scoped_api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicTy
     }
 }
 
+/// Counts watches that have completed their first list; fires a callback and a channel when all have.
+struct SyncTracker {
+    remaining: Arc<std::sync::atomic::AtomicUsize>,
+    on_synced: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+    sender: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl SyncTracker {
+    fn new(watches: usize, on_synced: impl FnOnce() + Send + 'static) -> Self {
+        SyncTracker {
+            remaining: Arc::new(watches.into()),
+            on_synced: Arc::new(Mutex::new(Some(Box::new(on_synced)))),
+            sender: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+
+    fn receiver(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.sender.subscribe()
+    }
+
+    /// An `inspect` callback for one watch stream: counts its first InitDone.
+    fn marker<K>(&self) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+        let (remaining, on_synced, sender) = (self.remaining.clone(), self.on_synced.clone(), self.sender.clone());
+        let mut counted = false;
+        move |event| {
+            if counted || !matches!(event, Ok(watcher::Event::InitDone)) {
+                return;
+            }
+            counted = true;
+            if remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                sender.send_replace(true);
+                if let Some(callback) = on_synced.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    callback();
+                }
+            }
+        }
+    }
+}
+
 /// managedFields are large and unused here: dropping them keeps the caches small.
 fn strip_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
@@ -183,8 +227,7 @@ async fn reconcile(token: Arc<NavigatorToken>, ctx: Arc<Context>) -> Result<Acti
 
 async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action, Error> {
     // Reads must come from listed caches, or a restart would look like "no Secret yet".
-    let _ = ctx.managed_secrets.wait_until_ready().await;
-    let _ = ctx.credentials.wait_until_ready().await;
+    let _ = ctx.synced.clone().wait_for(|synced| *synced).await;
     let labels = TokenLabels { namespace: token.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?, name: token.name_any() };
     if token.metadata.deletion_timestamp.is_some() {
         ctx.metrics.forget(&labels);
@@ -273,6 +316,14 @@ impl Actor<'_> {
         inputs_fp: &str,
         target: &TargetSecret,
     ) -> Result<Action, Error> {
+        let key = ObjectRef::from_obj(self.token);
+        let unstored = self.ctx.unstored.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        if let Some((fp, material)) = unstored.filter(|(fp, m)| fp == inputs_fp && m.expires_at > self.now) {
+            info!(?reason, "storing the token issued before the last Secret write failed");
+            let next_at = Some(plan::refresh_at(material.issued_at, material.expires_at, refresh_before, jitter_seed(self.token)));
+            let plan = Plan { step: Step::Keep { rewrite_secret: true }, next_at };
+            return self.store_new_token(material, &fp, &plan, refresh_before, reason).await;
+        }
         let spec = &self.token.spec;
         let request = TokenRequest {
             endpoint_type: spec.endpoint_type(),
@@ -296,23 +347,39 @@ impl Actor<'_> {
         match result {
             Ok(issued) => {
                 info!(?reason, expires_at = %issued.expires_at, source = ?issued.expiry_source, "issued a token");
+                // Whole seconds, as annotations and status hold them, so that a restart computes
+                // exactly the same refresh time (and finds nothing to write).
                 let material = TokenMaterial {
                     access_token: issued.access_token,
                     id_token: issued.id_token,
-                    issued_at: issued.issued_at,
-                    expires_at: issued.expires_at,
+                    issued_at: whole_seconds(issued.issued_at),
+                    expires_at: whole_seconds(issued.expires_at),
                 };
-                let plan = Plan {
-                    step: Step::Keep { rewrite_secret: true },
-                    next_at: Some(plan::refresh_at(material.issued_at, material.expires_at, refresh_before, jitter_seed(self.token))),
-                };
-                self.succeed(&material, true, inputs_fp, &plan, refresh_before, Some(reason)).await
+                let next_at = Some(plan::refresh_at(material.issued_at, material.expires_at, refresh_before, jitter_seed(self.token)));
+                let plan = Plan { step: Step::Keep { rewrite_secret: true }, next_at };
+                self.store_new_token(material, inputs_fp, &plan, refresh_before, reason).await
             }
             Err(error) => {
                 warn!(reason = error.reason(), %error, "token request failed");
                 self.fail(target, error.reason(), &error.to_string(), error.retry_class(), inputs_fp).await
             }
         }
+    }
+
+    async fn store_new_token(
+        &mut self,
+        material: TokenMaterial,
+        inputs_fp: &str,
+        plan: &Plan,
+        refresh_before: Option<Duration>,
+        reason: IssueReason,
+    ) -> Result<Action, Error> {
+        if let Err(error) = self.ctx.apply_secret(&secret::desired(self.token, &material, inputs_fp)).await {
+            let key = ObjectRef::from_obj(self.token);
+            self.ctx.unstored.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (inputs_fp.to_owned(), material));
+            return Err(error);
+        }
+        self.succeed(&material, false, inputs_fp, plan, refresh_before, Some(reason)).await
     }
 
     async fn succeed(
@@ -443,10 +510,9 @@ impl Actor<'_> {
         let name = self.token.name_any();
         let api: Api<NavigatorToken> = Api::namespaced(self.ctx.client.clone(), &self.labels.namespace);
         let patch = json!({"apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken", "status": status});
-        let written = api
-            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-            .await
-            .map_err(Error::kube("patch NavigatorToken status"))?;
+        let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&patch));
+        let written =
+            with_retries(|| api.patch_status(&name, &params, &patch)).await.map_err(Error::kube("patch NavigatorToken status"))?;
         wait_for_cache(&self.ctx.token_store, &ObjectRef::from_obj(&written), written.resource_version()).await;
         Ok(())
     }
@@ -522,13 +588,31 @@ impl Context {
     async fn apply_secret(&self, desired: &Secret) -> Result<(), Error> {
         let namespace = desired.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
-        let written = api
-            .patch(&desired.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired))
-            .await
-            .map_err(Error::kube("apply target Secret"))?;
+        let (name, params, patch) = (desired.name_any(), PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(desired));
+        let written = with_retries(|| api.patch(&name, &params, &patch)).await.map_err(Error::kube("apply target Secret"))?;
         wait_for_cache(&self.managed_secrets, &ObjectRef::from_obj(&written), written.resource_version()).await;
         Ok(())
     }
+}
+
+/// Retries a write a few times on conflicts, throttling and server errors: they are usually
+/// momentary, and a failed Secret write would otherwise wait for the error policy's requeue.
+async fn with_retries<T, F, Fut>(mut write: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for _ in 0..3 {
+        match write().await {
+            Err(kube::Error::Api(status)) if matches!(status.code, 409 | 429 | 500..=599) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    write().await
 }
 
 /// Waits (bounded) until a watch cache shows a write of ours, so the next reconcile cannot act on
@@ -557,6 +641,10 @@ fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, 
     value
         .map(|v| crate::duration::parse(v).map_err(|e| Blocked { reason: "InvalidSpec", message: format!("spec.{field}: {e}") }))
         .transpose()
+}
+
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 fn jitter_seed(token: &NavigatorToken) -> u64 {

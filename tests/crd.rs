@@ -1,0 +1,119 @@
+//! The generated CRD: no drift from crds/, and the schema and CEL rules reject bad specs at apply time.
+
+use kube::CustomResourceExt;
+use navigator_token_operator::crd::{NavigatorToken, NavigatorTokenSpec};
+use serde_json::{Value, json};
+
+fn schema() -> Value {
+    let crd = serde_json::to_value(NavigatorToken::crd()).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+}
+
+fn token(spec: Value) -> NavigatorToken {
+    serde_json::from_value(json!({
+        "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",
+        "metadata": {"name": "t", "namespace": "team-a"},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn base() -> Value {
+    json!({"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"name": "partner-oauth-client"}})
+}
+
+fn with(patch: Value) -> Value {
+    let mut spec = base();
+    for (k, v) in patch.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    spec
+}
+
+fn cel_errors(spec: Value) -> String {
+    match token(spec).validate_cel() {
+        Ok(()) => String::new(),
+        Err(errors) => format!("{errors:?}"),
+    }
+}
+
+#[test]
+fn crds_directory_matches_the_binary_output() {
+    let generated = serde_norway::to_string(&NavigatorToken::crd()).unwrap();
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/navigatortoken.yaml")).unwrap();
+    assert!(generated == committed, "crds/navigatortoken.yaml is stale: run `cargo run -- crd > crds/navigatortoken.yaml`");
+}
+
+#[test]
+fn every_spec_field_is_documented_for_kubectl_explain() {
+    fn check(path: &str, node: &Value) {
+        for (name, prop) in node["properties"].as_object().into_iter().flatten() {
+            let here = format!("{path}.{name}");
+            assert!(prop["description"].as_str().is_some_and(|d| !d.is_empty()), "{here} has no description");
+            check(&here, prop);
+        }
+    }
+    check("spec", &schema());
+}
+
+#[test]
+fn format_rules_live_in_the_openapi_schema() {
+    let spec = schema();
+    let org = regex_lite(&spec["properties"]["orgId"]["pattern"]);
+    assert!(org.contains("[0-9a-fA-F]{8}-"), "{org}");
+    assert_eq!(spec["required"], json!(["credentialsSecretRef", "orgId"]));
+    let reference = &spec["properties"]["credentialsSecretRef"]["properties"];
+    // Same namespace only: there is no namespace field to point elsewhere.
+    assert!(reference.get("namespace").is_none());
+    assert_eq!(spec["properties"]["endpoint"]["properties"]["type"]["enum"], json!(["Navigator", "CSP"]));
+    assert_eq!(spec["properties"]["target"]["properties"]["deletionPolicy"]["enum"], json!(["Delete", "Retain"]));
+    assert!(regex_lite(&spec["properties"]["validity"]["pattern"]).contains("ms|s|m|h"));
+}
+
+fn regex_lite(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_good_spec_passes_every_cel_rule() {
+    let full = with(json!({
+        "endpoint": {"type": "CSP", "url": "https://console.cloud.vmware.com", "caBundle": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"},
+        "scope": "openid",
+        "validity": "30m",
+        "refreshBefore": "10m",
+        "target": {"secretName": "x", "accessTokenKey": "token", "idTokenKey": "id", "expiresAtKey": "exp"},
+    }));
+    assert_eq!(cel_errors(base()), "");
+    assert_eq!(cel_errors(full), "");
+    assert_eq!(cel_errors(with(json!({"endpoint": {"url": "http://127.0.0.1:8443"}}))), "", "loopback http is allowed for tests");
+}
+
+#[test]
+fn cel_rejects_contradictions_with_readable_messages() {
+    let cases = [
+        (json!({"validity": "10m", "refreshBefore": "10m"}), "refreshBefore must be shorter than validity"),
+        (json!({"validity": "500ms"}), "validity must be at least 1s"),
+        (json!({"refreshBefore": "0s"}), "refreshBefore must be positive"),
+        (json!({"scope": "openid"}), "scope is supported only with endpoint.type CSP"),
+        (json!({"endpoint": {"url": "http://console.cloud.vmware.com"}}), "url must be https"),
+        (json!({"endpoint": {"url": "http://127.0.0.1", "caBundle": "-----BEGIN CERTIFICATE-----"}}), "caBundle needs an https url"),
+        (json!({"endpoint": {"caBundle": "not a pem"}}), "caBundle must be PEM certificates"),
+        (json!({"target": {"idTokenKey": "token"}}), "idTokenKey must differ from accessTokenKey"),
+        (json!({"target": {"accessTokenKey": "a", "expiresAtKey": "a"}}), "expiresAtKey must differ"),
+    ];
+    for (patch, message) in cases {
+        let errors = cel_errors(with(patch.clone()));
+        assert!(errors.contains(message), "{patch}: expected {message:?}, got {errors:?}");
+    }
+}
+
+#[test]
+fn spec_defaults_are_applied_in_code_not_the_schema() {
+    // No schema defaults: what users apply is what the API server stores (no GitOps drift).
+    assert!(!serde_json::to_string(&NavigatorToken::crd()).unwrap().contains("\"default\""));
+    let spec: NavigatorTokenSpec = serde_json::from_value(base()).unwrap();
+    assert_eq!(spec.endpoint_url(), "https://console.navigator.vmware.com");
+    assert_eq!(spec.credentials_secret_ref.client_id_key(), "client_id");
+    assert_eq!(spec.target().access_token_key(), "token");
+    assert_eq!(token(base()).target_secret_name(), "t");
+}
