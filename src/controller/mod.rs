@@ -21,7 +21,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::plan::{FailureState, IssueReason, Observed, Plan, Step, TargetSecret};
 use self::secret::{CredentialsVersion, TokenMaterial};
@@ -234,6 +234,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         return Ok(Action::await_change());
     }
     let now = Timestamp::now();
+    debug!(generation = token.metadata.generation, resource_version = token.resource_version(), "reconciling");
     let previous = token.status.as_ref();
     let mut action = Actor { token, ctx, previous, now, labels: &labels };
 
@@ -430,7 +431,8 @@ impl Actor<'_> {
         inputs_fp: &str,
     ) -> Result<Action, Error> {
         let failures = self.previous.map_or(0, |s| s.consecutive_failures).saturating_add(1);
-        let retry_at = plan::add(self.now, plan::retry_delay(class, failures, jitter_seed(self.token)));
+        // Rounded up to whole seconds, as status keeps it: never retry before a Retry-After.
+        let retry_at = ceil_seconds(plan::add(self.now, plan::retry_delay(class, failures, jitter_seed(self.token))));
         // The token already in the Secret stays; status keeps describing it while it is valid.
         let current = match target {
             TargetSecret::Managed(Some(c)) if c.intact && c.expires_at > self.now => Some(c),
@@ -645,6 +647,11 @@ fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, 
 
 fn whole_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+fn ceil_seconds(t: Timestamp) -> Timestamp {
+    let whole = whole_seconds(t);
+    if whole < t { plan::add(whole, Duration::from_secs(1)) } else { whole }
 }
 
 fn jitter_seed(token: &NavigatorToken) -> u64 {

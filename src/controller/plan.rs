@@ -115,14 +115,22 @@ pub struct Plan {
 
 /// Decides what to do with one NavigatorToken at `now`.
 pub fn decide(observed: &Observed, now: Timestamp) -> Plan {
+    if observed.suspended {
+        return Plan { step: Step::Suspended, next_at: None };
+    }
+    // A failure backs off only while nothing the user controls has changed since. This comes
+    // first: every failure writes status, and status writes trigger reconciles.
+    let failures = &observed.failures;
+    if failures.consecutive_failures > 0 && failures.same_inputs {
+        if let Some(retry_at) = failures.retry_at.filter(|at| *at > now) {
+            return Plan { step: Step::WaitForRetry, next_at: Some(retry_at) };
+        }
+    }
     let current = match &observed.secret {
         TargetSecret::Foreign => return Plan { step: Step::SecretConflict, next_at: None },
         TargetSecret::Managed(Some(current)) => Some(current),
         TargetSecret::Absent | TargetSecret::Managed(None) => None,
     };
-    if observed.suspended {
-        return Plan { step: Step::Suspended, next_at: None };
-    }
     let refresh_at = current.map(|c| refresh_at(c.issued_at, c.expires_at, observed.refresh_before, observed.jitter_seed));
     let wanted = match current {
         None if matches!(observed.secret, TargetSecret::Absent) => Some(IssueReason::Initial),
@@ -132,19 +140,14 @@ pub fn decide(observed: &Observed, now: Timestamp) -> Plan {
         Some(_) if refresh_at.is_some_and(|at| at <= now) => Some(IssueReason::Refresh),
         Some(_) => None,
     };
-    let Some(reason) = wanted else {
-        let rewrite_secret = current.is_some_and(|c| !c.template_current);
-        let next_at = refresh_at.map(|at| at.min(add(now, MAX_RECHECK)));
-        return Plan { step: Step::Keep { rewrite_secret }, next_at };
-    };
-    // A failure backs off only while nothing the user controls has changed since.
-    let failures = &observed.failures;
-    if failures.consecutive_failures > 0 && failures.same_inputs {
-        if let Some(retry_at) = failures.retry_at.filter(|at| *at > now) {
-            return Plan { step: Step::WaitForRetry, next_at: Some(retry_at) };
+    match wanted {
+        Some(reason) => Plan { step: Step::Issue(reason), next_at: None },
+        None => {
+            let rewrite_secret = current.is_some_and(|c| !c.template_current);
+            let next_at = refresh_at.map(|at| at.min(add(now, MAX_RECHECK)));
+            Plan { step: Step::Keep { rewrite_secret }, next_at }
         }
     }
-    Plan { step: Step::Issue(reason), next_at: None }
 }
 
 /// When to refresh a token: `refreshBefore` (default a third of the lifetime) ahead of expiry,
@@ -291,6 +294,14 @@ mod tests {
         let mut o = observed(TargetSecret::Absent);
         o.suspended = true;
         assert_eq!(decide(&o, at(T0)), Plan { step: Step::Suspended, next_at: None });
+    }
+
+    #[test]
+    fn a_conflict_is_not_re_reported_while_backing_off() {
+        let mut o = observed(TargetSecret::Foreign);
+        o.failures = FailureState { consecutive_failures: 1, retry_at: Some(at("2026-11-22T10:10:00Z")), same_inputs: true };
+        assert_eq!(decide(&o, at(T0)).step, Step::WaitForRetry);
+        assert_eq!(decide(&o, at("2026-11-22T10:10:00Z")).step, Step::SecretConflict);
     }
 
     #[test]

@@ -1,0 +1,226 @@
+//! A hostile or broken token endpoint and bad input, with the real controller loop: each fault
+//! gets a clear status reason, a Warning event, a bounded retry pattern, and loses no valid token.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::Harness;
+use testkit::token_server::{Scripted, TokenServer, TokenServerConfig};
+
+const LONG: Duration = Duration::from_secs(600);
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn reason_becomes(h: &Harness, name: &str, status: &str, reason: &str) {
+    h.wait_until(&format!("{name} Ready={status} reason {reason}"), WAIT, || async {
+        h.ready(name).await == Some((status.to_owned(), reason.to_owned()))
+    })
+    .await;
+}
+
+async fn force_refresh(h: &Harness, name: &str, stamp: &str) {
+    h.patch_token(name, json!({"metadata": {"annotations": {"navigator.dev/refresh-requested-at": stamp}}})).await;
+}
+
+/// Events are published after the status write, so they are waited for.
+async fn has_event(h: &Harness, name: &str, kind: &str, reason: &str) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if h.events(name).await.iter().any(|(k, r)| k == kind && r == reason) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_keeps_the_valid_token_backs_off_and_recovers() {
+    let mut h = Harness::new(LONG).await;
+    h.start_operator();
+    h.create_token("outage", json!({})).await;
+    h.wait_for_token_in_secret("outage", 1).await;
+    let good = h.secret_token("outage", "token").await.unwrap();
+
+    h.tokens.set_default(Some(Scripted::status(503, "text/html", "<html>maintenance</html>")));
+    let before = h.tokens.request_count();
+    force_refresh(&h, "outage", "1").await;
+    reason_becomes(&h, "outage", "True", "RefreshFailing").await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    // Exponential backoff from 2s (±20%): attempts near 0s, 2s and 6s in 7s, never a storm.
+    let attempts = h.tokens.request_count() - before;
+    assert!((2..=4).contains(&attempts), "{attempts} attempts in 7s");
+    assert_eq!(h.secret_token("outage", "token").await.unwrap(), good, "the valid token stays");
+    let status = h.token("outage").await.status.unwrap();
+    assert!(status.consecutive_failures >= 2);
+    let failure = status.last_failure.unwrap();
+    assert_eq!(failure.reason, "UpstreamUnavailable");
+    assert!(failure.message.contains("HTTP 503"), "{}", failure.message);
+    assert!(has_event(&h, "outage", "Warning", "UpstreamUnavailable").await);
+
+    h.tokens.set_default(None);
+    force_refresh(&h, "outage", "2").await; // a change retries at once, whatever the backoff
+    h.wait_until("recovered", WAIT, || async { h.secret_token("outage", "token").await.unwrap() != good }).await;
+    reason_becomes(&h, "outage", "True", "TokenValid").await;
+    assert!(has_event(&h, "outage", "Normal", "Recovered").await);
+    assert_eq!(h.token("outage").await.status.unwrap().consecutive_failures, 0);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_retry_slowly_and_at_once_when_fixed() {
+    let mut h = Harness::new(LONG).await;
+    h.tokens.set_credentials("testkit-client", "the-real-secret");
+    h.start_operator();
+    h.create_token("creds", json!({"endpoint": {"type": "Navigator"}})).await;
+    reason_becomes(&h, "creds", "False", "Unauthorized").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.tokens.request_count(), 1, "credential errors wait for a change");
+    let message = h.token("creds").await.status.unwrap().last_failure.unwrap().message;
+    assert!(message.contains("HTTP 401") && message.contains("credentials Secret"), "{message}");
+    assert!(has_event(&h, "creds", "Warning", "Unauthorized").await);
+
+    h.put_credentials("testkit-client", "the-real-secret").await;
+    reason_becomes(&h, "creds", "True", "TokenValid").await;
+    assert_eq!(h.tokens.request_count(), 2);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_honour_retry_after() {
+    let mut h = Harness::new(LONG).await;
+    h.tokens.push_response(Scripted::Status {
+        code: 429,
+        body: r#"{"cspErrorCode":"rate_limited","message":"slow down","requestId":"rq-429"}"#.into(),
+        content_type: "application/json".into(),
+        headers: vec![("retry-after".into(), "2".into())],
+    });
+    h.start_operator();
+    h.create_token("limited", json!({})).await;
+    reason_becomes(&h, "limited", "False", "RateLimited").await;
+    let message = h.token("limited").await.status.unwrap().last_failure.unwrap().message;
+    assert!(message.contains("requestId rq-429") && message.contains("retry after 2s"), "{message}");
+    h.wait_for_token_in_secret("limited", 1).await;
+    let requests = h.tokens.requests();
+    assert_eq!(requests.len(), 2);
+    let gap = requests[1].at.duration_since(requests[0].at).unwrap();
+    assert!(gap >= Duration::from_millis(1900), "retried after {gap:?}, before Retry-After");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_responses_are_reported_with_their_reason() {
+    let mut h = Harness::new(LONG).await;
+    h.start_operator();
+    let cases = [
+        ("huge", Scripted::Huge { bytes: 4 * 1024 * 1024 }, "ResponseTooLarge"),
+        ("hang", Scripted::Hang, "Timeout"),
+        ("garbage", Scripted::RawBody("{\"access_token\": ".into()), "MalformedResponse"),
+        ("empty", Scripted::Json(json!({"access_token": "", "expires_in": 60})), "MissingToken"),
+        ("moved", Scripted::Redirect { location: "https://example.invalid/steal".into(), code: 302 }, "Redirected"),
+    ];
+    for (name, scripted, reason) in &cases {
+        // Persistent, so that earlier tokens' retries cannot take a one-off answer meant for this one.
+        h.tokens.set_default(Some(scripted.clone()));
+        h.create_token(name, json!({})).await;
+        let status = if *reason == "Redirected" { "False" } else { "False" };
+        reason_becomes(&h, name, status, reason).await;
+        assert!(has_event(&h, name, "Warning", reason).await, "{name}: no Warning event");
+    }
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_secrets_block_without_a_request() {
+    let mut h = Harness::new(LONG).await;
+    h.start_operator();
+    let secret = |name: &str, labelled: bool, data: serde_json::Value| -> Secret {
+        let labels = if labelled { json!({"navigator.dev/credentials": "true"}) } else { json!({}) };
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "labels": labels}, "data": data}))
+            .unwrap()
+    };
+    let b64 = |s: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+    let secrets = h.secrets();
+    for s in [
+        secret("unlabelled", false, json!({"client_id": b64(b"testkit-client"), "client_secret": b64(b"testkit-secret")})),
+        secret("no-key", true, json!({"client_id": b64(b"id")})),
+        secret("empty", true, json!({"client_id": b64(b"id"), "client_secret": ""})),
+        secret("binary", true, json!({"client_id": b64(&[0xff, 0xfe, 0x00]), "client_secret": b64(b"x")})),
+    ] {
+        secrets.create(&PostParams::default(), &s).await.unwrap();
+    }
+    let cases = [
+        ("missing", "does-not-exist", "CredentialsNotFound", "not found"),
+        ("unlabelled", "unlabelled", "CredentialsNotLabelled", "kubectl label secret"),
+        ("no-key", "no-key", "CredentialsInvalid", "key client_secret is missing"),
+        ("empty", "empty", "CredentialsInvalid", "key client_secret is empty"),
+        ("binary", "binary", "CredentialsInvalid", "key client_id is not UTF-8"),
+    ];
+    for (name, secret_name, reason, text) in cases {
+        let spec = json!({"credentialsSecretRef": {"name": secret_name}, "target": {"secretName": format!("{name}-token")}});
+        h.create_token(name, spec).await;
+        reason_becomes(&h, name, "False", reason).await;
+        let message = h.token(name).await.status.unwrap().last_failure.unwrap().message;
+        assert!(message.contains(text), "{name}: {message}");
+        assert!(has_event(&h, name, "Warning", reason).await, "{name}: no Warning event");
+    }
+    // Blocked NavigatorTokens sit still: no status rewrites, no hot loop.
+    let quiet = h.api_counts();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.api_counts().since(&quiet).total(), 0, "blocked tokens must not loop");
+
+    // One good NavigatorToken beside the bad ones is served as usual.
+    h.create_token("good", json!({})).await;
+    h.wait_for_token_in_secret("good", 1).await;
+    assert_eq!(h.tokens.request_count(), 1, "bad credentials never reach the endpoint");
+
+    // Fixing a Secret (adding the label) retries at once.
+    let label = json!({"metadata": {"labels": {"navigator.dev/credentials": "true"}}});
+    secrets.patch("unlabelled", &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
+    reason_becomes(&h, "unlabelled", "True", "TokenValid").await;
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_the_operator_did_not_create_is_never_overwritten() {
+    let mut h = Harness::new(LONG).await;
+    let theirs: Secret = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "taken"}, "stringData": {"token": "theirs"}}),
+    )
+    .unwrap();
+    h.secrets().create(&PostParams::default(), &theirs).await.unwrap();
+    h.start_operator();
+    h.create_token("conflict", json!({"target": {"secretName": "taken"}})).await;
+    reason_becomes(&h, "conflict", "False", "SecretConflict").await;
+    assert_eq!(h.secret_token("taken", "token").await.as_deref(), Some("theirs"));
+    assert_eq!(h.tokens.request_count(), 0, "no token is requested for a Secret it cannot write");
+    assert!(has_event(&h, "conflict", "Warning", "SecretConflict").await);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_outside_the_allow_list_get_no_request() {
+    let mut h = Harness::new(LONG).await;
+    h.start_operator();
+    let port = h.tokens.base_url().rsplit(':').next().unwrap().to_owned();
+    h.create_token("elsewhere", json!({"endpoint": {"url": format!("http://localhost:{port}")}})).await;
+    reason_becomes(&h, "elsewhere", "False", "EndpointNotAllowed").await;
+    assert_eq!(h.tokens.request_count(), 0);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_endpoints_need_a_trusted_ca_bundle() {
+    let mut h = Harness::new(LONG).await;
+    let tls = TokenServer::start(TokenServerConfig { tls: true, ..TokenServerConfig::default() }).await;
+    h.start_operator();
+    h.create_token("trusted", json!({"endpoint": {"url": tls.base_url(), "caBundle": tls.ca_pem().unwrap()}})).await;
+    h.create_token("untrusted", json!({"endpoint": {"url": tls.base_url()}})).await;
+    h.wait_until("trusted issued", WAIT, || async { h.ready("trusted").await.is_some_and(|(s, _)| s == "True") }).await;
+    reason_becomes(&h, "untrusted", "False", "TLSError").await;
+    assert_eq!(tls.request_count(), 1, "the untrusted handshake never carried a request");
+    h.finish().await;
+}
