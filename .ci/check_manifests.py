@@ -1,0 +1,337 @@
+#!/usr/bin/env python3
+"""Offline sanity checks of rendered deploy/ manifests and of examples/.
+
+  check_manifests.py rendered --mode cluster-wide|namespaced [--dockerfile Dockerfile] FILE
+  check_manifests.py examples FILE...
+
+`rendered` checks what a client-side dry run cannot without a cluster: references
+between objects (selectors, ServiceAccount, roleRefs, probe ports), the hardening the
+docs promise, and the operator ServiceAccount's effective RBAC, which must be exactly
+the permissions below -- nothing missing, nothing extra, no `*`, no `delete`.
+`examples` checks the conventions the operator relies on in user-written objects.
+Needs PyYAML. Exit status 0 if all checks pass, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+import yaml
+
+OPERATOR = "navigator-token-operator"
+IMAGE_REPO = "ghcr.io/navigator-dev/navigator-token-operator"
+DEFAULT_LEASE_NAME = OPERATOR  # --lease-name default
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+REQUIRED_LABELS = {"app.kubernetes.io/name": OPERATOR, "app.kubernetes.io/part-of": OPERATOR}
+CREDENTIALS_LABEL = ("navigator.dev/credentials", "true")
+MANAGED_BY_LABEL = ("app.kubernetes.io/managed-by", OPERATOR)
+
+# (apiGroup, resource, verb) the operator needs in every watched namespace. Keep in
+# sync with deploy/clusterrole.yaml, the namespaced overlay and docs/operations.md.
+WATCHED_NAMESPACE_PERMS = {
+    ("navigator.dev", "navigatortokens", v) for v in ("get", "list", "watch")
+} | {
+    ("navigator.dev", "navigatortokens/status", "patch"),
+} | {
+    ("", "secrets", v) for v in ("get", "list", "watch", "create", "patch")
+} | {
+    ("events.k8s.io", "events", v) for v in ("create", "patch")
+}
+# Needed in the operator's own namespace only (leader election).
+OPERATOR_NAMESPACE_PERMS = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update", "patch")}
+FORBIDDEN_VERBS = {"delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
+
+
+class Checker:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.count = 0
+
+    def check(self, cond: bool, msg: str) -> bool:
+        self.count += 1
+        if not cond:
+            self.errors.append(msg)
+        return cond
+
+
+def load(paths: list[str]) -> list[tuple[str, dict]]:
+    out = []
+    for p in paths:
+        with open(p, encoding="utf-8") as f:
+            for d in yaml.safe_load_all(f):
+                if d is not None:
+                    out.append((p, d))
+    return out
+
+
+def ident(d: dict) -> str:
+    m = d.get("metadata") or {}
+    ns = m.get("namespace")
+    return f"{d.get('kind')}/{(ns + '/') if ns else ''}{m.get('name')}"
+
+
+def group_of(api_version: str) -> str:
+    return api_version.split("/")[0] if "/" in api_version else ""
+
+
+def subset(sel: dict | None, labels: dict | None) -> bool:
+    return bool(sel) and all((labels or {}).get(k) == v for k, v in sel.items())
+
+
+def env_map(container: dict) -> dict:
+    return {e["name"]: e for e in container.get("env") or []}
+
+
+def lease_name(container: dict) -> str:
+    """The Lease name: --lease-name in the container args, else NAVIGATOR_LEASE_NAME, else the default."""
+    args = [str(a) for a in container.get("args") or []]
+    name = env_map(container).get("NAVIGATOR_LEASE_NAME", {}).get("value") or DEFAULT_LEASE_NAME
+    for i, a in enumerate(args):
+        if a.startswith("--lease-name="):
+            name = a.split("=", 1)[1]
+        elif a == "--lease-name" and i + 1 < len(args):
+            name = args[i + 1]
+    return name
+
+
+def check_structure(c: Checker, docs: list[dict]) -> str:
+    seen = set()
+    op_ns = None
+    for d in docs:
+        if d.get("kind") == "Namespace":
+            op_ns = d["metadata"]["name"]
+    c.check(op_ns == OPERATOR, f"expected a Namespace {OPERATOR}, found {op_ns!r}")
+    for d in docs:
+        m = d.get("metadata") or {}
+        ok = c.check(bool(d.get("apiVersion")) and bool(d.get("kind")) and bool(m.get("name")),
+                     f"object without apiVersion/kind/metadata.name: {d!r:.120}")
+        if not ok:
+            continue
+        key = (group_of(d["apiVersion"]), d["kind"], m.get("namespace"), m["name"])
+        c.check(key not in seen, f"duplicate object {ident(d)}")
+        seen.add(key)
+        if d["kind"] in CLUSTER_SCOPED:
+            c.check("namespace" not in m, f"{ident(d)}: cluster-scoped object must not set metadata.namespace")
+        else:
+            c.check(bool(m.get("namespace")), f"{ident(d)}: namespaced object has no metadata.namespace")
+        labels = m.get("labels") or {}
+        for k, v in REQUIRED_LABELS.items():
+            c.check(labels.get(k) == v, f"{ident(d)}: missing label {k}={v}")
+    return op_ns or OPERATOR
+
+
+def check_deployment(c: Checker, docs: list[dict], op_ns: str, dockerfile: str | None) -> dict:
+    deps = [d for d in docs if d.get("kind") == "Deployment"]
+    if not c.check(len(deps) == 1, f"expected exactly one Deployment, found {len(deps)}"):
+        return {}
+    dep = deps[0]
+    spec = dep["spec"]
+    tmpl = spec["template"]
+    pod = tmpl["spec"]
+    plabels = tmpl["metadata"].get("labels") or {}
+    c.check(dep["metadata"].get("namespace") == op_ns, "Deployment must live in the operator namespace")
+    c.check(spec.get("replicas") == 2, "Deployment must run 2 replicas")
+    c.check(subset(spec["selector"].get("matchLabels"), plabels), "Deployment selector does not match its pod labels")
+    sas = {(d["metadata"].get("namespace"), d["metadata"]["name"]) for d in docs if d.get("kind") == "ServiceAccount"}
+    c.check((op_ns, pod.get("serviceAccountName")) in sas, f"ServiceAccount {pod.get('serviceAccountName')!r} is not rendered")
+    c.check(pod.get("automountServiceAccountToken") is True, "automountServiceAccountToken must be true (in-cluster config)")
+    c.check(pod.get("terminationGracePeriodSeconds") == 30, "terminationGracePeriodSeconds must be 30")
+    psc = pod.get("securityContext") or {}
+    c.check(psc.get("runAsNonRoot") is True, "pod securityContext.runAsNonRoot must be true")
+    c.check(psc.get("runAsUser") == 65532, "pod securityContext.runAsUser must be 65532")
+    c.check((psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", "pod seccompProfile must be RuntimeDefault")
+    anti = ((pod.get("affinity") or {}).get("podAntiAffinity") or {})
+    c.check(bool(anti.get("preferredDuringSchedulingIgnoredDuringExecution")), "preferred pod anti-affinity missing")
+    c.check(not anti.get("requiredDuringSchedulingIgnoredDuringExecution"), "pod anti-affinity must be preferred, not required")
+    for term in anti.get("preferredDuringSchedulingIgnoredDuringExecution") or []:
+        sel = term["podAffinityTerm"].get("labelSelector", {}).get("matchLabels")
+        c.check(subset(sel, plabels), "anti-affinity labelSelector does not match the pods")
+    for tsc in pod.get("topologySpreadConstraints") or []:
+        c.check(tsc.get("whenUnsatisfiable") == "ScheduleAnyway", "topology spread must be ScheduleAnyway (preferred)")
+        c.check(subset(tsc.get("labelSelector", {}).get("matchLabels"), plabels), "topology spread selector does not match the pods")
+
+    containers = pod.get("containers") or []
+    if not c.check(len(containers) == 1, "expected one container"):
+        return dep
+    ctr = containers[0]
+    image = ctr.get("image", "")
+    c.check(re.fullmatch(re.escape(IMAGE_REPO) + r"(:[\w][\w.-]*)?(@sha256:[0-9a-f]{64})?", image) is not None
+            and (":" in image.rsplit("/", 1)[-1] or "@" in image) and not image.endswith(":latest"),
+            f"image must be {IMAGE_REPO} pinned to a version tag or digest, got {image!r}")
+    c.check(not ctr.get("command"), "container must rely on the image ENTRYPOINT (`navigator-token-operator run`)")
+    sc = ctr.get("securityContext") or {}
+    c.check(sc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem must be true")
+    c.check(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation must be false")
+    c.check((sc.get("capabilities") or {}).get("drop") == ["ALL"], "capabilities must drop ALL")
+    c.check(not (sc.get("capabilities") or {}).get("add"), "no capabilities may be added")
+    c.check(sc.get("privileged") in (None, False), "container must not be privileged")
+    res = ctr.get("resources") or {}
+    for k in ("cpu", "memory"):
+        c.check(k in (res.get("requests") or {}), f"resources.requests.{k} missing")
+    c.check("memory" in (res.get("limits") or {}), "resources.limits.memory missing")
+    ports = {p.get("name"): p for p in ctr.get("ports") or []}
+    c.check(ports.get("admin", {}).get("containerPort") == 8080, "container port 8080 must be named admin")
+    for probe, path in (("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
+        get = (ctr.get(probe) or {}).get("httpGet") or {}
+        c.check(get.get("path") == path and get.get("port") == "admin", f"{probe} must GET {path} on port admin")
+    env = env_map(ctr)
+    c.check(env.get("NAVIGATOR_LEADER_ELECT", {}).get("value") == "true",
+            "NAVIGATOR_LEADER_ELECT must be \"true\" (2 replicas without leader election would both write)")
+    c.check(env.get("NAVIGATOR_INSTALL_CRD", {}).get("value", "false") == "false",
+            "NAVIGATOR_INSTALL_CRD must stay off (kustomize applies the CRD; the RBAC has no CRD rights)")
+    for var, field in (("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")):
+        ref = (env.get(var, {}).get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+        c.check(ref == field, f"{var} must come from the downward API ({field})")
+    addr = env.get("NAVIGATOR_ADMIN_ADDR", {}).get("value", "0.0.0.0:8080")
+    c.check(addr.endswith(":8080"), f"NAVIGATOR_ADMIN_ADDR {addr!r} does not listen on the probed port 8080")
+
+    if dockerfile:
+        with open(dockerfile, encoding="utf-8") as f:
+            text = f.read()
+        final_stage = re.split(r"(?im)^FROM\s", text)[-1]
+        user = re.findall(r"(?im)^USER\s+(\S+)", final_stage)
+        c.check(user[-1:] == [f"{psc.get('runAsUser')}:{psc.get('runAsGroup')}"] if user else False,
+                f"{dockerfile}: final stage USER {user[-1:] or None} does not match the pod's runAsUser:runAsGroup")
+        c.check(re.search(r'(?im)^ENTRYPOINT\s+\[\s*"/navigator-token-operator"\s*,\s*"run"\s*\]', final_stage) is not None,
+                f"{dockerfile}: final stage ENTRYPOINT must be [\"/navigator-token-operator\", \"run\"]")
+
+    for d in docs:
+        if d.get("kind") == "Service":
+            c.check(subset(d["spec"].get("selector"), plabels), f"{ident(d)}: selector does not match the operator pods")
+            sp = {p.get("name"): p for p in d["spec"].get("ports") or []}
+            c.check(sp.get("metrics", {}).get("port") == 8080 and sp["metrics"].get("targetPort") in ("admin", 8080),
+                    f"{ident(d)}: needs port 8080 named metrics targeting the admin port")
+        if d.get("kind") == "PodDisruptionBudget":
+            c.check(subset(d["spec"].get("selector", {}).get("matchLabels"), plabels), f"{ident(d)}: selector does not match the pods")
+            c.check(d["spec"].get("minAvailable") == 1, f"{ident(d)}: minAvailable must be 1")
+    return dep
+
+
+def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str) -> None:
+    roles = {}
+    for d in docs:
+        if d.get("kind") in ("Role", "ClusterRole"):
+            m = d["metadata"]
+            roles[(d["kind"], m.get("namespace"), m["name"])] = d
+            c.check(not d.get("aggregationRule"), f"{ident(d)}: aggregationRule not allowed")
+            for r in d.get("rules") or []:
+                for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                    c.check("*" not in (r.get(field) or []), f"{ident(d)}: `*` in {field}")
+                c.check(not r.get("nonResourceURLs"), f"{ident(d)}: nonResourceURLs not allowed")
+                bad = FORBIDDEN_VERBS & set(r.get("verbs") or [])
+                if "secrets" in (r.get("resources") or []):
+                    c.check(not bad, f"{ident(d)}: forbidden verb(s) {sorted(bad)} on secrets")
+                else:
+                    c.check(not bad, f"{ident(d)}: forbidden verb(s) {sorted(bad)}")
+
+    pod = dep["spec"]["template"]["spec"] if dep else {}
+    sa = pod.get("serviceAccountName", OPERATOR)
+    ctr = (pod.get("containers") or [{}])[0]
+    raw_ns = env_map(ctr).get("NAVIGATOR_NAMESPACES", {}).get("value", "")
+    watched = sorted({n.strip() for n in raw_ns.split(",") if n.strip()})
+    cluster_wide = not watched
+    c.check(cluster_wide == (mode == "cluster-wide"),
+            f"--mode {mode} but NAVIGATOR_NAMESPACES={raw_ns!r} (empty means all namespaces)")
+    has_crd = any(d.get("kind") == "CustomResourceDefinition" for d in docs)
+    if mode == "cluster-wide":
+        c.check(has_crd, "the cluster-wide install must include the CRD")
+    else:
+        c.check(not has_crd, "the namespaced install must not include the cluster-scoped CRD (admin installs crds/)")
+        c.check(not any(d.get("kind") in ("ClusterRole", "ClusterRoleBinding") for d in docs),
+                "the namespaced install must not contain ClusterRoles or ClusterRoleBindings")
+
+    # Effective grants of the operator ServiceAccount: (scope, group, resource, verb, resourceNames).
+    grants = []
+    for d in docs:
+        if d.get("kind") not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        subj = [s for s in d.get("subjects") or [] if s.get("kind") == "ServiceAccount"]
+        for s in d.get("subjects") or []:
+            c.check(s.get("kind") == "ServiceAccount" and (s.get("namespace"), s.get("name")) == (op_ns, sa),
+                    f"{ident(d)}: unexpected subject {s}")
+        if not subj:
+            continue
+        ref = d["roleRef"]
+        bns = d["metadata"].get("namespace")
+        key = (ref["kind"], bns if ref["kind"] == "Role" else None, ref["name"])
+        role = roles.get(key)
+        if not c.check(role is not None, f"{ident(d)}: roleRef {ref['kind']}/{ref['name']} is not rendered"):
+            continue
+        scope = "*" if d["kind"] == "ClusterRoleBinding" else bns
+        for r in role.get("rules") or []:
+            for g in r.get("apiGroups") or []:
+                for res in r.get("resources") or []:
+                    for v in r.get("verbs") or []:
+                        grants.append((scope, g, res, v, tuple(r.get("resourceNames") or ())))
+
+    def granted(scope_ok, perm, names_ok=lambda n: not n) -> bool:
+        return any(scope_ok(g[0]) and g[1:4] == perm and names_ok(g[4]) for g in grants)
+
+    lease = lease_name(ctr)
+    targets = ["*"] if cluster_wide else watched
+    for ns in targets:
+        for perm in sorted(WATCHED_NAMESPACE_PERMS):
+            where = "cluster-wide" if ns == "*" else f"namespace {ns}"
+            c.check(granted(lambda s, ns=ns: s == ns or s == "*", perm), f"missing RBAC {perm} in {where}")
+    for perm in sorted(OPERATOR_NAMESPACE_PERMS):
+        if perm[2] == "create":  # create cannot be restricted by resourceNames
+            ok = granted(lambda s: s in (op_ns, "*"), perm)
+        else:
+            ok = granted(lambda s: s in (op_ns, "*"), perm, lambda n: not n or lease in n)
+        c.check(ok, f"missing RBAC {perm} on Lease {lease} in namespace {op_ns} (leader election)")
+
+    for scope, g, res, v, names in grants:
+        perm = (g, res, v)
+        needed = (perm in WATCHED_NAMESPACE_PERMS and (scope in targets)) or (
+            perm in OPERATOR_NAMESPACE_PERMS and scope == op_ns
+        )
+        c.check(needed, f"RBAC grants {perm} in {'all namespaces' if scope == '*' else scope} "
+                        f"{'(resourceNames ' + ','.join(names) + ') ' if names else ''}which the operator does not need; "
+                        "if it now does, update .ci/check_manifests.py and docs/operations.md")
+
+
+def cmd_rendered(args) -> Checker:
+    c = Checker()
+    docs = [d for _, d in load([args.file])]
+    op_ns = check_structure(c, docs)
+    dep = check_deployment(c, docs, op_ns, args.dockerfile)
+    check_rbac(c, docs, op_ns, dep, args.mode)
+    return c
+
+
+def cmd_examples(args) -> Checker:
+    c = Checker()
+    for path, d in load(args.files):
+        m = d.get("metadata") or {}
+        labels = m.get("labels") or {}
+        if d.get("kind") == "Secret":
+            k, v = CREDENTIALS_LABEL
+            c.check(labels.get(k) == v,
+                    f"{path}: {ident(d)}: credentials Secrets need label {k}: \"{v}\" (the operator only watches labelled Secrets)")
+            k, v = MANAGED_BY_LABEL
+            c.check(labels.get(k) != v, f"{path}: {ident(d)}: must not carry {k}={v} (reserved for target Secrets)")
+    return c
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("rendered")
+    r.add_argument("--mode", choices=("cluster-wide", "namespaced"), required=True)
+    r.add_argument("--dockerfile")
+    r.add_argument("file")
+    e = sub.add_parser("examples")
+    e.add_argument("files", nargs="*")
+    args = ap.parse_args()
+    c = cmd_rendered(args) if args.cmd == "rendered" else cmd_examples(args)
+    for err in c.errors:
+        print(f"error: {err}", file=sys.stderr)
+    label = f"{args.mode} manifests" if args.cmd == "rendered" else "examples"
+    print(f"sanity ({label}): {c.count} checks, {len(c.errors)} error(s)")
+    return 1 if c.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
