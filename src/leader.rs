@@ -15,12 +15,23 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// How long a Lease is valid without renewal.
-pub const LEASE_DURATION: Duration = Duration::from_secs(15);
-/// How often the holder renews.
-pub const RENEW_INTERVAL: Duration = Duration::from_secs(5);
-/// How often a standby checks whether the Lease is free.
-pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a Lease is valid without renewal, how often the holder renews it, and how often a
+/// standby checks whether it is free.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Validity without renewal.
+    pub lease_duration: Duration,
+    /// Renewal period of the holder.
+    pub renew_interval: Duration,
+    /// Polling period of a standby.
+    pub retry_interval: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing { lease_duration: Duration::from_secs(15), renew_interval: Duration::from_secs(5), retry_interval: Duration::from_secs(2) }
+    }
+}
 
 /// A clonable one-shot stop signal.
 #[derive(Clone, Default)]
@@ -54,12 +65,19 @@ pub struct Lease {
     api: Api<LeaseObject>,
     name: String,
     identity: String,
+    timing: Timing,
 }
 
 impl Lease {
     /// A handle on Lease `name` in `namespace` for the replica `identity`.
     pub fn new(client: Client, namespace: &str, name: &str, identity: &str) -> Self {
-        Lease { api: Api::namespaced(client, namespace), name: name.into(), identity: identity.into() }
+        Lease { api: Api::namespaced(client, namespace), name: name.into(), identity: identity.into(), timing: Timing::default() }
+    }
+
+    /// The same with other timing (tests use seconds instead of the defaults).
+    pub fn with_timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
     }
 
     /// Waits until this replica holds the Lease (true) or `shutdown` fires (false).
@@ -76,7 +94,7 @@ impl Lease {
             }
             tokio::select! {
                 _ = shutdown.clone().wait() => return false,
-                _ = tokio::time::sleep(RETRY_INTERVAL) => {}
+                _ = tokio::time::sleep(self.timing.retry_interval) => {}
             }
         }
     }
@@ -103,7 +121,7 @@ impl Lease {
             _ => now,
         };
         *last_seen = Some((version, unchanged_since));
-        let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(LEASE_DURATION.as_secs() as i32).max(1) as u64);
+        let duration = Duration::from_secs(spec.lease_duration_seconds.map_or(self.timing.lease_duration.as_secs(), |s| s.max(1) as u64));
         let free = holder.is_empty() || holder == self.identity || now.duration_since(unchanged_since) >= duration;
         if !free {
             return Ok(false);
@@ -122,7 +140,7 @@ impl Lease {
             loop {
                 tokio::select! {
                     _ = signal.clone().wait() => return,
-                    _ = tokio::time::sleep(RENEW_INTERVAL) => {}
+                    _ = tokio::time::sleep(lease.timing.renew_interval) => {}
                 }
                 match lease.renew().await {
                     Ok(true) => last_renewed = Instant::now(),
@@ -131,7 +149,7 @@ impl Lease {
                         signal.trigger();
                         return;
                     }
-                    Err(error) if last_renewed.elapsed() + RENEW_INTERVAL >= LEASE_DURATION => {
+                    Err(error) if last_renewed.elapsed() + lease.timing.renew_interval >= lease.timing.lease_duration => {
                         warn!(%error, "could not renew the Lease before it expires; stopping");
                         signal.trigger();
                         return;
@@ -173,7 +191,7 @@ impl Lease {
     fn spec(&self, transitions: i32, now: Timestamp) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(self.identity.clone()),
-            lease_duration_seconds: Some(LEASE_DURATION.as_secs() as i32),
+            lease_duration_seconds: Some(self.timing.lease_duration.as_secs().max(1) as i32),
             acquire_time: Some(MicroTime(now)),
             renew_time: Some(MicroTime(now)),
             lease_transitions: Some(transitions),
