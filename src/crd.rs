@@ -12,6 +12,8 @@ pub const NAVIGATOR_DEFAULT_URL: &str = "https://console.navigator.vmware.com";
 pub const CSP_DEFAULT_URL: &str = "https://console.cloud.vmware.com";
 
 /// Asks the operator to keep an access token for one VMware organization in a Secret.
+// kube's printcolumn(...) repeats `type_`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "navigator.dev",
@@ -114,7 +116,7 @@ pub enum EndpointType {
 }
 
 /// The Secret the token is written to.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new("!has(self.idTokenKey) || self.idTokenKey != (has(self.accessTokenKey) ? self.accessTokenKey : 'token')").message("idTokenKey must differ from accessTokenKey"))]
 #[x_kube(validation = Rule::new("!has(self.expiresAtKey) || (self.expiresAtKey != (has(self.accessTokenKey) ? self.accessTokenKey : 'token') && (!has(self.idTokenKey) || self.expiresAtKey != self.idTokenKey))").message("expiresAtKey must differ from the token keys"))]
 #[serde(rename_all = "camelCase")]
@@ -231,20 +233,6 @@ impl NavigatorTokenSpec {
     /// The target Secret's settings (defaults when absent).
     pub fn target(&self) -> Target {
         self.target.clone().unwrap_or_default()
-    }
-}
-
-impl Default for Target {
-    fn default() -> Self {
-        Target {
-            secret_name: None,
-            access_token_key: None,
-            id_token_key: None,
-            expires_at_key: None,
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-            deletion_policy: None,
-        }
     }
 }
 

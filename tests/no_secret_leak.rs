@@ -54,7 +54,10 @@ async fn nothing_secret_in_logs_events_or_status() {
     h.wait_until("echo failed", Duration::from_secs(20), || async { h.ready("echo").await.is_some_and(|(_, r)| r == "BadRequest") }).await;
     h.tokens.set_default(Some(Scripted::RawBody(r#"{"access_token": "raw-token-in-a-broken-body", "expires_in": [}"#.into())));
     h.create_token("broken", json!({})).await;
-    h.wait_until("broken failed", Duration::from_secs(20), || async { h.ready("broken").await.is_some_and(|(_, r)| r == "MalformedResponse") }).await;
+    h.wait_until("broken failed", Duration::from_secs(20), || async {
+        h.ready("broken").await.is_some_and(|(_, r)| r == "MalformedResponse")
+    })
+    .await;
     h.tokens.set_default(None);
     h.tokens.set_credentials("testkit-client", "another-secret");
     h.create_token("denied", json!({"endpoint": {"type": "Navigator"}})).await;
@@ -75,7 +78,8 @@ async fn nothing_secret_in_logs_events_or_status() {
     }
 
     let statuses = serde_json::to_string(&h.navigator_tokens().list(&Default::default()).await.unwrap().items).unwrap();
-    let events = serde_json::to_string(&Api::<Event>::namespaced(h.client.clone(), &h.ns).list(&Default::default()).await.unwrap().items).unwrap();
+    let events =
+        serde_json::to_string(&Api::<Event>::namespaced(h.client.clone(), &h.ns).list(&Default::default()).await.unwrap().items).unwrap();
     let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(log_text.contains("capture is live") && log_text.contains("issued a token"), "logs were not captured");
     assert!(events.contains("Issued") && statuses.contains("Unauthorized"), "events and status were not collected");

@@ -97,7 +97,13 @@ pub async fn run(
     let (token_store, token_writer) = reflector::store();
     // kube's Store::wait_until_ready wakes only one of several waiters, so "listed" is tracked
     // here from the watch streams themselves and shared through a watch channel.
-    let sync = SyncTracker::new(3, on_synced);
+    let sync = SyncTracker::new(3);
+    let mut synced = sync.receiver();
+    tokio::spawn(async move {
+        if synced.wait_for(|done| *done).await.is_ok() {
+            on_synced();
+        }
+    });
     let token_stream = watcher(token_api, token_watch)
         .default_backoff()
         .inspect(sync.marker())
@@ -163,20 +169,15 @@ fn scoped_api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicTy
     }
 }
 
-/// Counts watches that have completed their first list; fires a callback and a channel when all have.
+/// Counts watches that have completed their first list; the channel turns true when all have.
 struct SyncTracker {
     remaining: Arc<std::sync::atomic::AtomicUsize>,
-    on_synced: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
     sender: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl SyncTracker {
-    fn new(watches: usize, on_synced: impl FnOnce() + Send + 'static) -> Self {
-        SyncTracker {
-            remaining: Arc::new(watches.into()),
-            on_synced: Arc::new(Mutex::new(Some(Box::new(on_synced)))),
-            sender: Arc::new(tokio::sync::watch::channel(false).0),
-        }
+    fn new(watches: usize) -> Self {
+        SyncTracker { remaining: Arc::new(watches.into()), sender: Arc::new(tokio::sync::watch::channel(false).0) }
     }
 
     fn receiver(&self) -> tokio::sync::watch::Receiver<bool> {
@@ -185,17 +186,13 @@ impl SyncTracker {
 
     /// An `inspect` callback for one watch stream: counts its first InitDone.
     fn marker<K>(&self) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
-        let (remaining, on_synced, sender) = (self.remaining.clone(), self.on_synced.clone(), self.sender.clone());
+        let (remaining, sender) = (self.remaining.clone(), self.sender.clone());
         let mut counted = false;
         move |event| {
-            if counted || !matches!(event, Ok(watcher::Event::InitDone)) {
-                return;
-            }
-            counted = true;
-            if remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
-                sender.send_replace(true);
-                if let Some(callback) = on_synced.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    callback();
+            if !counted && matches!(event, Ok(watcher::Event::InitDone)) {
+                counted = true;
+                if remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                    sender.send_replace(true);
                 }
             }
         }

@@ -121,10 +121,11 @@ pub fn decide(observed: &Observed, now: Timestamp) -> Plan {
     // A failure backs off only while nothing the user controls has changed since. This comes
     // first: every failure writes status, and status writes trigger reconciles.
     let failures = &observed.failures;
-    if failures.consecutive_failures > 0 && failures.same_inputs {
-        if let Some(retry_at) = failures.retry_at.filter(|at| *at > now) {
-            return Plan { step: Step::WaitForRetry, next_at: Some(retry_at) };
-        }
+    if failures.consecutive_failures > 0
+        && failures.same_inputs
+        && let Some(retry_at) = failures.retry_at.filter(|at| *at > now)
+    {
+        return Plan { step: Step::WaitForRetry, next_at: Some(retry_at) };
     }
     let current = match &observed.secret {
         TargetSecret::Foreign => return Plan { step: Step::SecretConflict, next_at: None },

@@ -146,10 +146,10 @@ impl TokenClient {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(TokenError::InvalidEndpoint("url must not contain credentials".into()));
         }
-        if let Some(allowed) = &self.options.allowed_hosts {
-            if !allowed.iter().any(|a| a.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(&host)) {
-                return Err(TokenError::EndpointNotAllowed { host, allowed: allowed.join(",") });
-            }
+        if let Some(allowed) = &self.options.allowed_hosts
+            && !allowed.iter().any(|a| a.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(&host))
+        {
+            return Err(TokenError::EndpointNotAllowed { host, allowed: allowed.join(",") });
         }
         let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
         match url.scheme() {
