@@ -114,10 +114,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// First value of a header, looked up case-insensitively.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// First value of a query parameter.
@@ -146,10 +143,7 @@ impl RecordedRequest {
 }
 
 fn first_value<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 /// A token the server handed out through normal issuing.
@@ -225,12 +219,7 @@ pub enum Scripted {
 impl Scripted {
     /// A [`Scripted::Status`] with no extra headers.
     pub fn status(code: u16, content_type: &str, body: &str) -> Scripted {
-        Scripted::Status {
-            code,
-            body: body.to_owned(),
-            content_type: content_type.to_owned(),
-            headers: Vec::new(),
-        }
+        Scripted::Status { code, body: body.to_owned(), content_type: content_type.to_owned(), headers: Vec::new() }
     }
 }
 
@@ -309,12 +298,8 @@ impl TokenServer {
     /// When the port cannot be bound or the TLS material cannot be made: a test cannot go on
     /// without its server.
     pub async fn start(config: TokenServerConfig) -> TokenServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("token server: bind 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("token server: read local address");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("token server: bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("token server: read local address");
         let (acceptor, ca_pem) = if config.tls {
             let (acceptor, pem) = tls_material();
             (Some(acceptor), Some(pem))
@@ -334,13 +319,7 @@ impl TokenServer {
         });
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(accept_loop(listener, acceptor, shared.clone(), stopped));
-        TokenServer {
-            shared,
-            addr,
-            tls: config.tls,
-            ca_pem,
-            stop,
-        }
+        TokenServer { shared, addr, tls: config.tls, ca_pem, stop }
     }
 
     /// `http://127.0.0.1:PORT`, or `https://…` in TLS mode (the certificate is valid for
@@ -413,9 +392,7 @@ impl TokenServer {
 
 impl fmt::Debug for TokenServer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenServer")
-            .field("base_url", &self.base_url())
-            .finish_non_exhaustive()
+        f.debug_struct("TokenServer").field("base_url", &self.base_url()).finish_non_exhaustive()
     }
 }
 
@@ -429,60 +406,40 @@ impl Drop for TokenServer {
 /// and returns a TLS acceptor serving the leaf plus the CA's PEM. A separate CA (rather than a
 /// self-signed leaf) is what real deployments look like and what every verifier accepts.
 fn tls_material() -> (TlsAcceptor, String) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
     let ca_key = KeyPair::generate().expect("token server: CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("token server: CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "testkit token server CA");
+    ca_params.distinguished_name.push(DnType::CommonName, "testkit token server CA");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params
-        .self_signed(&ca_key)
-        .expect("token server: CA certificate");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("token server: CA certificate");
     let issuer = Issuer::new(ca_params, ca_key);
 
     let leaf_key = KeyPair::generate().expect("token server: leaf key");
-    let mut leaf_params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("token server: leaf");
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
+    let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("token server: leaf");
+    leaf_params.distinguished_name.push(DnType::CommonName, "localhost");
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_cert = leaf_params
-        .signed_by(&leaf_key, &issuer)
-        .expect("token server: leaf certificate");
+    let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer).expect("token server: leaf certificate");
 
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
     let chain = vec![leaf_cert.der().clone(), ca_cert.der().clone()];
     // An explicit ring provider: no process-wide default needs installing, and aws-lc-rs is
     // never involved.
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("token server: TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("token server: TLS certificate");
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("token server: TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("token server: TLS certificate");
     // Only HTTP/1.1 is spoken; saying so keeps a client that offers h2 from choosing it.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     (TlsAcceptor::from(Arc::new(config)), ca_cert.pem())
 }
 
 /// Accepts connections until shutdown, serving each on its own task.
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: Option<TlsAcceptor>,
-    shared: Arc<Shared>,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn accept_loop(listener: TcpListener, acceptor: Option<TlsAcceptor>, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
     loop {
         let tcp = tokio::select! {
             () = until_stopped(&mut stopped) => return,
@@ -568,11 +525,7 @@ async fn serve_connection<C: Conn>(mut conn: C, shared: &Shared) {
                 return;
             }
         };
-        let after = if request.keep_alive {
-            After::KeepAlive
-        } else {
-            After::Close
-        };
+        let after = if request.keep_alive { After::KeepAlive } else { After::Close };
         let recorded = request.recorded;
         let scripted = {
             let mut state = shared.lock();
@@ -583,9 +536,7 @@ async fn serve_connection<C: Conn>(mut conn: C, shared: &Shared) {
         let result = match scripted {
             None => {
                 let response = issue(shared, &recorded);
-                write_response(&mut conn, &response, after)
-                    .await
-                    .map(|()| after)
+                write_response(&mut conn, &response, after).await.map(|()| after)
             }
             Some(scripted) => play(&mut conn, shared, &recorded, scripted, after).await,
         };
@@ -596,40 +547,21 @@ async fn serve_connection<C: Conn>(mut conn: C, shared: &Shared) {
 }
 
 /// Carries out one scripted answer.
-async fn play<C: Conn>(
-    conn: &mut C,
-    shared: &Shared,
-    request: &RecordedRequest,
-    scripted: Scripted,
-    after: After,
-) -> io::Result<After> {
+async fn play<C: Conn>(conn: &mut C, shared: &Shared, request: &RecordedRequest, scripted: Scripted, after: After) -> io::Result<After> {
     let response = match scripted {
-        Scripted::Status {
-            code,
-            body,
-            content_type,
-            mut headers,
-        } => {
+        Scripted::Status { code, body, content_type, mut headers } => {
             if !content_type.is_empty() {
                 headers.insert(0, ("content-type".to_owned(), content_type));
             }
-            Response {
-                status: code,
-                headers,
-                body: body.into_bytes(),
-            }
+            Response { status: code, headers, body: body.into_bytes() }
         }
         Scripted::Json(value) => Response::json(200, &value),
-        Scripted::RawBody(text) => Response {
-            status: 200,
-            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-            body: text.into_bytes(),
-        },
-        Scripted::Redirect { location, code } => Response {
-            status: code,
-            headers: vec![("location".to_owned(), location)],
-            body: Vec::new(),
-        },
+        Scripted::RawBody(text) => {
+            Response { status: 200, headers: vec![("content-type".to_owned(), "application/json".to_owned())], body: text.into_bytes() }
+        }
+        Scripted::Redirect { location, code } => {
+            Response { status: code, headers: vec![("location".to_owned(), location)], body: Vec::new() }
+        }
         Scripted::Delay(pause) => {
             tokio::time::sleep(pause).await;
             issue(shared, request)
@@ -656,18 +588,9 @@ async fn play<C: Conn>(
 async fn write_huge<C: Conn>(conn: &mut C, bytes: usize, after: After) -> io::Result<()> {
     const PREFIX: &[u8] = b"{\"access_token\":\"";
     const SUFFIX: &[u8] = b"\"}";
-    let head = response_head(
-        200,
-        &[("content-type".to_owned(), "application/json".to_owned())],
-        Some(bytes),
-        after,
-    );
+    let head = response_head(200, &[("content-type".to_owned(), "application/json".to_owned())], Some(bytes), after);
     conn.write_all(head.as_bytes()).await?;
-    let (prefix, suffix) = if bytes >= PREFIX.len() + SUFFIX.len() {
-        (PREFIX, SUFFIX)
-    } else {
-        (&b""[..], &b""[..])
-    };
+    let (prefix, suffix) = if bytes >= PREFIX.len() + SUFFIX.len() { (PREFIX, SUFFIX) } else { (&b""[..], &b""[..]) };
     conn.write_all(prefix).await?;
     let filler = [b'x'; 16 * 1024];
     let mut left = bytes - prefix.len() - suffix.len();
@@ -684,12 +607,7 @@ async fn write_huge<C: Conn>(conn: &mut C, bytes: usize, after: After) -> io::Re
 /// `interval`; returns when the client goes away.
 async fn trickle<C: Conn>(conn: &mut C, interval: Duration) -> io::Result<()> {
     let interval = interval.max(Duration::from_millis(1));
-    let head = response_head(
-        200,
-        &[("content-type".to_owned(), "application/json".to_owned())],
-        None,
-        After::Close,
-    );
+    let head = response_head(200, &[("content-type".to_owned(), "application/json".to_owned())], None, After::Close);
     conn.write_all(head.as_bytes()).await?;
     conn.flush().await?;
     loop {
@@ -701,9 +619,7 @@ async fn trickle<C: Conn>(conn: &mut C, interval: Duration) -> io::Result<()> {
 
 /// Sends part of a response head, then aborts the connection with a TCP reset.
 async fn reset<C: Conn>(conn: &mut C) {
-    let _ = conn
-        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: applic")
-        .await;
+    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: applic").await;
     let _ = conn.flush().await;
     // Let the partial head reach the client first: closing with SO_LINGER 0 discards
     // anything still unsent.
@@ -723,21 +639,13 @@ struct Response {
 
 impl Response {
     fn json(status: u16, value: &Value) -> Response {
-        Response {
-            status,
-            headers: vec![("content-type".to_owned(), "application/json".to_owned())],
-            body: value.to_string().into_bytes(),
-        }
+        Response { status, headers: vec![("content-type".to_owned(), "application/json".to_owned())], body: value.to_string().into_bytes() }
     }
 }
 
 /// Writes a response; the body length always goes in content-length so the connection can
 /// carry the next request.
-async fn write_response<C: AsyncWrite + Unpin>(
-    conn: &mut C,
-    response: &Response,
-    after: After,
-) -> io::Result<()> {
+async fn write_response<C: AsyncWrite + Unpin>(conn: &mut C, response: &Response, after: After) -> io::Result<()> {
     // These statuses never carry a body (RFC 9110), and a client would misread one.
     let bodiless = response.status < 200 || response.status == 204 || response.status == 304;
     let length = (!bodiless).then_some(response.body.len());
@@ -751,12 +659,7 @@ async fn write_response<C: AsyncWrite + Unpin>(
 
 /// Formats a status line and headers. Without `content_length` the body is delimited by the
 /// connection closing, so `after` must then be [`After::Close`].
-fn response_head(
-    status: u16,
-    headers: &[(String, String)],
-    content_length: Option<usize>,
-    after: After,
-) -> String {
+fn response_head(status: u16, headers: &[(String, String)], content_length: Option<usize>, after: After) -> String {
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason_phrase(status));
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -825,16 +728,10 @@ struct ParsedRequest {
 
 /// Reads one request (head and content-length body) from `conn`, keeping any bytes beyond it
 /// in `buf` for the next call. `Ok(None)` is a clean close between requests.
-async fn read_request<C: Conn>(
-    conn: &mut C,
-    buf: &mut Vec<u8>,
-) -> Result<Option<ParsedRequest>, ReadError> {
+async fn read_request<C: Conn>(conn: &mut C, buf: &mut Vec<u8>) -> Result<Option<ParsedRequest>, ReadError> {
     // RFC 9112 asks servers to skip blank lines before a request line.
     let head_end = loop {
-        let blank = buf
-            .iter()
-            .take_while(|b| matches!(b, b'\r' | b'\n'))
-            .count();
+        let blank = buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
         buf.drain(..blank);
         if let Some(end) = find(buf, b"\r\n\r\n") {
             break end;
@@ -843,11 +740,7 @@ async fn read_request<C: Conn>(
             return Err(ReadError::Bad(431, "request head too large"));
         }
         if read_more(conn, buf).await? == 0 {
-            return if buf.is_empty() {
-                Ok(None)
-            } else {
-                Err(ReadError::Io)
-            };
+            return if buf.is_empty() { Ok(None) } else { Err(ReadError::Io) };
         }
     };
 
@@ -855,9 +748,7 @@ async fn read_request<C: Conn>(
     let mut lines = head.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(ReadError::Bad(400, "malformed request line"));
     };
     if method.is_empty() || !target.starts_with('/') {
@@ -879,37 +770,21 @@ async fn read_request<C: Conn>(
         }
         headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
     }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     if header("transfer-encoding").is_some() {
         // Token clients send small bodies with a content-length; chunked uploads are not
         // worth a decoder here.
-        return Err(ReadError::Bad(
-            501,
-            "request transfer-encoding not supported",
-        ));
+        return Err(ReadError::Bad(501, "request transfer-encoding not supported"));
     }
     let body_len = match header("content-length") {
         None => 0,
-        Some(value) => value
-            .parse::<usize>()
-            .map_err(|_| ReadError::Bad(400, "bad content-length"))?,
+        Some(value) => value.parse::<usize>().map_err(|_| ReadError::Bad(400, "bad content-length"))?,
     };
     if body_len > MAX_BODY_BYTES {
         return Err(ReadError::Bad(413, "request body too large"));
     }
-    let connection = header("connection")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let keep_alive = if http10 {
-        connection.contains("keep-alive")
-    } else {
-        !connection.contains("close")
-    };
+    let connection = header("connection").unwrap_or_default().to_ascii_lowercase();
+    let keep_alive = if http10 { connection.contains("keep-alive") } else { !connection.contains("close") };
     let wants_continue = header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
     let is_form = header("content-type").is_some_and(|v| {
         let media_type = v.split(';').next().unwrap_or_default().trim();
@@ -935,21 +810,9 @@ async fn read_request<C: Conn>(
         Some((path, query)) => (path, decode_pairs(query)),
         None => (target, Vec::new()),
     };
-    let form = if is_form {
-        decode_pairs(&body)
-    } else {
-        Vec::new()
-    };
+    let form = if is_form { decode_pairs(&body) } else { Vec::new() };
     Ok(Some(ParsedRequest {
-        recorded: RecordedRequest {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            query,
-            headers,
-            body,
-            form,
-            at: SystemTime::now(),
-        },
+        recorded: RecordedRequest { method: method.to_owned(), path: path.to_owned(), query, headers, body, form, at: SystemTime::now() },
         keep_alive,
     }))
 }
@@ -966,9 +829,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn decode_pairs(text: &str) -> Vec<(String, String)> {
-    form_urlencoded::parse(text.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+    form_urlencoded::parse(text.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
 }
 
 /// Normal issuing: validates the request like the real endpoint would and mints a token.
@@ -977,26 +838,16 @@ fn issue(shared: &Shared, request: &RecordedRequest) -> Response {
         NAVIGATOR_PATH => Endpoint::Navigator,
         CSP_PATH => Endpoint::Csp,
         _ => {
-            return Response::json(
-                404,
-                &json!({"error": "not_found", "message": "no such path"}),
-            );
+            return Response::json(404, &json!({"error": "not_found", "message": "no such path"}));
         }
     };
     if request.method != "POST" {
-        let mut response = Response::json(
-            405,
-            &json!({"error": "method_not_allowed", "message": "use POST"}),
-        );
-        response
-            .headers
-            .push(("allow".to_owned(), "POST".to_owned()));
+        let mut response = Response::json(405, &json!({"error": "method_not_allowed", "message": "use POST"}));
+        response.headers.push(("allow".to_owned(), "POST".to_owned()));
         return response;
     }
     let mut state = shared.lock();
-    let credentials_ok = request
-        .basic_credentials()
-        .is_some_and(|(id, secret)| id == state.client_id && secret == state.client_secret);
+    let credentials_ok = request.basic_credentials().is_some_and(|(id, secret)| id == state.client_id && secret == state.client_secret);
     match endpoint {
         Endpoint::Navigator => {
             if !credentials_ok {
@@ -1050,10 +901,7 @@ fn issue(shared: &Shared, request: &RecordedRequest) -> Response {
 }
 
 fn navigator_error(status: u16, error: &str, message: &str) -> Response {
-    Response::json(
-        status,
-        &json!({"error": error, "message": message, "status": status}),
-    )
+    Response::json(status, &json!({"error": error, "message": message, "status": status}))
 }
 
 /// A CSP error response from normal issuing, with a fresh request id.
@@ -1079,10 +927,7 @@ impl State {
     /// configured lifetime; zero, unparsable or longer values are ignored, as CSP documents.
     fn mint(&mut self, endpoint: Endpoint, org: &str, requested: Option<&str>) -> Minted {
         let lifetime = self.lifetime.as_secs();
-        let validity_secs = requested
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .filter(|v| *v > 0)
-            .map_or(lifetime, |v| v.min(lifetime));
+        let validity_secs = requested.and_then(|v| v.trim().parse::<u64>().ok()).filter(|v| *v > 0).map_or(lifetime, |v| v.min(lifetime));
         let now = SystemTime::now();
         let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let exp = iat + validity_secs;
@@ -1112,11 +957,6 @@ impl State {
             org: org.to_owned(),
             at: now,
         });
-        Minted {
-            access_token,
-            id_token,
-            refresh_token: format!("testkit-refresh-{id}"),
-            validity_secs,
-        }
+        Minted { access_token, id_token, refresh_token: format!("testkit-refresh-{id}"), validity_secs }
     }
 }

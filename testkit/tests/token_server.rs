@@ -8,9 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
-use testkit::token_server::{
-    CSP_PATH, Endpoint, NAVIGATOR_PATH, Scripted, TokenServer, TokenServerConfig, csp_error, jwt,
-};
+use testkit::token_server::{CSP_PATH, Endpoint, NAVIGATOR_PATH, Scripted, TokenServer, TokenServerConfig, csp_error, jwt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -19,9 +17,7 @@ const FORM: &str = "application/x-www-form-urlencoded";
 
 /// Fails the test instead of letting it hang.
 async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .expect("test exceeded its time bound")
+    tokio::time::timeout(Duration::from_secs(20), f).await.expect("test exceeded its time bound")
 }
 
 /// reqwest is built without a crypto provider (as in the operator); ring is the one used.
@@ -33,10 +29,7 @@ fn install_ring() {
 /// A client that does not follow redirects, so redirects can be seen.
 fn client() -> reqwest::Client {
     install_ring();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("build client")
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("build client")
 }
 
 fn basic(id: &str, secret: &str) -> String {
@@ -49,16 +42,8 @@ fn default_basic() -> String {
 }
 
 /// POSTs to the Navigator endpoint with `query` appended as is.
-async fn navigator(
-    client: &reqwest::Client,
-    server: &TokenServer,
-    query: &str,
-    auth: Option<&str>,
-) -> reqwest::Response {
-    let mut request = client
-        .post(format!("{}?{query}", server.url(Endpoint::Navigator)))
-        .header("content-type", FORM)
-        .body("");
+async fn navigator(client: &reqwest::Client, server: &TokenServer, query: &str, auth: Option<&str>) -> reqwest::Response {
+    let mut request = client.post(format!("{}?{query}", server.url(Endpoint::Navigator))).header("content-type", FORM).body("");
     if let Some(auth) = auth {
         request = request.header("authorization", auth);
     }
@@ -66,16 +51,8 @@ async fn navigator(
 }
 
 /// POSTs `form` to the CSP endpoint.
-async fn csp(
-    client: &reqwest::Client,
-    server: &TokenServer,
-    form: &str,
-    auth: Option<&str>,
-) -> reqwest::Response {
-    let mut request = client
-        .post(server.url(Endpoint::Csp))
-        .header("content-type", FORM)
-        .body(form.to_owned());
+async fn csp(client: &reqwest::Client, server: &TokenServer, form: &str, auth: Option<&str>) -> reqwest::Response {
+    let mut request = client.post(server.url(Endpoint::Csp)).header("content-type", FORM).body(form.to_owned());
     if let Some(auth) = auth {
         request = request.header("authorization", auth);
     }
@@ -96,10 +73,7 @@ fn claims(token: &str) -> Value {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
 }
 
 fn csp_form() -> String {
@@ -108,13 +82,8 @@ fn csp_form() -> String {
 
 /// Sends raw bytes on a fresh TCP connection.
 async fn raw(server: &TokenServer, request: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(server.local_addr())
-        .await
-        .expect("connect");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("write request");
+    let mut stream = TcpStream::connect(server.local_addr()).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write request");
     stream
 }
 
@@ -145,25 +114,13 @@ async fn navigator_issues_camel_case_tokens() {
     bounded(async {
         let server = TokenServer::start(TokenServerConfig::default()).await;
         let before = now_secs();
-        let response = navigator(
-            &client(),
-            &server,
-            &format!("orgId={ORG}"),
-            Some(&default_basic()),
-        )
-        .await;
+        let response = navigator(&client(), &server, &format!("orgId={ORG}"), Some(&default_basic())).await;
         assert_eq!(response.status(), 200);
         let body = json_body(response).await;
         for key in ["accessToken", "idToken", "refreshToken", "returnUrl"] {
-            assert!(
-                body.get(key).is_some_and(Value::is_string),
-                "{key} in {body}"
-            );
+            assert!(body.get(key).is_some_and(Value::is_string), "{key} in {body}");
         }
-        assert!(
-            body.get("expires_in").is_none(),
-            "Navigator has no expires_in"
-        );
+        assert!(body.get("expires_in").is_none(), "Navigator has no expires_in");
         assert!(body.get("access_token").is_none());
 
         let access = body["accessToken"].as_str().unwrap_or_default();
@@ -179,10 +136,7 @@ async fn navigator_issues_camel_case_tokens() {
         assert_eq!(issued.len(), 1);
         assert_eq!(issued[0].endpoint, Endpoint::Navigator);
         assert_eq!(issued[0].access_token, access);
-        assert_eq!(
-            issued[0].id_token,
-            body["idToken"].as_str().unwrap_or_default()
-        );
+        assert_eq!(issued[0].id_token, body["idToken"].as_str().unwrap_or_default());
         assert_eq!(issued[0].exp, exp);
         assert_eq!(issued[0].org, ORG);
     })
@@ -209,23 +163,13 @@ async fn navigator_validity_only_shortens_the_lifetime() {
 #[tokio::test]
 async fn csp_issues_snake_case_tokens_with_expires_in() {
     bounded(async {
-        let server = TokenServer::start(TokenServerConfig {
-            lifetime: Duration::from_secs(120),
-            ..TokenServerConfig::default()
-        })
-        .await;
+        let server = TokenServer::start(TokenServerConfig { lifetime: Duration::from_secs(120), ..TokenServerConfig::default() }).await;
         let client = client();
         let auth = default_basic();
         let form = format!("{}&scope=openid%20ALL_PERMISSIONS", csp_form());
         let response = csp(&client, &server, &form, Some(&auth)).await;
         assert_eq!(response.status(), 200);
-        assert_eq!(
-            response
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok()),
-            Some("application/json")
-        );
+        assert_eq!(response.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
         let body = json_body(response).await;
         assert_eq!(body["token_type"], "bearer");
         assert_eq!(body["expires_in"], 120);
@@ -234,20 +178,14 @@ async fn csp_issues_snake_case_tokens_with_expires_in() {
         assert!(body.get("accessToken").is_none());
         let c = claims(body["access_token"].as_str().unwrap_or_default());
         assert_eq!(c["context_name"], ORG);
-        assert_eq!(
-            c["exp"].as_u64().unwrap_or(0) - c["iat"].as_u64().unwrap_or(0),
-            120
-        );
+        assert_eq!(c["exp"].as_u64().unwrap_or(0) - c["iat"].as_u64().unwrap_or(0), 120);
 
         // A shorter requested validity wins, and expires_in follows it.
         let form = format!("{}&accessTokenValiditySeconds=30", csp_form());
         let body = json_body(csp(&client, &server, &form, Some(&auth)).await).await;
         assert_eq!(body["expires_in"], 30);
         let c = claims(body["access_token"].as_str().unwrap_or_default());
-        assert_eq!(
-            c["exp"].as_u64().unwrap_or(0) - c["iat"].as_u64().unwrap_or(0),
-            30
-        );
+        assert_eq!(c["exp"].as_u64().unwrap_or(0) - c["iat"].as_u64().unwrap_or(0), 30);
 
         assert_eq!(server.issued().len(), 2);
         assert!(server.issued().iter().all(|t| t.endpoint == Endpoint::Csp));
@@ -286,26 +224,13 @@ async fn lifetime_and_credentials_can_change() {
         server.set_credentials("rotated-id", "rotated-secret");
         let new = basic("rotated-id", "rotated-secret");
         let query = format!("orgId={ORG}");
-        assert_eq!(
-            navigator(&client, &server, &query, Some(&old))
-                .await
-                .status(),
-            401
-        );
+        assert_eq!(navigator(&client, &server, &query, Some(&old)).await.status(), 401);
         let response = csp(&client, &server, &csp_form(), Some(&old)).await;
         assert_eq!(response.status(), 400);
         assert_eq!(json_body(response).await["cspErrorCode"], "invalid_client");
-        assert_eq!(
-            navigator(&client, &server, &query, Some(&new))
-                .await
-                .status(),
-            200
-        );
+        assert_eq!(navigator(&client, &server, &query, Some(&new)).await.status(), 200);
         let body = json_body(csp(&client, &server, &csp_form(), Some(&new)).await).await;
-        assert_eq!(
-            claims(body["access_token"].as_str().unwrap_or_default())["sub"],
-            "rotated-id"
-        );
+        assert_eq!(claims(body["access_token"].as_str().unwrap_or_default())["sub"], "rotated-id");
     })
     .await;
 }
@@ -321,23 +246,10 @@ async fn public_client_sends_an_empty_secret() {
         .await;
         let client = client();
         let public = basic("public-app", "");
-        assert_eq!(
-            csp(&client, &server, &csp_form(), Some(&public))
-                .await
-                .status(),
-            200
-        );
+        assert_eq!(csp(&client, &server, &csp_form(), Some(&public)).await.status(), 200);
         let with_secret = basic("public-app", "x");
-        assert_eq!(
-            csp(&client, &server, &csp_form(), Some(&with_secret))
-                .await
-                .status(),
-            400
-        );
-        assert_eq!(
-            server.requests()[0].basic_credentials(),
-            Some(("public-app".to_owned(), String::new()))
-        );
+        assert_eq!(csp(&client, &server, &csp_form(), Some(&with_secret)).await.status(), 400);
+        assert_eq!(server.requests()[0].basic_credentials(), Some(("public-app".to_owned(), String::new())));
     })
     .await;
 }
@@ -352,51 +264,21 @@ async fn bad_requests_get_the_documented_errors() {
         let query = format!("orgId={ORG}");
 
         // Navigator: 401 for credentials (missing, wrong, not Basic), 400 without orgId.
-        assert_eq!(
-            navigator(&client, &server, &query, None).await.status(),
-            401
-        );
+        assert_eq!(navigator(&client, &server, &query, None).await.status(), 401);
         let response = navigator(&client, &server, &query, Some(&wrong)).await;
         assert_eq!(response.status(), 401);
         assert!(json_body(response).await["message"].is_string());
-        assert_eq!(
-            navigator(&client, &server, &query, Some("Bearer abc"))
-                .await
-                .status(),
-            401
-        );
-        assert_eq!(
-            navigator(&client, &server, "orgId=", Some(&auth))
-                .await
-                .status(),
-            400
-        );
-        assert_eq!(
-            navigator(&client, &server, "x=1", Some(&auth))
-                .await
-                .status(),
-            400
-        );
+        assert_eq!(navigator(&client, &server, &query, Some("Bearer abc")).await.status(), 401);
+        assert_eq!(navigator(&client, &server, "orgId=", Some(&auth)).await.status(), 400);
+        assert_eq!(navigator(&client, &server, "x=1", Some(&auth)).await.status(), 400);
 
         // CSP: 400 with a CspErrorResponse body in each case.
         let cases = [
             (csp_form(), None, "invalid_client"),
             (csp_form(), Some(wrong.as_str()), "invalid_client"),
-            (
-                format!("grant_type=refresh_token&orgId={ORG}"),
-                Some(auth.as_str()),
-                "unsupported_grant_type",
-            ),
-            (
-                format!("orgId={ORG}"),
-                Some(auth.as_str()),
-                "invalid_request",
-            ),
-            (
-                "grant_type=client_credentials".to_owned(),
-                Some(auth.as_str()),
-                "invalid_request",
-            ),
+            (format!("grant_type=refresh_token&orgId={ORG}"), Some(auth.as_str()), "unsupported_grant_type"),
+            (format!("orgId={ORG}"), Some(auth.as_str()), "invalid_request"),
+            ("grant_type=client_credentials".to_owned(), Some(auth.as_str()), "invalid_request"),
         ];
         for (form, auth, code) in cases {
             let response = csp(&client, &server, &form, auth).await;
@@ -421,25 +303,11 @@ async fn bad_requests_get_the_documented_errors() {
         assert_eq!(response.status(), 400);
 
         // Unknown paths and other methods.
-        let response = client
-            .post(format!("{}/nope", server.base_url()))
-            .send()
-            .await
-            .expect("request");
+        let response = client.post(format!("{}/nope", server.base_url())).send().await.expect("request");
         assert_eq!(response.status(), 404);
-        let response = client
-            .get(server.url(Endpoint::Csp))
-            .send()
-            .await
-            .expect("request");
+        let response = client.get(server.url(Endpoint::Csp)).send().await.expect("request");
         assert_eq!(response.status(), 405);
-        assert_eq!(
-            response
-                .headers()
-                .get("allow")
-                .and_then(|v| v.to_str().ok()),
-            Some("POST")
-        );
+        assert_eq!(response.headers().get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
 
         assert!(server.issued().is_empty(), "no error case issues a token");
     })
@@ -453,13 +321,7 @@ async fn requests_are_recorded_in_order() {
         let client = client();
         let auth = default_basic();
         let start = SystemTime::now();
-        navigator(
-            &client,
-            &server,
-            &format!("orgId={ORG}&accessTokenValiditySeconds=60"),
-            Some(&auth),
-        )
-        .await;
+        navigator(&client, &server, &format!("orgId={ORG}&accessTokenValiditySeconds=60"), Some(&auth)).await;
         let form = format!("{}&scope=a%20b", csp_form());
         csp(&client, &server, &form, Some(&auth)).await;
 
@@ -471,11 +333,7 @@ async fn requests_are_recorded_in_order() {
         assert_eq!(nav.query_param("orgId"), Some(ORG));
         assert_eq!(nav.query_param("accessTokenValiditySeconds"), Some("60"));
         assert_eq!(nav.header("Authorization"), Some(auth.as_str()));
-        assert!(
-            nav.headers
-                .iter()
-                .all(|(k, _)| *k == k.to_ascii_lowercase())
-        );
+        assert!(nav.headers.iter().all(|(k, _)| *k == k.to_ascii_lowercase()));
         assert_eq!(nav.body, "");
         assert!(nav.at >= start);
 
@@ -488,10 +346,7 @@ async fn requests_are_recorded_in_order() {
         assert_eq!(token.form_param("scope"), Some("a b"));
         assert!(token.at >= nav.at);
         let config = TokenServerConfig::default();
-        assert_eq!(
-            token.basic_credentials(),
-            Some((config.client_id, config.client_secret))
-        );
+        assert_eq!(token.basic_credentials(), Some((config.client_id, config.client_secret)));
     })
     .await;
 }
@@ -508,30 +363,19 @@ async fn scripted_responses_come_in_order_then_normal_issuing() {
             content_type: "text/plain".to_owned(),
             headers: vec![("retry-after".to_owned(), "7".to_owned())],
         });
-        server.push_response(Scripted::Json(
-            json!({"access_token": "", "expires_in": "soon"}),
-        ));
+        server.push_response(Scripted::Json(json!({"access_token": "", "expires_in": "soon"})));
         server.push_response(Scripted::RawBody("{\"access_token\": ".to_owned()));
         server.push_response(csp_error(503, "unavailable", "try later", "req-1"));
         server.push_response(Scripted::status(500, "text/html", "<html>oops</html>"));
 
         let first = csp(&client, &server, &csp_form(), Some(&auth)).await;
         assert_eq!(first.status(), 429);
-        assert_eq!(
-            first
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()),
-            Some("7")
-        );
+        assert_eq!(first.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
         assert_eq!(first.text().await.expect("body"), "slow down");
 
         let second = csp(&client, &server, &csp_form(), Some(&auth)).await;
         assert_eq!(second.status(), 200);
-        assert_eq!(
-            json_body(second).await,
-            json!({"access_token": "", "expires_in": "soon"})
-        );
+        assert_eq!(json_body(second).await, json!({"access_token": "", "expires_in": "soon"}));
 
         let third = csp(&client, &server, &csp_form(), Some(&auth)).await;
         assert_eq!(third.status(), 200);
@@ -587,30 +431,17 @@ async fn redirect_and_delay() {
         let server = TokenServer::start(TokenServerConfig::default()).await;
         let client = client();
         let auth = default_basic();
-        server.push_response(Scripted::Redirect {
-            location: "https://elsewhere.invalid/token".to_owned(),
-            code: 307,
-        });
+        server.push_response(Scripted::Redirect { location: "https://elsewhere.invalid/token".to_owned(), code: 307 });
         let response = csp(&client, &server, &csp_form(), Some(&auth)).await;
         assert_eq!(response.status(), 307);
-        assert_eq!(
-            response
-                .headers()
-                .get("location")
-                .and_then(|v| v.to_str().ok()),
-            Some("https://elsewhere.invalid/token")
-        );
+        assert_eq!(response.headers().get("location").and_then(|v| v.to_str().ok()), Some("https://elsewhere.invalid/token"));
 
         server.push_response(Scripted::Delay(Duration::from_millis(300)));
         let started = Instant::now();
         let response = csp(&client, &server, &csp_form(), Some(&auth)).await;
         assert!(started.elapsed() >= Duration::from_millis(300));
         assert_eq!(response.status(), 200);
-        assert_eq!(
-            server.issued().len(),
-            1,
-            "a delayed request is issued normally"
-        );
+        assert_eq!(server.issued().len(), 1, "a delayed request is issued normally");
 
         // Delay still validates: bad credentials are refused after the pause.
         server.push_response(Scripted::Delay(Duration::from_millis(10)));
@@ -627,11 +458,7 @@ async fn hang_never_answers_until_shutdown() {
         server.push_response(Scripted::Hang);
         let client = client();
         let auth = default_basic();
-        let waited = tokio::time::timeout(
-            Duration::from_millis(500),
-            csp(&client, &server, &csp_form(), Some(&auth)),
-        )
-        .await;
+        let waited = tokio::time::timeout(Duration::from_millis(500), csp(&client, &server, &csp_form(), Some(&auth))).await;
         assert!(waited.is_err(), "a hung request must not be answered");
         assert_eq!(server.request_count(), 1, "the hung request was still read");
 
@@ -652,9 +479,7 @@ async fn hang_never_answers_until_shutdown() {
 async fn trickle_sends_a_head_then_a_byte_at_a_time() {
     bounded(async {
         let server = TokenServer::start(TokenServerConfig::default()).await;
-        server.push_response(Scripted::Trickle {
-            interval: Duration::from_millis(50),
-        });
+        server.push_response(Scripted::Trickle { interval: Duration::from_millis(50) });
         let client = client();
         let auth = default_basic();
         let mut response = csp(&client, &server, &csp_form(), Some(&auth)).await;
@@ -747,11 +572,7 @@ async fn huge_delivers_exactly_the_byte_count() {
 #[tokio::test]
 async fn tls_mode_serves_https_trusted_through_the_ca_pem() {
     bounded(async {
-        let server = TokenServer::start(TokenServerConfig {
-            tls: true,
-            ..TokenServerConfig::default()
-        })
-        .await;
+        let server = TokenServer::start(TokenServerConfig { tls: true, ..TokenServerConfig::default() }).await;
         assert!(server.base_url().starts_with("https://127.0.0.1:"));
         let pem = server.ca_pem().expect("a CA in TLS mode");
         assert!(pem.contains("BEGIN CERTIFICATE"));
@@ -769,16 +590,8 @@ async fn tls_mode_serves_https_trusted_through_the_ca_pem() {
         assert_eq!(response.status(), 200);
         assert_eq!(json_body(response).await["expires_in"], 3600);
 
-        let by_name = format!(
-            "https://localhost:{}{NAVIGATOR_PATH}?orgId={ORG}",
-            server.local_addr().port()
-        );
-        let response = trusting
-            .post(by_name)
-            .header("authorization", &auth)
-            .send()
-            .await
-            .expect("request by name");
+        let by_name = format!("https://localhost:{}{NAVIGATOR_PATH}?orgId={ORG}", server.local_addr().port());
+        let response = trusting.post(by_name).header("authorization", &auth).send().await.expect("request by name");
         assert_eq!(response.status(), 200);
 
         // Scripted answers work over TLS too.
@@ -798,29 +611,12 @@ async fn tls_mode_serves_https_trusted_through_the_ca_pem() {
         assert!(result.is_err(), "a reset over TLS is an error");
 
         // A client that does not trust the CA is refused.
-        let other = TokenServer::start(TokenServerConfig {
-            tls: true,
-            ..TokenServerConfig::default()
-        })
-        .await;
-        let other_ca =
-            reqwest::Certificate::from_pem(other.ca_pem().unwrap_or_default().as_bytes())
-                .expect("parse other CA");
-        let untrusting = reqwest::Client::builder()
-            .tls_certs_only([other_ca])
-            .build()
-            .expect("build client");
-        let result = untrusting
-            .post(server.url(Endpoint::Csp))
-            .body(csp_form())
-            .send()
-            .await;
+        let other = TokenServer::start(TokenServerConfig { tls: true, ..TokenServerConfig::default() }).await;
+        let other_ca = reqwest::Certificate::from_pem(other.ca_pem().unwrap_or_default().as_bytes()).expect("parse other CA");
+        let untrusting = reqwest::Client::builder().tls_certs_only([other_ca]).build().expect("build client");
+        let result = untrusting.post(server.url(Endpoint::Csp)).body(csp_form()).send().await;
         assert!(result.is_err(), "an untrusted certificate must fail");
-        assert_eq!(
-            server.request_count(),
-            4,
-            "the refused client sent no request"
-        );
+        assert_eq!(server.request_count(), 4, "the refused client sent no request");
     })
     .await;
 }
@@ -831,10 +627,7 @@ async fn plain_http_mode_has_no_ca() {
         let server = TokenServer::start(TokenServerConfig::default()).await;
         assert!(server.base_url().starts_with("http://127.0.0.1:"));
         assert_eq!(server.ca_pem(), None);
-        assert_eq!(
-            server.url(Endpoint::Csp),
-            format!("{}{CSP_PATH}", server.base_url())
-        );
+        assert_eq!(server.url(Endpoint::Csp), format!("{}{CSP_PATH}", server.base_url()));
     })
     .await;
 }
@@ -845,11 +638,7 @@ async fn one_connection_carries_several_requests() {
         let server = TokenServer::start(TokenServerConfig::default()).await;
         // Two requests written back to back (pipelined) on one connection, the second asking
         // to close: both are answered, then the server closes.
-        let both = format!(
-            "{}{}",
-            raw_csp_request("keep-alive"),
-            raw_csp_request("close")
-        );
+        let both = format!("{}{}", raw_csp_request("keep-alive"), raw_csp_request("close"));
         let mut stream = raw(&server, &both).await;
         let (data, end) = read_to_end(&mut stream).await;
         assert!(end.is_ok());
@@ -902,35 +691,22 @@ async fn malformed_input_gets_an_error_and_the_server_survives() {
             ("garbage\r\n\r\n", "400"),
             ("POST /x HTTP/1.1\r\nno colon here\r\n\r\n", "400"),
             ("POST /x HTTP/1.1\r\ncontent-length: lots\r\n\r\n", "400"),
-            (
-                "POST /x HTTP/1.1\r\ncontent-length: 999999999\r\n\r\n",
-                "413",
-            ),
-            (
-                "POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
-                "501",
-            ),
+            ("POST /x HTTP/1.1\r\ncontent-length: 999999999\r\n\r\n", "413"),
+            ("POST /x HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n", "501"),
             ("POST /x HTTP/2.0\r\n\r\n", "505"),
         ];
         for (request, status) in cases {
             let mut stream = raw(&server, request).await;
             let (data, _) = read_to_end(&mut stream).await;
             let text = String::from_utf8_lossy(&data);
-            assert!(
-                text.starts_with(&format!("HTTP/1.1 {status} ")),
-                "{request:?} -> {text}"
-            );
+            assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{request:?} -> {text}");
         }
         // An oversized head is refused rather than buffered without bound.
         let huge_head = format!("POST /x HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(100_000));
         let mut stream = raw(&server, &huge_head).await;
         let (data, _) = read_to_end(&mut stream).await;
         assert!(String::from_utf8_lossy(&data).starts_with("HTTP/1.1 431 "));
-        assert_eq!(
-            server.request_count(),
-            0,
-            "unparsable requests are not recorded"
-        );
+        assert_eq!(server.request_count(), 0, "unparsable requests are not recorded");
 
         let response = csp(&client(), &server, &csp_form(), Some(&default_basic())).await;
         assert_eq!(response.status(), 200);
@@ -973,9 +749,7 @@ fn jwt_encodes_the_given_claims() {
     let token = jwt(&json!({"exp": 1_700_000_000u64, "sub": "x"}));
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3);
-    let header: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap_or_default())
-            .expect("header JSON");
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap_or_default()).expect("header JSON");
     assert_eq!(header["typ"], "JWT");
     assert_eq!(claims(&token), json!({"exp": 1_700_000_000u64, "sub": "x"}));
     assert_eq!(URL_SAFE_NO_PAD.decode(parts[2]).unwrap_or_default(), b"sig");
