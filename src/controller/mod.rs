@@ -32,6 +32,11 @@ use crate::redact::Sensitive;
 use crate::token::{RetryClass, TokenClient, TokenRequest};
 use crate::{CREDENTIALS_LABEL, Error, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TOKEN_NAME_ANNOTATION};
 
+/// Reason when the credentials Secret is not in the cache (refined on report).
+const CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
+/// Reason when a Secret of the target name belongs to someone else.
+const SECRET_CONFLICT: &str = "SecretConflict";
+
 /// How long a reconcile waits for the watch caches to show its own writes.
 const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -94,7 +99,6 @@ pub async fn run(
     if let Some(selector) = &settings.selector {
         token_watch = token_watch.labels(selector);
     }
-    let (token_store, token_writer) = reflector::store();
     // kube's Store::wait_until_ready wakes only one of several waiters, so "listed" is tracked
     // here from the watch streams themselves and shared through a watch channel.
     let sync = SyncTracker::new(3);
@@ -104,28 +108,12 @@ pub async fn run(
             on_synced();
         }
     });
-    let token_stream = watcher(token_api, token_watch)
-        .default_backoff()
-        .inspect(sync.marker())
-        .modify(strip_managed_fields)
-        .reflect(token_writer)
-        .applied_objects();
-
+    let (token_store, token_events) = cached_watch(token_api, token_watch, &sync);
     // Two label-selected Secret watches: the operator never lists or caches unrelated Secrets.
-    let (managed_secrets, managed_writer) = reflector::store();
-    let managed_stream = watcher(secret_api.clone(), watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")))
-        .default_backoff()
-        .inspect(sync.marker())
-        .modify(strip_managed_fields)
-        .reflect(managed_writer)
-        .touched_objects();
-    let (credentials, credentials_writer) = reflector::store();
-    let credentials_stream = watcher(secret_api, watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true")))
-        .default_backoff()
-        .inspect(sync.marker())
-        .modify(strip_managed_fields)
-        .reflect(credentials_writer)
-        .touched_objects();
+    let managed_selector = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
+    let (managed_secrets, managed_events) = cached_watch(secret_api.clone(), managed_selector, &sync);
+    let credentials_selector = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
+    let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, &sync);
 
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(settings.instance.clone()) };
     let context = Arc::new(Context {
@@ -141,13 +129,13 @@ pub async fn run(
     });
 
     let users_of_credentials = token_store.clone();
-    Controller::for_stream(token_stream, token_store)
+    Controller::for_stream(token_events.applied_objects(), token_store)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-        .watches_stream(managed_stream, |secret: Secret| {
+        .watches_stream(managed_events.touched_objects(), |secret: Secret| {
             let token = secret.annotations().get(TOKEN_NAME_ANNOTATION)?.clone();
             Some(ObjectRef::new(&token).within(&secret.namespace()?))
         })
-        .watches_stream(credentials_stream, move |secret: Secret| {
+        .watches_stream(credentials_events.touched_objects(), move |secret: Secret| {
             let (name, ns) = (secret.name_any(), secret.namespace());
             users_of_credentials
                 .state()
@@ -167,6 +155,20 @@ fn scoped_api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicTy
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     }
+}
+
+/// A watch feeding a cache (without managedFields) and counting towards `sync`.
+fn cached_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    sync: &SyncTracker,
+) -> (Store<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = watcher(api, config).default_backoff().inspect(sync.marker()).modify(strip_managed_fields).reflect(writer);
+    (store, events)
 }
 
 /// Counts watches that have completed their first list; the channel turns true when all have.
@@ -235,7 +237,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     let previous = token.status.as_ref();
     let mut action = Actor { token, ctx, previous, now, labels: &labels };
 
-    let credentials = ctx.read_credentials(token).await?;
+    let credentials = ctx.read_credentials(token, &labels.namespace);
     let refresh_before = parse_duration(token.spec.refresh_before.as_deref(), "refreshBefore");
     let validity = parse_duration(token.spec.validity.as_deref(), "validity");
     let inputs = match (credentials, refresh_before, validity) {
@@ -244,54 +246,55 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     };
     let inputs_fp = match &inputs {
         Ok((c, ..)) => secret::inputs_fingerprint(token, &c.version),
-        Err(blocked) => secret::fingerprint(format!("{}{:?}{}", blocked.reason, token.spec, blocked.message).as_bytes()),
+        Err(blocked) => secret::fingerprint(format!("{}{:?}", blocked.reason, token.spec).as_bytes()),
     };
     let failures = FailureState {
         consecutive_failures: previous.map_or(0, |s| s.consecutive_failures),
         retry_at: previous.and_then(|s| s.next_refresh_at.as_deref()).and_then(|t| t.parse().ok()),
         same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(inputs_fp.as_str()),
     };
-
     let secret_name = token.target_secret_name();
-    let observed_secret = ctx.target_secret(&labels.namespace, &secret_name).await?;
-    let target = match &inputs {
-        Ok(_) => secret::observe(observed_secret.as_deref(), token, &inputs_fp),
-        Err(_) => secret::observe(observed_secret.as_deref(), token, ""),
+    let cached_secret = ctx.managed_secrets.get(&ObjectRef::new(&secret_name).within(&labels.namespace));
+    let target = secret::observe(cached_secret.as_deref(), token, &inputs_fp);
+    let observed = Observed {
+        suspended: token.spec.suspend,
+        refresh_before: inputs.as_ref().ok().and_then(|(_, r, _)| *r),
+        secret: target.clone(),
+        failures,
+        jitter_seed: jitter_seed(token),
     };
-    let (credentials, refresh_before, validity) = match inputs {
-        Ok(inputs) => inputs,
-        Err(blocked) => {
-            if token.spec.suspend {
-                return action.suspended(&target).await;
-            }
-            if failures.consecutive_failures > 0 && failures.same_inputs && failures.retry_at.is_some_and(|at| at > now) {
-                return Ok(requeue_at(failures.retry_at, now));
-            }
-            return action.fail(&target, blocked.reason, &blocked.message, RetryClass::NeedsUserAction, &inputs_fp).await;
-        }
-    };
-
-    let observed =
-        Observed { suspended: token.spec.suspend, refresh_before, secret: target.clone(), failures, jitter_seed: jitter_seed(token) };
     let plan = plan::decide(&observed, now);
-    match plan.step {
-        Step::Suspended => action.suspended(&target).await,
-        Step::SecretConflict => {
-            let message = format!(
-                "Secret {secret_name} already exists and was not created by this operator for this NavigatorToken; it is left untouched. Delete it or choose another spec.target.secretName"
-            );
-            action.fail(&target, "SecretConflict", &message, RetryClass::NeedsUserAction, &inputs_fp).await
+    let conflict = || {
+        format!(
+            "Secret {secret_name} already exists and was not created by this operator for this NavigatorToken; it is left untouched. Delete it or choose another spec.target.secretName"
+        )
+    };
+    match (plan.step.clone(), inputs) {
+        (Step::Suspended, _) => action.suspended(&target).await,
+        (Step::WaitForRetry, _) => Ok(requeue_at(plan.next_at, now)),
+        (Step::SecretConflict, _) => action.fail(&target, SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction, &inputs_fp).await,
+        (_, Err(mut blocked)) => {
+            if blocked.reason == CREDENTIALS_NOT_FOUND {
+                blocked = ctx.explain_uncached_credentials(token, &labels.namespace).await?;
+            }
+            action.fail(&target, blocked.reason, &blocked.message, RetryClass::NeedsUserAction, &inputs_fp).await
         }
-        Step::WaitForRetry => Ok(requeue_at(plan.next_at, now)),
-        Step::Keep { rewrite_secret } => {
-            let existing = observed_secret.as_deref().and_then(|s| secret::material(s, token));
-            match existing {
+        (Step::Keep { rewrite_secret }, Ok((credentials, refresh_before, validity))) => {
+            match cached_secret.as_deref().and_then(|s| secret::material(s, token)) {
                 Some(material) => action.succeed(&material, rewrite_secret, &inputs_fp, &plan, refresh_before, None).await,
                 // Unreachable in practice (Keep implies an intact token); issuing is the safe answer.
                 None => action.issue(IssueReason::Drift, &credentials, validity, refresh_before, &inputs_fp, &target).await,
             }
         }
-        Step::Issue(reason) => action.issue(reason, &credentials, validity, refresh_before, &inputs_fp, &target).await,
+        (Step::Issue(reason), Ok((credentials, refresh_before, validity))) => {
+            if cached_secret.is_none()
+                && let Some(existing) = ctx.uncached_secret(&labels.namespace, &secret_name).await?
+                && !secret::is_ours(&existing, token)
+            {
+                return action.fail(&target, SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction, &inputs_fp).await;
+            }
+            action.issue(reason, &credentials, validity, refresh_before, &inputs_fp, &target).await
+        }
     }
 }
 
@@ -525,39 +528,15 @@ impl Actor<'_> {
 }
 
 impl Context {
-    /// The target Secret: from the cache of managed Secrets, or (only when absent there) one GET
-    /// to tell "no Secret" from "someone else's Secret".
-    async fn target_secret(&self, namespace: &str, name: &str) -> Result<Option<Arc<Secret>>, Error> {
-        if let Some(secret) = self.managed_secrets.get(&ObjectRef::new(name).within(namespace)) {
-            return Ok(Some(secret));
-        }
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let found = api.get_opt(name).await.map_err(Error::kube("get target Secret"))?;
-        Ok(found.map(Arc::new))
-    }
-
-    async fn read_credentials(&self, token: &NavigatorToken) -> Result<Result<Credentials, Blocked>, Error> {
+    /// The credentials, from the label-selected cache only (no API call).
+    fn read_credentials(&self, token: &NavigatorToken, namespace: &str) -> Result<Credentials, Blocked> {
         let reference = &token.spec.credentials_secret_ref;
-        let namespace = token.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-        let Some(secret) = self.credentials.get(&ObjectRef::new(&reference.name).within(&namespace)) else {
-            // Not in the label-selected cache: one GET tells a missing Secret from a missing label.
-            let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
-            let exists = api.get_metadata_opt(&reference.name).await.map_err(Error::kube("get credentials Secret"))?.is_some();
-            let blocked = if exists {
-                Blocked {
-                    reason: "CredentialsNotLabelled",
-                    message: format!(
-                        "credentials Secret {} lacks the label {CREDENTIALS_LABEL}=true that lets the operator watch it; run: kubectl label secret -n {namespace} {} {CREDENTIALS_LABEL}=true",
-                        reference.name, reference.name
-                    ),
-                }
-            } else {
-                Blocked {
-                    reason: "CredentialsNotFound",
-                    message: format!("credentials Secret {} not found in namespace {namespace}", reference.name),
-                }
-            };
-            return Ok(Err(blocked));
+        let Some(secret) = self.credentials.get(&ObjectRef::new(&reference.name).within(namespace)) else {
+            // Refined by `explain_uncached_credentials` when it is reported.
+            return Err(Blocked {
+                reason: CREDENTIALS_NOT_FOUND,
+                message: format!("credentials Secret {} not found in namespace {namespace}", reference.name),
+            });
         };
         let value = |key: &str| -> Result<String, Blocked> {
             let invalid = |what: &str| Blocked {
@@ -569,19 +548,41 @@ impl Context {
             let text = text.trim().to_owned();
             if text.is_empty() { Err(invalid("is empty")) } else { Ok(text) }
         };
-        let credentials = (|| {
-            let client_id = value(reference.client_id_key())?;
-            let client_secret = if reference.public_client { String::new() } else { value(reference.client_secret_key())? };
-            Ok(Credentials {
-                client_id,
-                client_secret: Sensitive::new(client_secret),
-                version: CredentialsVersion {
-                    uid: secret.uid().unwrap_or_default(),
-                    resource_version: secret.resource_version().unwrap_or_default(),
-                },
-            })
-        })();
-        Ok(credentials)
+        let client_id = value(reference.client_id_key())?;
+        let client_secret = if reference.public_client { String::new() } else { value(reference.client_secret_key())? };
+        Ok(Credentials {
+            client_id,
+            client_secret: Sensitive::new(client_secret),
+            version: CredentialsVersion {
+                uid: secret.uid().unwrap_or_default(),
+                resource_version: secret.resource_version().unwrap_or_default(),
+            },
+        })
+    }
+
+    /// Not in the label-selected cache: one GET tells a missing Secret from a missing label.
+    /// Only called when the failure is reported, never on a routine path.
+    async fn explain_uncached_credentials(&self, token: &NavigatorToken, namespace: &str) -> Result<Blocked, Error> {
+        let name = &token.spec.credentials_secret_ref.name;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let exists = api.get_metadata_opt(name).await.map_err(Error::kube("get credentials Secret"))?.is_some();
+        Ok(if exists {
+            Blocked {
+                reason: "CredentialsNotLabelled",
+                message: format!(
+                    "credentials Secret {name} lacks the label {CREDENTIALS_LABEL}=true that lets the operator watch it; run: kubectl label secret -n {namespace} {name} {CREDENTIALS_LABEL}=true"
+                ),
+            }
+        } else {
+            Blocked { reason: CREDENTIALS_NOT_FOUND, message: format!("credentials Secret {name} not found in namespace {namespace}") }
+        })
+    }
+
+    /// A Secret of the target name that is not in the managed cache: one GET before a token is
+    /// spent tells "no Secret yet" from "someone else's Secret".
+    async fn uncached_secret(&self, namespace: &str, name: &str) -> Result<Option<Secret>, Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        api.get_opt(name).await.map_err(Error::kube("get target Secret"))
     }
 
     async fn apply_secret(&self, desired: &Secret) -> Result<(), Error> {
