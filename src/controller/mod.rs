@@ -23,7 +23,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use self::plan::{FailureState, IssueReason, Observed, Plan, Step, TargetSecret};
+use self::plan::{FailureState, IssueReason, Observed, Step, TargetSecret};
 use self::secret::{CredentialsVersion, TokenMaterial};
 use self::status::{REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
@@ -281,7 +281,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         }
         (Step::Keep { rewrite_secret }, Ok((credentials, refresh_before, validity))) => {
             match cached_secret.as_deref().and_then(|s| secret::material(s, token)) {
-                Some(material) => action.succeed(&material, rewrite_secret, &inputs_fp, &plan, refresh_before, None).await,
+                Some(material) => action.succeed(&material, rewrite_secret, &inputs_fp, plan.next_at, refresh_before, None).await,
                 // Unreachable in practice (Keep implies an intact token); issuing is the safe answer.
                 None => action.issue(IssueReason::Drift, &credentials, validity, refresh_before, &inputs_fp, &target).await,
             }
@@ -321,9 +321,7 @@ impl Actor<'_> {
         let unstored = self.ctx.unstored.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
         if let Some((fp, material)) = unstored.filter(|(fp, m)| fp == inputs_fp && m.expires_at > self.now) {
             info!(?reason, "storing the token issued before the last Secret write failed");
-            let next_at = Some(plan::refresh_at(material.issued_at, material.expires_at, refresh_before, jitter_seed(self.token)));
-            let plan = Plan { step: Step::Keep { rewrite_secret: true }, next_at };
-            return self.store_new_token(material, &fp, &plan, refresh_before, reason).await;
+            return self.store_new_token(material, &fp, refresh_before, reason).await;
         }
         let spec = &self.token.spec;
         let request = TokenRequest {
@@ -356,9 +354,7 @@ impl Actor<'_> {
                     issued_at: whole_seconds(issued.issued_at),
                     expires_at: whole_seconds(issued.expires_at),
                 };
-                let next_at = Some(plan::refresh_at(material.issued_at, material.expires_at, refresh_before, jitter_seed(self.token)));
-                let plan = Plan { step: Step::Keep { rewrite_secret: true }, next_at };
-                self.store_new_token(material, inputs_fp, &plan, refresh_before, reason).await
+                self.store_new_token(material, inputs_fp, refresh_before, reason).await
             }
             Err(error) => {
                 warn!(reason = error.reason(), %error, "token request failed");
@@ -371,7 +367,6 @@ impl Actor<'_> {
         &mut self,
         material: TokenMaterial,
         inputs_fp: &str,
-        plan: &Plan,
         refresh_before: Option<Duration>,
         reason: IssueReason,
     ) -> Result<Action, Error> {
@@ -380,7 +375,7 @@ impl Actor<'_> {
             self.ctx.unstored.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (inputs_fp.to_owned(), material));
             return Err(error);
         }
-        self.succeed(&material, false, inputs_fp, plan, refresh_before, Some(reason)).await
+        self.succeed(&material, false, inputs_fp, None, refresh_before, Some(reason)).await
     }
 
     async fn succeed(
@@ -388,7 +383,7 @@ impl Actor<'_> {
         material: &TokenMaterial,
         write_secret: bool,
         inputs_fp: &str,
-        plan: &Plan,
+        recheck_at: Option<Timestamp>,
         refresh_before: Option<Duration>,
         issued: Option<IssueReason>,
     ) -> Result<Action, Error> {
@@ -419,7 +414,8 @@ impl Actor<'_> {
         } else if issued == Some(IssueReason::Initial) {
             self.event(EventType::Normal, "Issued", &format!("issued a {note}")).await;
         }
-        Ok(requeue_at(plan.next_at, self.now))
+        // Keep's plan may look again sooner than the refresh (periodic re-check).
+        Ok(requeue_at(Some(recheck_at.map_or(refresh_at, |at| at.min(refresh_at))), self.now))
     }
 
     async fn fail(
