@@ -40,7 +40,7 @@ WATCHED_NAMESPACE_PERMS = {
     ("events.k8s.io", "events", v) for v in ("create", "patch")
 }
 # Needed in the operator's own namespace only (leader election).
-OPERATOR_NAMESPACE_PERMS = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update", "patch")}
+OPERATOR_NAMESPACE_PERMS = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
 FORBIDDEN_VERBS = {"delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
 
 
