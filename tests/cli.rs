@@ -1,0 +1,68 @@
+//! The binary's one-shot commands, run as a user would.
+
+use std::process::Command;
+
+use testkit::token_server::{TokenServer, TokenServerConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_navigator-token-operator");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_command_prints_expiry_and_claims_but_the_token_only_on_request() {
+    let server = TokenServer::start(TokenServerConfig::default()).await;
+    let run = |extra: &[&str]| {
+        let mut command = Command::new(BIN);
+        command.args(["token", "--endpoint-type", "csp", "--url", &server.base_url()]);
+        command.args(["--org-id", "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "--client-id", "testkit-client"]);
+        command.args(extra).env("NAVIGATOR_CLIENT_SECRET", "testkit-secret");
+        command
+    };
+    let quiet = tokio::task::spawn_blocking({
+        let mut c = run(&[]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(quiet.status.success(), "{}", String::from_utf8_lossy(&quiet.stderr));
+    let text = String::from_utf8(quiet.stdout).unwrap();
+    let issued = server.issued()[0].access_token.clone();
+    assert!(text.contains("expires-at:") && text.contains("expiry-source: ExpiresIn") && text.contains("claim exp:"), "{text}");
+    assert!(!text.contains(&issued), "the token is printed only with --show-token");
+
+    let shown = tokio::task::spawn_blocking({
+        let mut c = run(&["--show-token"]);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8(shown.stdout).unwrap();
+    assert!(text.contains(&server.issued()[1].access_token), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_command_reports_upstream_errors_without_the_secret() {
+    let server = TokenServer::start(TokenServerConfig { client_secret: "other".into(), ..TokenServerConfig::default() }).await;
+    let mut command = Command::new(BIN);
+    command.args([
+        "token",
+        "--url",
+        &server.base_url(),
+        "--org-id",
+        "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4",
+        "--client-id",
+        "testkit-client",
+    ]);
+    command.env("NAVIGATOR_CLIENT_SECRET", "wrong-secret-value");
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap()).await.unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("HTTP 401"), "{stderr}");
+    assert!(!stderr.contains("wrong-secret-value"));
+}
+
+#[test]
+fn crd_command_prints_the_committed_crd() {
+    let output = Command::new(BIN).arg("crd").output().unwrap();
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/navigatortoken.yaml")).unwrap();
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(printed == committed, "crds/navigatortoken.yaml is stale: run `cargo run -- crd > crds/navigatortoken.yaml`");
+}
