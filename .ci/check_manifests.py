@@ -37,7 +37,7 @@ WATCHED_NAMESPACE_PERMS = {
 } | {
     ("", "secrets", v) for v in ("get", "list", "watch", "create", "patch")
 } | {
-    ("events.k8s.io", "events", v) for v in ("create", "patch")
+    ("events.k8s.io", "events", "create")
 }
 # Needed in the operator's own namespace only (leader election).
 OPERATOR_NAMESPACE_PERMS = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}

@@ -60,6 +60,8 @@ async fn an_outage_keeps_the_valid_token_backs_off_and_recovers() {
     assert_eq!(failure.reason, "UpstreamUnavailable");
     assert!(failure.message.contains("HTTP 503"), "{}", failure.message);
     assert!(has_event(&h, "outage", "Warning", "UpstreamUnavailable").await);
+    let warnings = h.events("outage").await.into_iter().filter(|(kind, _)| kind == "Warning").count();
+    assert_eq!(warnings, 1, "one Warning per failure episode, not one per attempt");
 
     h.tokens.set_default(None);
     force_refresh(&h, "outage", "2").await; // a change retries at once, whatever the backoff

@@ -1,6 +1,7 @@
 //! The reconcile loop: observe (caches) → decide (`plan`, pure) → act (token request, Secret and
 //! status writes, events).
 
+pub mod events;
 pub mod plan;
 pub mod secret;
 pub mod status;
@@ -16,13 +17,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use self::events::{EventType, Publisher};
 use self::plan::{FailureState, IssueReason, Observed, Step, TargetSecret};
 use self::secret::{CredentialsVersion, TokenMaterial};
 use self::status::{REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
@@ -60,7 +61,7 @@ pub struct Context {
     token_store: Store<NavigatorToken>,
     managed_secrets: Store<Secret>,
     credentials: Store<Secret>,
-    recorder: Recorder,
+    events: Publisher,
     metrics: Arc<Metrics>,
     /// Tokens issued but not yet stored (the Secret write failed): reused instead of requesting
     /// another, so an API server hiccup never costs a second token request in a window.
@@ -115,14 +116,13 @@ pub async fn run(
     let credentials_selector = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
     let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, &sync);
 
-    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(settings.instance.clone()) };
     let context = Arc::new(Context {
         client: client.clone(),
         tokens,
         token_store: token_store.clone(),
         managed_secrets: managed_secrets.clone(),
         credentials: credentials.clone(),
-        recorder: Recorder::new(client, reporter),
+        events: Publisher::new(client, settings.instance.clone()),
         metrics,
         unstored: Mutex::default(),
         synced: sync.receiver(),
@@ -167,7 +167,8 @@ where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
 {
     let (store, writer) = reflector::store();
-    let events = watcher(api, config).default_backoff().inspect(sync.marker()).modify(strip_managed_fields).reflect(writer);
+    // The marker comes after `reflect` so that "synced" implies the store holds the whole list.
+    let events = watcher(api, config).default_backoff().modify(strip_managed_fields).reflect(writer).inspect(sync.marker());
     (store, events)
 }
 
@@ -471,7 +472,12 @@ impl Actor<'_> {
         }
         self.write_status(status).await?;
         self.ctx.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failures));
-        self.event(EventType::Warning, reason, message).await;
+        // One Event per failure episode and reason; status counts the attempts.
+        let same_failure =
+            self.previous.is_some_and(|p| p.consecutive_failures > 0 && p.last_failure.as_ref().is_some_and(|f| f.reason == reason));
+        if !same_failure {
+            self.event(EventType::Warning, reason, message).await;
+        }
         Ok(requeue_at(Some(retry_at), self.now))
     }
 
@@ -516,8 +522,7 @@ impl Actor<'_> {
     }
 
     async fn event(&self, type_: EventType, reason: &str, note: &str) {
-        let event = Event { type_, reason: reason.into(), note: Some(note.into()), action: "IssueToken".into(), secondary: None };
-        if let Err(error) = self.ctx.recorder.publish(&event, &self.token.object_ref(&())).await {
+        if let Err(error) = self.ctx.events.publish(self.token, type_, reason, note).await {
             warn!(%error, "could not publish event");
         }
     }
