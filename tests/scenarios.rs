@@ -56,6 +56,84 @@ async fn one_token_request_per_refresh_window_and_two_writes_per_refresh() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_and_status_written_are_exactly_as_documented() {
+    let mut h = Harness::new(LONG).await;
+    h.start_operator();
+    let target = json!({"target": {
+        "secretName": "exact-token", "idTokenKey": "id_token", "expiresAtKey": "expires_at",
+        "labels": {"team": "a"}, "annotations": {"owner": "b"},
+    }});
+    let created = h.create_token("exact", target).await;
+    h.wait_for_token_in_secret("exact-token", 1).await;
+    ready_true(&h, "exact").await;
+    let issued = h.tokens.issued().remove(0);
+    let token = h.token("exact").await;
+    let secret = h.secrets().get("exact-token").await.unwrap();
+    let expiry = |text: &str| text.parse::<jiff::Timestamp>().unwrap().as_second() as u64;
+
+    assert_eq!(secret.type_.as_deref(), Some("Opaque"));
+    let labels = secret.metadata.labels.clone().unwrap();
+    assert_eq!(
+        labels,
+        [("app.kubernetes.io/managed-by", "navigator-token-operator"), ("team", "a")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    );
+    let annotations = secret.metadata.annotations.clone().unwrap();
+    let keys: Vec<&str> = annotations.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "navigator.dev/expires-at",
+            "navigator.dev/inputs-sha256",
+            "navigator.dev/issued-at",
+            "navigator.dev/template-sha256",
+            "navigator.dev/token",
+            "navigator.dev/token-sha256",
+            "owner",
+        ]
+    );
+    assert_eq!((annotations["navigator.dev/token"].as_str(), annotations["owner"].as_str()), ("exact", "b"));
+    assert_eq!(expiry(&annotations["navigator.dev/expires-at"]), issued.exp);
+    let owners = secret.metadata.owner_references.clone().unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str(), owners[0].controller), ("NavigatorToken", "exact", Some(true)));
+    assert_eq!(Some(&owners[0].uid), created.metadata.uid.as_ref());
+    let data: Vec<(String, String)> = secret.data.unwrap().into_iter().map(|(k, v)| (k, String::from_utf8(v.0).unwrap())).collect();
+    assert_eq!(
+        data,
+        vec![
+            ("expires_at".to_owned(), annotations["navigator.dev/expires-at"].clone()),
+            ("id_token".to_owned(), issued.id_token.clone()),
+            ("token".to_owned(), issued.access_token.clone()),
+        ]
+    );
+
+    let status = token.status.unwrap();
+    assert_eq!(status.observed_generation, token.metadata.generation);
+    assert_eq!(status.secret_name.as_deref(), Some("exact-token"));
+    assert_eq!(status.expires_at.as_deref(), Some(annotations["navigator.dev/expires-at"].as_str()));
+    assert_eq!(status.issued_at.as_deref(), Some(annotations["navigator.dev/issued-at"].as_str()));
+    assert_eq!(status.inputs_fingerprint.as_deref(), Some(annotations["navigator.dev/inputs-sha256"].as_str()));
+    let next = expiry(status.next_refresh_at.as_deref().unwrap());
+    // Default refreshBefore: a third of the lifetime, plus at most a tenth of jitter.
+    let lifetime = LONG.as_secs();
+    assert!(
+        (issued.exp - lifetime / 3 - lifetime / 10 - 1..=issued.exp - lifetime / 3).contains(&next),
+        "next refresh {next}, exp {}",
+        issued.exp
+    );
+    assert_eq!((status.consecutive_failures, status.last_failure.is_none()), (0, true));
+    assert_eq!(status.conditions.len(), 1);
+    let ready = &status.conditions[0];
+    assert_eq!((ready.type_.as_str(), ready.status.as_str(), ready.reason.as_str()), ("Ready", "True", "TokenValid"));
+    assert_eq!(ready.observed_generation, token.metadata.generation);
+    assert!(!ready.message.contains(&issued.access_token));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_with_valid_tokens_requests_nothing_and_writes_nothing() {
     let mut h = Harness::new(LONG).await;
     h.start_operator();
