@@ -25,7 +25,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::events::{EventType, Publisher};
 use self::plan::{FailureState, IssueReason, Observed, Step, TargetSecret};
-use self::secret::{CredentialsVersion, TokenMaterial};
+use self::secret::{CredentialsVersion, TokenMaterial, TokenTimes};
 use self::status::{REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::{Metrics, ReconcileLabels, RequestLabels, TokenLabels};
@@ -109,12 +109,12 @@ pub async fn run(
             on_synced();
         }
     });
-    let (token_store, token_events) = cached_watch(token_api, token_watch, &sync);
+    let (token_store, token_events) = cached_watch(token_api, token_watch, strip_managed_fields, &sync);
     // Two label-selected Secret watches: the operator never lists or caches unrelated Secrets.
     let managed_selector = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    let (managed_secrets, managed_events) = cached_watch(secret_api.clone(), managed_selector, &sync);
+    let (managed_secrets, managed_events) = cached_watch(secret_api.clone(), managed_selector, trim_managed_secret, &sync);
     let credentials_selector = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
-    let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, &sync);
+    let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, strip_managed_fields, &sync);
 
     let context = Arc::new(Context {
         client: client.clone(),
@@ -157,10 +157,12 @@ fn scoped_api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicTy
     }
 }
 
-/// A watch feeding a cache (without managedFields) and counting towards `sync`.
+/// A watch feeding a cache of objects trimmed by `trim`, counting towards `sync`. Lists come
+/// in pages of 100: the page being decoded is a large part of the operator's peak memory.
 fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
+    trim: fn(&mut K),
     sync: &SyncTracker,
 ) -> (Store<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>)
 where
@@ -168,7 +170,7 @@ where
 {
     let (store, writer) = reflector::store();
     // The marker comes after `reflect` so that "synced" implies the store holds the whole list.
-    let events = watcher(api, config).default_backoff().modify(strip_managed_fields).reflect(writer).inspect(sync.marker());
+    let events = watcher(api, config.page_size(100)).default_backoff().modify(trim).reflect(writer).inspect(sync.marker());
     (store, events)
 }
 
@@ -205,6 +207,11 @@ impl SyncTracker {
 /// managedFields are large and unused here: dropping them keeps the caches small.
 fn strip_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
+}
+
+fn trim_managed_secret(secret: &mut Secret) {
+    strip_managed_fields(secret);
+    secret::fingerprint_values(secret);
 }
 
 /// Handles errors of the Kubernetes side (token errors are handled in `reconcile`): retry soon.
@@ -281,9 +288,16 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
             action.fail(&target, blocked.reason, &blocked.message, RetryClass::NeedsUserAction, &inputs_fp).await
         }
         (Step::Keep { rewrite_secret }, Ok((credentials, refresh_before, validity))) => {
-            match cached_secret.as_deref().and_then(|s| secret::material(s, token)) {
-                Some(material) => action.succeed(&material, rewrite_secret, &inputs_fp, plan.next_at, refresh_before, None).await,
-                // Unreachable in practice (Keep implies an intact token); issuing is the safe answer.
+            let kept = if rewrite_secret {
+                // The cache holds fingerprints only: a rewrite (a template change, rare) reads the token once.
+                let stored = ctx.uncached_secret(&labels.namespace, &secret_name).await?;
+                stored.and_then(|s| secret::material(&s, token)).map(|m| (m.times(), Some(m)))
+            } else {
+                cached_secret.as_deref().and_then(secret::times).map(|times| (times, None))
+            };
+            match kept {
+                Some((times, rewrite)) => action.succeed(times, rewrite.as_ref(), &inputs_fp, plan.next_at, refresh_before, None).await,
+                // The Secret changed since the cache saw it; a new token is the safe answer.
                 None => action.issue(IssueReason::Drift, &credentials, validity, refresh_before, &inputs_fp, &target).await,
             }
         }
@@ -376,40 +390,40 @@ impl Actor<'_> {
             self.ctx.unstored.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (inputs_fp.to_owned(), material));
             return Err(error);
         }
-        self.succeed(&material, false, inputs_fp, None, refresh_before, Some(reason)).await
+        self.succeed(material.times(), None, inputs_fp, None, refresh_before, Some(reason)).await
     }
 
+    /// Records a valid token (writing `rewrite` into the Secret first, when given).
     async fn succeed(
         &mut self,
-        material: &TokenMaterial,
-        write_secret: bool,
+        times: TokenTimes,
+        rewrite: Option<&TokenMaterial>,
         inputs_fp: &str,
         recheck_at: Option<Timestamp>,
         refresh_before: Option<Duration>,
         issued: Option<IssueReason>,
     ) -> Result<Action, Error> {
-        if write_secret {
+        if let Some(material) = rewrite {
             self.ctx.apply_secret(&secret::desired(self.token, material, inputs_fp)).await?;
         }
-        let refresh_at = plan::refresh_at(material.issued_at, material.expires_at, refresh_before, jitter_seed(self.token));
+        let refresh_at = plan::refresh_at(times.issued_at, times.expires_at, refresh_before, jitter_seed(self.token));
         let mut status = NavigatorTokenStatus {
             observed_generation: self.token.metadata.generation,
             secret_name: Some(self.token.target_secret_name()),
-            issued_at: Some(status::rfc3339(material.issued_at)),
-            expires_at: Some(status::rfc3339(material.expires_at)),
+            issued_at: Some(status::rfc3339(times.issued_at)),
+            expires_at: Some(status::rfc3339(times.expires_at)),
             next_refresh_at: Some(status::rfc3339(refresh_at)),
             inputs_fingerprint: Some(inputs_fp.to_owned()),
             ..NavigatorTokenStatus::default()
         };
-        let message =
-            format!("Secret {} holds a token valid until {}", self.token.target_secret_name(), status::rfc3339(material.expires_at));
+        let message = format!("Secret {} holds a token valid until {}", self.token.target_secret_name(), status::rfc3339(times.expires_at));
         status::set_ready(&mut status, self.previous, true, REASON_TOKEN_VALID, message, self.token.metadata.generation, self.now);
         self.write_status(status).await?;
-        self.ctx.metrics.token_expiry.get_or_create(self.labels).set(material.expires_at.as_second());
+        self.ctx.metrics.token_expiry.get_or_create(self.labels).set(times.expires_at.as_second());
         self.ctx.metrics.consecutive_failures.get_or_create(self.labels).set(0);
 
         let failures_before = self.previous.map_or(0, |s| s.consecutive_failures);
-        let note = format!("token valid until {}", status::rfc3339(material.expires_at));
+        let note = format!("token valid until {}", status::rfc3339(times.expires_at));
         if failures_before > 0 && issued.is_some() {
             self.event(EventType::Normal, "Recovered", &format!("{note} after {failures_before} failed attempts")).await;
         } else if issued == Some(IssueReason::Initial) {

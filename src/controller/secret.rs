@@ -35,6 +35,22 @@ pub struct TokenMaterial {
     pub expires_at: Timestamp,
 }
 
+impl TokenMaterial {
+    /// When it was issued and when it expires.
+    pub fn times(&self) -> TokenTimes {
+        TokenTimes { issued_at: self.issued_at, expires_at: self.expires_at }
+    }
+}
+
+/// Issue and expiry time of the token in a Secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenTimes {
+    /// Issue time.
+    pub issued_at: Timestamp,
+    /// Expiry.
+    pub expires_at: Timestamp,
+}
+
 /// Identity of the credentials Secret version a token was issued from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CredentialsVersion {
@@ -128,7 +144,15 @@ pub fn is_ours(secret: &Secret, token: &NavigatorToken) -> bool {
         && secret.annotations().get(TOKEN_NAME_ANNOTATION) == token.metadata.name.as_ref()
 }
 
-/// Classifies the Secret found under the target name.
+/// Replaces each data value by its fingerprint, for the cache of managed Secrets: telling an
+/// intact token from an edited one needs no more, and the cache then holds no token.
+pub fn fingerprint_values(secret: &mut Secret) {
+    for value in secret.data.iter_mut().flat_map(|data| data.values_mut()) {
+        *value = ByteString(fingerprint(&value.0).into_bytes());
+    }
+}
+
+/// Classifies a cached (fingerprinted, see [`fingerprint_values`]) Secret under the target name.
 pub fn observe(secret: Option<&Secret>, token: &NavigatorToken, inputs_fp: &str) -> TargetSecret {
     let Some(secret) = secret else {
         return TargetSecret::Absent;
@@ -136,14 +160,13 @@ pub fn observe(secret: Option<&Secret>, token: &NavigatorToken, inputs_fp: &str)
     if !is_ours(secret, token) {
         return TargetSecret::Foreign;
     }
-    let annotations = secret.annotations();
-    let time = |key: &str| annotations.get(key).and_then(|v| v.parse::<Timestamp>().ok());
-    let (Some(issued_at), Some(expires_at)) = (time(ISSUED_AT_ANNOTATION), time(EXPIRES_AT_ANNOTATION)) else {
+    let Some(TokenTimes { issued_at, expires_at }) = times(secret) else {
         return TargetSecret::Managed(None);
     };
+    let annotations = secret.annotations();
     let target = token.spec.target();
-    let stored = access_token(secret, target.access_token_key());
-    let intact = stored.is_some_and(|t| Some(&fingerprint(t.expose().as_bytes())) == annotations.get(TOKEN_FINGERPRINT_ANNOTATION));
+    let stored = secret.data.as_ref().and_then(|data| data.get(target.access_token_key()));
+    let intact = stored.is_some_and(|fp| annotations.get(TOKEN_FINGERPRINT_ANNOTATION).is_some_and(|a| a.as_bytes() == fp.0));
     let owner_ok = match target.deletion_policy.unwrap_or_default() {
         DeletionPolicy::Delete => secret.owner_references().iter().any(|r| Some(&r.uid) == token.metadata.uid.as_ref()),
         DeletionPolicy::Retain => true,
@@ -157,21 +180,73 @@ pub fn observe(secret: Option<&Secret>, token: &NavigatorToken, inputs_fp: &str)
     }))
 }
 
-/// The token material already in a managed Secret (to rewrite it without a new token).
+/// Issue and expiry time from a managed Secret's annotations.
+pub fn times(secret: &Secret) -> Option<TokenTimes> {
+    let time = |key: &str| secret.annotations().get(key).and_then(|v| v.parse::<Timestamp>().ok());
+    Some(TokenTimes { issued_at: time(ISSUED_AT_ANNOTATION)?, expires_at: time(EXPIRES_AT_ANNOTATION)? })
+}
+
+/// The token material in a managed Secret read from the API (not the cache), to rewrite it
+/// without a new token.
 pub fn material(secret: &Secret, token: &NavigatorToken) -> Option<TokenMaterial> {
     let target = token.spec.target();
-    let annotations = secret.annotations();
-    let time = |key: &str| annotations.get(key).and_then(|v| v.parse::<Timestamp>().ok());
-    Some(TokenMaterial {
-        access_token: access_token(secret, target.access_token_key())?,
-        id_token: target.id_token_key.as_deref().and_then(|k| access_token(secret, k)),
-        issued_at: time(ISSUED_AT_ANNOTATION)?,
-        expires_at: time(EXPIRES_AT_ANNOTATION)?,
+    let TokenTimes { issued_at, expires_at } = times(secret)?;
+    let access_token = data_text(secret, target.access_token_key())?;
+    let intact = secret.annotations().get(TOKEN_FINGERPRINT_ANNOTATION) == Some(&fingerprint(access_token.expose().as_bytes()));
+    intact.then(|| TokenMaterial {
+        access_token,
+        id_token: target.id_token_key.as_deref().and_then(|k| data_text(secret, k)),
+        issued_at,
+        expires_at,
     })
 }
 
-fn access_token(secret: &Secret, key: &str) -> Option<Sensitive> {
+fn data_text(secret: &Secret, key: &str) -> Option<Sensitive> {
     let bytes = secret.data.as_ref()?.get(key)?;
     let text = std::str::from_utf8(&bytes.0).ok()?;
     (!text.is_empty()).then(|| Sensitive::new(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> NavigatorToken {
+        serde_json::from_value(json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",
+            "metadata": {"name": "t", "namespace": "team-a", "uid": "u-1"},
+            "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"name": "creds"}},
+        }))
+        .unwrap()
+    }
+
+    fn intact(secret: &Secret, token: &NavigatorToken) -> bool {
+        matches!(observe(Some(secret), token, "fp"), TargetSecret::Managed(Some(CurrentToken { intact: true, .. })))
+    }
+
+    #[test]
+    fn the_cache_keeps_fingerprints_that_still_tell_an_edited_token() {
+        let token = token();
+        let issued_at: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let issued = TokenMaterial {
+            access_token: Sensitive::new("eyJ.the-access-token.sig"),
+            id_token: None,
+            issued_at,
+            expires_at: issued_at + jiff::SignedDuration::from_mins(30),
+        };
+        let written = desired(&token, &issued, "fp");
+        assert_eq!(material(&written, &token).map(|m| m.times()), Some(issued.times()));
+
+        let mut cached = written.clone();
+        fingerprint_values(&mut cached);
+        assert!(!serde_json::to_string(&cached).unwrap().contains("the-access-token"));
+        assert!(intact(&cached, &token));
+        assert_eq!(times(&cached), Some(issued.times()));
+
+        let mut edited = written;
+        edited.data.as_mut().unwrap().insert("token".into(), ByteString(b"edited-by-hand".to_vec()));
+        assert!(material(&edited, &token).is_none(), "an edited token is not rewritten as ours");
+        fingerprint_values(&mut edited);
+        assert!(!intact(&edited, &token));
+    }
 }
