@@ -291,7 +291,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
             let kept = if rewrite_secret {
                 // The cache holds fingerprints only: a rewrite (a template change, rare) reads the token once.
                 let stored = ctx.uncached_secret(&labels.namespace, &secret_name).await?;
-                stored.and_then(|s| secret::material(&s, token)).map(|m| (m.times(), Some(m)))
+                stored.and_then(|s| secret::material(&s, token)).map(|m| (m.times, Some(m)))
             } else {
                 cached_secret.as_deref().and_then(secret::times).map(|times| (times, None))
             };
@@ -334,7 +334,7 @@ impl Actor<'_> {
     ) -> Result<Action, Error> {
         let key = ObjectRef::from_obj(self.token);
         let unstored = self.ctx.unstored.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-        if let Some((fp, material)) = unstored.filter(|(fp, m)| fp == inputs_fp && m.expires_at > self.now) {
+        if let Some((fp, material)) = unstored.filter(|(fp, m)| fp == inputs_fp && m.times.expires_at > self.now) {
             info!(?reason, "storing the token issued before the last Secret write failed");
             return self.store_new_token(material, &fp, refresh_before, reason).await;
         }
@@ -366,8 +366,7 @@ impl Actor<'_> {
                 let material = TokenMaterial {
                     access_token: issued.access_token,
                     id_token: issued.id_token,
-                    issued_at: whole_seconds(issued.issued_at),
-                    expires_at: whole_seconds(issued.expires_at),
+                    times: TokenTimes { issued_at: whole_seconds(issued.issued_at), expires_at: whole_seconds(issued.expires_at) },
                 };
                 self.store_new_token(material, inputs_fp, refresh_before, reason).await
             }
@@ -390,7 +389,7 @@ impl Actor<'_> {
             self.ctx.unstored.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (inputs_fp.to_owned(), material));
             return Err(error);
         }
-        self.succeed(material.times(), None, inputs_fp, None, refresh_before, Some(reason)).await
+        self.succeed(material.times, None, inputs_fp, None, refresh_before, Some(reason)).await
     }
 
     /// Records a valid token (writing `rewrite` into the Secret first, when given).

@@ -29,17 +29,8 @@ pub struct TokenMaterial {
     pub access_token: Sensitive,
     /// Id token, when issued.
     pub id_token: Option<Sensitive>,
-    /// Issue time.
-    pub issued_at: Timestamp,
-    /// Expiry.
-    pub expires_at: Timestamp,
-}
-
-impl TokenMaterial {
-    /// When it was issued and when it expires.
-    pub fn times(&self) -> TokenTimes {
-        TokenTimes { issued_at: self.issued_at, expires_at: self.expires_at }
-    }
+    /// Issue and expiry time.
+    pub times: TokenTimes,
 }
 
 /// Issue and expiry time of the token in a Secret.
@@ -105,8 +96,8 @@ pub fn desired(token: &NavigatorToken, material: &TokenMaterial, inputs_fp: &str
     let mut annotations = target.annotations.clone();
     annotations.extend([
         (TOKEN_NAME_ANNOTATION.to_owned(), token.name_any()),
-        (ISSUED_AT_ANNOTATION.to_owned(), rfc3339(material.issued_at)),
-        (EXPIRES_AT_ANNOTATION.to_owned(), rfc3339(material.expires_at)),
+        (ISSUED_AT_ANNOTATION.to_owned(), rfc3339(material.times.issued_at)),
+        (EXPIRES_AT_ANNOTATION.to_owned(), rfc3339(material.times.expires_at)),
         (TOKEN_FINGERPRINT_ANNOTATION.to_owned(), fingerprint(material.access_token.expose().as_bytes())),
         (INPUTS_FINGERPRINT_ANNOTATION.to_owned(), inputs_fp.to_owned()),
         (TEMPLATE_FINGERPRINT_ANNOTATION.to_owned(), template_fingerprint(token)),
@@ -117,7 +108,7 @@ pub fn desired(token: &NavigatorToken, material: &TokenMaterial, inputs_fp: &str
         data.insert(key.clone(), ByteString(id_token.expose().as_bytes().to_vec()));
     }
     if let Some(key) = &target.expires_at_key {
-        data.insert(key.clone(), ByteString(rfc3339(material.expires_at).into_bytes()));
+        data.insert(key.clone(), ByteString(rfc3339(material.times.expires_at).into_bytes()));
     }
     let owner_references = match target.deletion_policy.unwrap_or_default() {
         DeletionPolicy::Delete => token.controller_owner_ref(&()).map(|r| vec![r]),
@@ -166,7 +157,7 @@ pub fn observe(secret: Option<&Secret>, token: &NavigatorToken, inputs_fp: &str)
     let annotations = secret.annotations();
     let target = token.spec.target();
     let stored = secret.data.as_ref().and_then(|data| data.get(target.access_token_key()));
-    let intact = stored.is_some_and(|fp| annotations.get(TOKEN_FINGERPRINT_ANNOTATION).is_some_and(|a| a.as_bytes() == fp.0));
+    let intact = stored.is_some_and(|fp| has_token_fingerprint(secret, &fp.0));
     let owner_ok = match target.deletion_policy.unwrap_or_default() {
         DeletionPolicy::Delete => secret.owner_references().iter().any(|r| Some(&r.uid) == token.metadata.uid.as_ref()),
         DeletionPolicy::Retain => true,
@@ -190,15 +181,15 @@ pub fn times(secret: &Secret) -> Option<TokenTimes> {
 /// without a new token.
 pub fn material(secret: &Secret, token: &NavigatorToken) -> Option<TokenMaterial> {
     let target = token.spec.target();
-    let TokenTimes { issued_at, expires_at } = times(secret)?;
+    let times = times(secret)?;
     let access_token = data_text(secret, target.access_token_key())?;
-    let intact = secret.annotations().get(TOKEN_FINGERPRINT_ANNOTATION) == Some(&fingerprint(access_token.expose().as_bytes()));
-    intact.then(|| TokenMaterial {
-        access_token,
-        id_token: target.id_token_key.as_deref().and_then(|k| data_text(secret, k)),
-        issued_at,
-        expires_at,
-    })
+    let intact = has_token_fingerprint(secret, fingerprint(access_token.expose().as_bytes()).as_bytes());
+    intact.then(|| TokenMaterial { access_token, id_token: target.id_token_key.as_deref().and_then(|k| data_text(secret, k)), times })
+}
+
+/// True when `fp` is the token fingerprint the Secret's annotation records.
+fn has_token_fingerprint(secret: &Secret, fp: &[u8]) -> bool {
+    secret.annotations().get(TOKEN_FINGERPRINT_ANNOTATION).is_some_and(|recorded| recorded.as_bytes() == fp)
 }
 
 fn data_text(secret: &Secret, key: &str) -> Option<Sensitive> {
@@ -231,17 +222,16 @@ mod tests {
         let issued = TokenMaterial {
             access_token: Sensitive::new("eyJ.the-access-token.sig"),
             id_token: None,
-            issued_at,
-            expires_at: issued_at + jiff::SignedDuration::from_mins(30),
+            times: TokenTimes { issued_at, expires_at: issued_at + jiff::SignedDuration::from_mins(30) },
         };
         let written = desired(&token, &issued, "fp");
-        assert_eq!(material(&written, &token).map(|m| m.times()), Some(issued.times()));
+        assert_eq!(material(&written, &token).map(|m| m.times), Some(issued.times));
 
         let mut cached = written.clone();
         fingerprint_values(&mut cached);
         assert!(!serde_json::to_string(&cached).unwrap().contains("the-access-token"));
         assert!(intact(&cached, &token));
-        assert_eq!(times(&cached), Some(issued.times()));
+        assert_eq!(times(&cached), Some(issued.times));
 
         let mut edited = written;
         edited.data.as_mut().unwrap().insert("token".into(), ByteString(b"edited-by-hand".to_vec()));
