@@ -50,14 +50,15 @@ use testkit::token_server::{Endpoint, TokenServer, TokenServerConfig};
 
 use crate::baseline::{Baseline, Cost, Writer};
 use crate::cluster::Cluster;
-use crate::operator::{Operator, Scrape, format_ratio};
+use navigator_token_operator::api_counter::ApiCounts;
+use navigator_token_operator::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+use crate::operator::{Operator, describe, format_ratio};
 use crate::procfs::Memory;
 use crate::ratelimit::RateLimitedEndpoint;
 use crate::report::{Table, mib, mib_delta, min, percentile, secs, secs_f, times, verdict};
 use crate::tracker::{Tracker, Window};
 
-/// Label selector of the Secrets the operator writes.
-const MANAGED: &str = "app.kubernetes.io/managed-by=navigator-token-operator";
 /// Token lifetime outside the steady-state phase: long enough that nothing refreshes.
 const LONG_LIFETIME: Duration = Duration::from_secs(3600);
 /// Credentials the stand-in accepts.
@@ -183,7 +184,7 @@ struct Creation {
     all_ready: Duration,
     latencies: Vec<f64>,
     token_requests: usize,
-    api: Scrape,
+    api: ApiCounts,
     idle: Option<Duration>,
     memory: Memory,
     cpu: f64,
@@ -194,7 +195,7 @@ struct Restart {
     ready: Duration,
     idle: Option<Duration>,
     token_requests: usize,
-    api: Scrape,
+    api: ApiCounts,
     memory: Memory,
 }
 
@@ -209,7 +210,7 @@ struct Steady {
     window: Duration,
     seen: Window,
     token_requests: usize,
-    api: Scrape,
+    api: ApiCounts,
     cpu: f64,
     /// Peak memory of the restarted operator over restart, unrelated Secrets and steady state.
     memory: Memory,
@@ -274,7 +275,7 @@ async fn run_one(cli: &Cli, cluster: &Cluster, n: usize, dir: &Path) -> Result<O
     let names = (0..n).map(|i| format!("nvt-{i:05}")).collect();
     let world = World { cli, cluster, dir, n, names, stand_in, ns: ns.clone() };
     cluster.put_credentials(&ns, CLIENT_ID, CLIENT_SECRET).await?;
-    let tracker = Tracker::start(cluster.client.clone(), &ns, MANAGED).await?;
+    let tracker = Tracker::start(cluster.client.clone(), &ns, &managed_selector()).await?;
 
     let (operator, creation) = creation(&world, &ns, &tracker).await?;
     let (mut operator, restart) = restart(&world, operator).await?;
@@ -447,7 +448,7 @@ async fn rate_limit(world: &World<'_>) -> Result<RateLimit> {
     progress(&format!("N = {n}: rate limit {rate}/s"));
     let ns = world.cluster.namespace("ratelimit", n).await?;
     world.cluster.put_credentials(&ns, CLIENT_ID, CLIENT_SECRET).await?;
-    let tracker = Tracker::start(world.cluster.client.clone(), &ns, MANAGED).await?;
+    let tracker = Tracker::start(world.cluster.client.clone(), &ns, &managed_selector()).await?;
     let proxy = RateLimitedEndpoint::start(&world.stand_in.base_url(), rate).await?;
     let mut operator = world.operator(&ns, rate, "ratelimit")?;
     operator.wait_ready(START_TIMEOUT).await?;
@@ -508,8 +509,8 @@ impl Outcome {
             String::new(),
         );
         row("2", "token-endpoint requests", c.token_requests.to_string(), format!("= N: {}", verdict(c.token_requests == n)));
-        row("2", "operator API requests per issued token", c.api.describe(Some(n as u64)), String::new());
-        row("2", "operator API requests, total", c.api.api_total().to_string(), String::new());
+        row("2", "operator API requests per issued token", describe(&c.api, Some(n as u64)), String::new());
+        row("2", "operator API requests, total", c.api.total().to_string(), String::new());
         row(
             "3",
             "operator with 0 tokens: ready after / RSS / CPU",
@@ -532,7 +533,7 @@ impl Outcome {
         row("3", "creation start → operator idle", secs_f(c.idle.map(|d| d.as_secs_f64())), String::new());
         row("4", "restart: SIGTERM → exited", secs(r.shutdown), String::new());
         row("4", "restart: token requests", r.token_requests.to_string(), format!("= 0: {}", verdict(r.token_requests == 0)));
-        row("4", "restart: API requests (all from start)", r.api.describe(None), String::new());
+        row("4", "restart: API requests (all from start)", describe(&r.api, None), String::new());
         row(
             "4",
             "restart: API writes / GETs",
@@ -571,7 +572,7 @@ impl Outcome {
                 format!("= 0: {}", verdict(s.seen.expired.is_empty())),
             );
             let per = s.token_requests.max(1) as u64;
-            row("5", "operator API requests per routine refresh", s.api.describe(Some(per)), String::new());
+            row("5", "operator API requests per routine refresh", describe(&s.api, Some(per)), String::new());
             let writes = s.api.writes() as f64 / per as f64;
             let gets = s.api.verb("get");
             row(
@@ -642,9 +643,9 @@ impl Outcome {
         );
         row(
             "N first tokens: API requests (per token)",
-            format!("{} ({})", c.api.api_total(), format_ratio(c.api.api_total() as f64 / n)),
+            format!("{} ({})", c.api.total(), format_ratio(c.api.total() as f64 / n)),
             round.api_requests.map_or("n/a".into(), |r| format!("{r} ({})", format_ratio(r as f64 / n))),
-            round.api_requests.map_or("n/a".into(), |r| times(r as f64, c.api.api_total() as f64)),
+            round.api_requests.map_or("n/a".into(), |r| times(r as f64, c.api.total() as f64)),
         );
         row("N first tokens: CPU seconds", format!("{:.2}", c.cpu), format!("{:.2}", round.cpu_seconds), times(round.cpu_seconds, c.cpu));
         if let (Some(s), Some((cost, seen))) = (&self.steady, &b.steady) {
@@ -663,9 +664,9 @@ impl Outcome {
             );
             row(
                 "steady window: API requests",
-                s.api.api_total().to_string(),
+                s.api.total().to_string(),
                 cost.api_requests.map_or("n/a".into(), |r| r.to_string()),
-                cost.api_requests.map_or("n/a".into(), |r| times(r as f64, s.api.api_total() as f64)),
+                cost.api_requests.map_or("n/a".into(), |r| times(r as f64, s.api.total() as f64)),
             );
             row("steady window: CPU seconds", format!("{:.2}", s.cpu), format!("{:.2}", cost.cpu_seconds), times(cost.cpu_seconds, s.cpu));
             row(
@@ -683,6 +684,11 @@ impl Outcome {
         }
         table
     }
+}
+
+/// Label selector of the Secrets the operator writes.
+fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
 }
 
 /// `nproc`, memory, CPU model and kernel, for the record.

@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Config};
-use serde_json::{Value, json};
+use navigator_token_operator::controller::status::is_ready;
+use navigator_token_operator::crd::NavigatorToken;
+use navigator_token_operator::{CREDENTIALS_LABEL, REFRESH_REQUESTED_ANNOTATION};
+use serde_json::json;
 use testkit::apiserver::ApiServer;
 
 /// Organization GUID of every bench NavigatorToken.
@@ -106,17 +109,15 @@ impl Cluster {
 
     pub async fn put_credentials(&self, ns: &str, client_id: &str, client_secret: &str) -> Result<()> {
         let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": CREDENTIALS, "labels": {"navigator.dev/credentials": "true"}},
+            "metadata": {"name": CREDENTIALS, "labels": {CREDENTIALS_LABEL: "true"}},
             "stringData": {"client_id": client_id, "client_secret": client_secret},
         }))?;
         Api::<Secret>::namespaced(self.client.clone(), ns).create(&PostParams::default(), &secret).await?;
         Ok(())
     }
 
-    fn navigator_tokens(&self, ns: &str) -> Api<DynamicObject> {
-        let resource =
-            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("navigator.dev", "v1alpha1", "NavigatorToken"), "navigatortokens");
-        Api::namespaced_with(self.client.clone(), ns, &resource)
+    fn navigator_tokens(&self, ns: &str) -> Api<NavigatorToken> {
+        Api::namespaced(self.client.clone(), ns)
     }
 
     /// Creates a NavigatorToken per name against the CSP endpoint at `endpoint_url`; returns
@@ -127,7 +128,7 @@ impl Cluster {
             .map(|name| {
                 let api = api.clone();
                 async move {
-                    let token: DynamicObject = serde_json::from_value(json!({
+                    let token: NavigatorToken = serde_json::from_value(json!({
                         "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",
                         "metadata": {"name": name},
                         "spec": {
@@ -150,7 +151,7 @@ impl Cluster {
     pub async fn force_refresh(&self, ns: &str, names: &[String]) -> Result<()> {
         let api = self.navigator_tokens(ns);
         let at = format!("{:?}", std::time::SystemTime::now());
-        let patch = json!({"metadata": {"annotations": {"navigator.dev/refresh-requested-at": at}}});
+        let patch = json!({"metadata": {"annotations": {REFRESH_REQUESTED_ANNOTATION: at}}});
         futures::stream::iter(names)
             .map(|name| {
                 let (api, patch) = (api.clone(), patch.clone());
@@ -167,7 +168,7 @@ impl Cluster {
         let api = self.navigator_tokens(ns);
         let deadline = Instant::now() + timeout;
         loop {
-            let ready = api.list(&ListParams::default()).await?.items.iter().filter(|t| is_ready(&t.data)).count();
+            let ready = api.list(&ListParams::default()).await?.items.iter().filter(|t| is_ready(t.status.as_ref())).count();
             if ready >= n {
                 return Ok(Instant::now());
             }
@@ -195,10 +196,4 @@ impl Cluster {
             .try_collect::<()>()
             .await
     }
-}
-
-fn is_ready(token: &Value) -> bool {
-    token["status"]["conditions"]
-        .as_array()
-        .is_some_and(|conditions| conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
 }

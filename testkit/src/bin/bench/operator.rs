@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use navigator_token_operator::api_counter::ApiCounts;
 use tokio::process::{Child, Command};
 
 use crate::procfs::{self, Memory};
@@ -78,11 +79,11 @@ impl Operator {
     /// returns when they last changed (None: still busy at `timeout`).
     pub async fn wait_idle(&mut self, token_requests: impl Fn() -> u64, timeout: Duration) -> Result<Option<Instant>> {
         let deadline = Instant::now() + timeout;
-        let mut last = (self.scrape().await?.api_total(), token_requests());
+        let mut last = (self.scrape().await?.total(), token_requests());
         let mut changed_at = Instant::now();
         while Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = (self.scrape().await?.api_total(), token_requests());
+            let now = (self.scrape().await?.total(), token_requests());
             if now != last {
                 (last, changed_at) = (now, Instant::now());
             } else if changed_at.elapsed() >= QUIET {
@@ -101,9 +102,9 @@ impl Operator {
     }
 
     /// Its API request counter from /metrics.
-    pub async fn scrape(&self) -> Result<Scrape> {
+    pub async fn scrape(&self) -> Result<ApiCounts> {
         let text = self.http.get(format!("{}/metrics", self.admin)).send().await?.error_for_status()?.text().await?;
-        Ok(Scrape::parse(&text))
+        Ok(parse_api_counts(&text))
     }
 
     /// SIGTERM, then waits for it to exit; returns how long that took.
@@ -118,48 +119,24 @@ impl Operator {
     }
 }
 
-/// `navigator_kube_api_requests_total` by (verb, resource).
-#[derive(Clone, Default)]
-pub struct Scrape(BTreeMap<(String, String), u64>);
-
-impl Scrape {
-    fn parse(text: &str) -> Scrape {
-        let mut counts = BTreeMap::new();
-        for line in text.lines().filter(|l| l.starts_with("navigator_kube_api_requests_total{")) {
-            let Some((labels, value)) = line.split_once("} ") else { continue };
-            let label = |name: &str| labels.split(&format!("{name}=\"")).nth(1).and_then(|v| v.split('"').next()).unwrap_or("").to_owned();
-            counts.insert((label("verb"), label("resource")), value.trim().parse().unwrap_or(0));
-        }
-        Scrape(counts)
+/// `navigator_kube_api_requests_total` by (verb, resource), from the text exposition.
+fn parse_api_counts(text: &str) -> ApiCounts {
+    let mut counts = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("navigator_kube_api_requests_total{")) {
+        let Some((labels, value)) = line.split_once("} ") else { continue };
+        let label = |name: &str| labels.split(&format!("{name}=\"")).nth(1).and_then(|v| v.split('"').next()).unwrap_or("").to_owned();
+        counts.insert((label("verb"), label("resource")), value.trim().parse().unwrap_or(0));
     }
+    ApiCounts(counts)
+}
 
-    /// What happened since `earlier`.
-    pub fn since(&self, earlier: &Scrape) -> Scrape {
-        Scrape(
-            self.0.iter().map(|(k, n)| (k.clone(), n - earlier.0.get(k).copied().unwrap_or(0).min(*n))).filter(|(_, n)| *n > 0).collect(),
-        )
+/// "patch secrets 1.00, patch navigatortokens/status 1.00, …", per `per` if given.
+pub fn describe(counts: &ApiCounts, per: Option<u64>) -> String {
+    if counts.0.is_empty() {
+        return "none".to_owned();
     }
-
-    pub fn verb(&self, verb: &str) -> u64 {
-        self.0.iter().filter(|((v, _), _)| v == verb).map(|(_, n)| n).sum()
-    }
-
-    pub fn writes(&self) -> u64 {
-        ["create", "update", "patch", "delete"].iter().map(|v| self.verb(v)).sum()
-    }
-
-    pub fn api_total(&self) -> u64 {
-        self.0.values().sum()
-    }
-
-    /// "patch secrets 1.00, patch navigatortokens/status 1.00, …", per `per` if given.
-    pub fn describe(&self, per: Option<u64>) -> String {
-        if self.0.is_empty() {
-            return "none".to_owned();
-        }
-        let value = |n: u64| per.map_or_else(|| n.to_string(), |per| format_ratio(n as f64 / per.max(1) as f64));
-        self.0.iter().map(|((verb, resource), n)| format!("{verb} {resource} {}", value(*n))).collect::<Vec<_>>().join(", ")
-    }
+    let value = |n: u64| per.map_or_else(|| n.to_string(), |per| format_ratio(n as f64 / per.max(1) as f64));
+    counts.0.iter().map(|((verb, resource), n)| format!("{verb} {resource} {}", value(*n))).collect::<Vec<_>>().join(", ")
 }
 
 pub fn format_ratio(value: f64) -> String {

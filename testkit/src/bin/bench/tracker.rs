@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, anyhow};
-use base64::Engine as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -128,9 +127,7 @@ impl Tracker {
 /// The `exp` claim of the JWT a Secret holds.
 fn expiry(secret: &Secret) -> Option<i64> {
     let token = secret.data.as_ref()?.get(TOKEN_KEY)?;
-    let payload = std::str::from_utf8(&token.0).ok()?.split('.').nth(1)?;
-    let claims: serde_json::Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    claims["exp"].as_i64()
+    navigator_token_operator::token::jwt::expiry(std::str::from_utf8(&token.0).ok()?)
 }
 
 fn unix_now() -> f64 {
