@@ -40,8 +40,9 @@ pub struct NavigatorTokenSpec {
     /// Secret in this NavigatorToken's namespace holding the OAuth client credentials. The Secret must carry the label navigator.dev/credentials=true.
     pub credentials_secret_ref: CredentialsSecretRef,
     /// Token endpoint; default: Cloud Partner Navigator at https://console.navigator.vmware.com.
+    // Boxed, like target: usually absent, and every cached NavigatorToken pays for the inline size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<Endpoint>,
+    pub endpoint: Option<Box<Endpoint>>,
     /// Space-separated scopes to request (CSP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
@@ -58,7 +59,7 @@ pub struct NavigatorTokenSpec {
     pub refresh_before: Option<String>,
     /// The Secret the token is written to; default: a Secret named like this NavigatorToken with the key token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<Target>,
+    pub target: Option<Box<Target>>,
     /// When true the operator stops refreshing (the current token stays until it expires).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
@@ -185,7 +186,7 @@ pub struct NavigatorTokenStatus {
     pub consecutive_failures: u32,
     /// The most recent failure, kept until the next success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_failure: Option<Failure>,
+    pub last_failure: Option<Box<Failure>>,
     /// Fingerprint of the spec and credentials the last attempt used; a change retries at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs_fingerprint: Option<String>,
@@ -232,7 +233,7 @@ impl NavigatorTokenSpec {
 
     /// The target Secret's settings (defaults when absent).
     pub fn target(&self) -> Target {
-        self.target.clone().unwrap_or_default()
+        self.target.as_deref().cloned().unwrap_or_default()
     }
 }
 

@@ -40,7 +40,7 @@ pub struct Metrics {
     pub registry: Registry,
     /// Expiry of the token in each Secret (unix seconds).
     pub token_expiry: Family<TokenLabels, Gauge>,
-    /// Failed attempts in a row per token.
+    /// Failed attempts in a row per token; no series while the token is healthy.
     pub consecutive_failures: Family<TokenLabels, Gauge>,
     /// Token requests by endpoint type and outcome.
     pub token_requests: Family<RequestLabels, Counter>,
@@ -64,7 +64,11 @@ impl Default for Metrics {
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register("token_expiry_timestamp_seconds", "Expiry of the token held in each target Secret", token_expiry.clone());
-        registry.register("token_consecutive_failures", "Failed token requests in a row per NavigatorToken", consecutive_failures.clone());
+        registry.register(
+            "token_consecutive_failures",
+            "Failed token requests in a row per NavigatorToken (absent while healthy)",
+            consecutive_failures.clone(),
+        );
         registry.register("token_requests", "Token endpoint requests by endpoint type and outcome", token_requests.clone());
         registry.register("token_request_duration_seconds", "Token endpoint request latency", token_request_duration.clone());
         registry.register("reconcile", "Reconciles by result", reconciles.clone());

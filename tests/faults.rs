@@ -56,6 +56,9 @@ async fn an_outage_keeps_the_valid_token_backs_off_and_recovers() {
     assert_eq!(h.secret_token("outage", "token").await.unwrap(), good, "the valid token stays");
     let status = h.token("outage").await.status.unwrap();
     assert!(status.consecutive_failures >= 2);
+    let failing = failure_series(&h, "outage").expect("a failure series while failing");
+    let count: u32 = failing.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a count");
+    assert!(count >= 1, "{failing}");
     let failure = status.last_failure.unwrap();
     assert_eq!(failure.reason, "UpstreamUnavailable");
     assert!(failure.message.contains("HTTP 503"), "{}", failure.message);
@@ -69,7 +72,15 @@ async fn an_outage_keeps_the_valid_token_backs_off_and_recovers() {
     reason_becomes(&h, "outage", "True", "TokenValid").await;
     assert!(has_event(&h, "outage", "Normal", "Recovered").await);
     assert_eq!(h.token("outage").await.status.unwrap().consecutive_failures, 0);
+    assert_eq!(failure_series(&h, "outage"), None, "no failure series once healthy");
     h.finish().await;
+}
+
+/// The `navigator_token_consecutive_failures` line of a NavigatorToken, if any.
+fn failure_series(h: &Harness, name: &str) -> Option<String> {
+    let text = h.metrics.encode();
+    let line = text.lines().find(|l| l.starts_with("navigator_token_consecutive_failures{") && l.contains(&format!("name=\"{name}\"")));
+    line.map(str::to_owned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
@@ -25,18 +25,21 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::events::{EventType, Publisher};
 use self::plan::{FailureState, IssueReason, Observed, Step, TargetSecret};
-use self::secret::{CredentialsVersion, TokenMaterial, TokenTimes};
+use self::secret::{CredentialsVersion, ManagedSecret, SecretCache, TokenMaterial, TokenTimes};
 use self::status::{REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::{Metrics, ReconcileLabels, RequestLabels, TokenLabels};
 use crate::redact::Sensitive;
 use crate::token::{RetryClass, TokenClient, TokenRequest};
-use crate::{CREDENTIALS_LABEL, Error, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TOKEN_NAME_ANNOTATION};
+use crate::{CREDENTIALS_LABEL, Error, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// Reason when the credentials Secret is not in the cache (refined on report).
 const CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
 /// Reason when a Secret of the target name belongs to someone else.
 const SECRET_CONFLICT: &str = "SecretConflict";
+
+/// kubectl apply's copy of the whole object.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// How long a reconcile waits for the watch caches to show its own writes.
 const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,7 +62,7 @@ pub struct Context {
     client: Client,
     tokens: TokenClient,
     token_store: Store<NavigatorToken>,
-    managed_secrets: Store<Secret>,
+    managed_secrets: SecretCache,
     credentials: Store<Secret>,
     events: Publisher,
     metrics: Arc<Metrics>,
@@ -109,12 +112,14 @@ pub async fn run(
             on_synced();
         }
     });
-    let (token_store, token_events) = cached_watch(token_api, token_watch, strip_managed_fields, &sync);
+    let (token_store, token_events) = cached_watch(token_api, token_watch, strip_unread_metadata, &sync);
     // Two label-selected Secret watches: the operator never lists or caches unrelated Secrets.
     let managed_selector = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
-    let (managed_secrets, managed_events) = cached_watch(secret_api.clone(), managed_selector, trim_managed_secret, &sync);
+    let managed_secrets = SecretCache::default();
+    let managed_events =
+        watch(scoped_api::<ManagedSecret>(&client, ns), managed_selector).inspect_ok(managed_secrets.writer()).inspect(sync.marker());
     let credentials_selector = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
-    let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, strip_managed_fields, &sync);
+    let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, strip_unread_metadata, &sync);
 
     let context = Arc::new(Context {
         client: client.clone(),
@@ -131,11 +136,10 @@ pub async fn run(
     let users_of_credentials = token_store.clone();
     Controller::for_stream(token_events.applied_objects(), token_store)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-        .watches_stream(managed_events.touched_objects(), |secret: Secret| {
-            let token = secret.annotations().get(TOKEN_NAME_ANNOTATION)?.clone();
-            Some(ObjectRef::new(&token).within(&secret.namespace()?))
+        .watches_stream(changes_after_first_list(managed_events), |secret: ManagedSecret| {
+            Some(ObjectRef::new(secret.cached.token_name.as_deref()?).within(&secret.namespace()?))
         })
-        .watches_stream(credentials_events.touched_objects(), move |secret: Secret| {
+        .watches_stream(changes_after_first_list(credentials_events), move |secret: Secret| {
             let (name, ns) = (secret.name_any(), secret.namespace());
             users_of_credentials
                 .state()
@@ -157,8 +161,16 @@ fn scoped_api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicTy
     }
 }
 
-/// A watch feeding a cache of objects trimmed by `trim`, counting towards `sync`. Lists come
-/// in pages of 100: the page being decoded is a large part of the operator's peak memory.
+/// A watch whose lists come in pages of 100: the page being decoded is a large part of the
+/// operator's peak memory.
+fn watch<K>(api: Api<K>, config: watcher::Config) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    watcher(api, config.page_size(100)).default_backoff()
+}
+
+/// A watch feeding a kube `Store` of objects trimmed by `trim`, counting towards `sync`.
 fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -170,8 +182,32 @@ where
 {
     let (store, writer) = reflector::store();
     // The marker comes after `reflect` so that "synced" implies the store holds the whole list.
-    let events = watcher(api, config.page_size(100)).default_backoff().modify(trim).reflect(writer).inspect(sync.marker());
+    let events = watch(api, config).modify(trim).reflect(writer).inspect(sync.marker());
     (store, events)
+}
+
+/// The objects of a related watch whose changes should reconcile their NavigatorTokens: all
+/// touched objects, except those of the first list. That list triggers nothing because every
+/// NavigatorToken is reconciled when its own first list arrives; triggering again from 10,000
+/// listed Secrets parked 10,000 more requests in kube's scheduler, each carrying a copy of the
+/// Secret's reference (a dozen strings). Relists still trigger: changes may hide in them. Watch
+/// errors are dropped, as `touched_objects` would pass them on to be dropped; the watch retries.
+fn changes_after_first_list<K: Send + 'static>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    let mut listed = false;
+    events.filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::InitDone) => {
+                listed = true;
+                None
+            }
+            Ok(watcher::Event::InitApply(object)) if listed => Some(object),
+            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => Some(object),
+            _ => None,
+        };
+        std::future::ready(changed.map(Ok))
+    })
 }
 
 /// Counts watches that have completed their first list; the channel turns true when all have.
@@ -204,14 +240,15 @@ impl SyncTracker {
     }
 }
 
-/// managedFields are large and unused here: dropping them keeps the caches small.
-fn strip_managed_fields<K: Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
-}
-
-fn trim_managed_secret(secret: &mut Secret) {
-    strip_managed_fields(secret);
-    secret::fingerprint_values(secret);
+/// managedFields and kubectl's last-applied copy of the object are large and unused here:
+/// dropping them keeps the caches small (and the last-applied copy of a credentials Secret
+/// holds its data in clear).
+fn strip_unread_metadata<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
 }
 
 /// Handles errors of the Kubernetes side (token errors are handled in `reconcile`): retry soon.
@@ -262,8 +299,8 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(inputs_fp.as_str()),
     };
     let secret_name = token.target_secret_name();
-    let cached_secret = ctx.managed_secrets.get(&ObjectRef::new(&secret_name).within(&labels.namespace));
-    let target = secret::observe(cached_secret.as_deref(), token, &inputs_fp);
+    let cached_secret = ctx.managed_secrets.get(&labels.namespace, &secret_name);
+    let target = secret::observe(cached_secret.as_ref(), token, &inputs_fp);
     let observed = Observed {
         suspended: token.spec.suspend,
         refresh_before: inputs.as_ref().ok().and_then(|(_, r, _)| *r),
@@ -293,7 +330,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
                 let stored = ctx.uncached_secret(&labels.namespace, &secret_name).await?;
                 stored.and_then(|s| secret::material(&s, token)).map(|m| (m.times, Some(m)))
             } else {
-                cached_secret.as_deref().and_then(secret::times).map(|times| (times, None))
+                cached_secret.as_ref().and_then(|s| s.times).map(|times| (times, None))
             };
             match kept {
                 Some((times, rewrite)) => action.succeed(times, rewrite.as_ref(), &inputs_fp, plan.next_at, refresh_before, None).await,
@@ -419,7 +456,8 @@ impl Actor<'_> {
         status::set_ready(&mut status, self.previous, true, REASON_TOKEN_VALID, message, self.token.metadata.generation, self.now);
         self.write_status(status).await?;
         self.ctx.metrics.token_expiry.get_or_create(self.labels).set(times.expires_at.as_second());
-        self.ctx.metrics.consecutive_failures.get_or_create(self.labels).set(0);
+        // The failure series exists only while failing: 10,000 zeros would cost memory and scrapes.
+        self.ctx.metrics.consecutive_failures.remove(self.labels);
 
         let failures_before = self.previous.map_or(0, |s| s.consecutive_failures);
         let note = format!("token valid until {}", status::rfc3339(times.expires_at));
@@ -530,7 +568,8 @@ impl Actor<'_> {
         let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&patch));
         let written =
             with_retries(|| api.patch_status(&name, &params, &patch)).await.map_err(Error::kube("patch NavigatorToken status"))?;
-        wait_for_cache(&self.ctx.token_store, &ObjectRef::from_obj(&written), written.resource_version()).await;
+        let key = ObjectRef::from_obj(&written);
+        wait_for_cache(|| self.ctx.token_store.get(&key)?.resource_version(), written.resource_version()).await;
         Ok(())
     }
 
@@ -604,7 +643,7 @@ impl Context {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
         let (name, params, patch) = (desired.name_any(), PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(desired));
         let written = with_retries(|| api.patch(&name, &params, &patch)).await.map_err(Error::kube("apply target Secret"))?;
-        wait_for_cache(&self.managed_secrets, &ObjectRef::from_obj(&written), written.resource_version()).await;
+        wait_for_cache(|| Some(self.managed_secrets.get(&namespace, &name)?.resource_version), written.resource_version()).await;
         Ok(())
     }
 }
@@ -631,12 +670,9 @@ where
 
 /// Waits (bounded) until a watch cache shows a write of ours, so the next reconcile cannot act on
 /// the state from before it (which could request a second token).
-async fn wait_for_cache<K>(store: &Store<K>, key: &ObjectRef<K>, written: Option<String>)
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
+async fn wait_for_cache(cached_version: impl Fn() -> Option<String>, written: Option<String>) {
     let Some(written) = written else { return };
-    let caught_up = || store.get(key).and_then(|o| o.resource_version()).is_some_and(|rv| resource_version_at_least(&rv, &written));
+    let caught_up = || cached_version().is_some_and(|rv| resource_version_at_least(&rv, &written));
     let deadline = Instant::now() + READ_YOUR_WRITES_TIMEOUT;
     while !caught_up() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -676,5 +712,24 @@ fn requeue_at(at: Option<Timestamp>, now: Timestamp) -> Action {
     match at {
         Some(at) => Action::requeue(at.duration_since(now).try_into().unwrap_or(Duration::ZERO).max(Duration::from_millis(100))),
         None => Action::await_change(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(name: &str) -> Secret {
+        Secret { metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() }
+    }
+
+    #[test]
+    fn only_changes_after_the_first_list_trigger_reconciles() {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let events = [Init, InitApply(secret("listed")), InitDone, Apply(secret("changed")), Delete(secret("deleted"))];
+        let relist = [Init, InitApply(secret("relisted")), InitDone];
+        let stream = futures::stream::iter(events.into_iter().chain(relist).map(Ok));
+        let triggered: Vec<String> = futures::executor::block_on(changes_after_first_list(stream).map(|s| s.unwrap().name_any()).collect());
+        assert_eq!(triggered, ["changed", "deleted", "relisted"]);
     }
 }

@@ -1,12 +1,16 @@
 //! The target Secret: what it should contain, and what the one in the cache tells us.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use jiff::Timestamp;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::{ByteString, NamespaceResourceScope};
 use kube::api::ObjectMeta;
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
+use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -131,48 +135,160 @@ pub fn desired(token: &NavigatorToken, material: &TokenMaterial, inputs_fp: &str
 
 /// True when the Secret was written by this operator for this NavigatorToken.
 pub fn is_ours(secret: &Secret, token: &NavigatorToken) -> bool {
-    secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
-        && secret.annotations().get(TOKEN_NAME_ANNOTATION) == token.metadata.name.as_ref()
+    written_for(secret) == token.metadata.name.as_deref()
 }
 
-/// Replaces each data value by its fingerprint, for the cache of managed Secrets: telling an
-/// intact token from an edited one needs no more, and the cache then holds no token.
-pub fn fingerprint_values(secret: &mut Secret) {
-    for value in secret.data.iter_mut().flat_map(|data| data.values_mut()) {
-        *value = ByteString(fingerprint(&value.0).into_bytes());
+/// The NavigatorToken a Secret carrying this operator's label was written for.
+fn written_for(secret: &Secret) -> Option<&str> {
+    let labelled = secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
+    labelled.then(|| secret.annotations().get(TOKEN_NAME_ANNOTATION).map(String::as_str)).flatten()
+}
+
+/// What the cache keeps of a Secret this operator manages: only what `observe` reads, taken
+/// from the Secret once, as the watch decodes it. It holds no token, and costs a few hundred
+/// bytes where a whole `Secret` (label, annotation and data maps, owner reference) cost 2 KiB.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CachedSecret {
+    /// metadata.resourceVersion.
+    pub resource_version: String,
+    /// The NavigatorToken it was written for (`None` when the label or annotation is missing).
+    pub token_name: Option<String>,
+    /// Issue and expiry time of the token it holds.
+    pub times: Option<TokenTimes>,
+    /// The inputs fingerprint annotation, as a number (16 bytes, no allocation).
+    inputs_fingerprint: Option<u128>,
+    /// The template fingerprint annotation, as a number.
+    template_fingerprint: Option<u128>,
+    /// uids of its owners.
+    owner_uids: Vec<String>,
+    /// Data keys whose value matches the token fingerprint annotation: where an intact token is.
+    intact_keys: Vec<String>,
+}
+
+/// A managed Secret as its watch decodes it: the object's identity, and the rest already
+/// reduced to a [`CachedSecret`].
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "Secret")]
+pub struct ManagedSecret {
+    /// Name, namespace and resourceVersion; nothing else is kept.
+    metadata: ObjectMeta,
+    /// What the cache keeps.
+    pub cached: CachedSecret,
+}
+
+impl From<Secret> for ManagedSecret {
+    fn from(secret: Secret) -> Self {
+        let annotation = |key: &str| secret.annotations().get(key).and_then(|hex| fingerprint_number(hex));
+        let intact_keys = secret.data.iter().flatten().filter(|(_, value)| is_recorded_token(&secret, &value.0));
+        let cached = CachedSecret {
+            resource_version: secret.resource_version().unwrap_or_default(),
+            token_name: written_for(&secret).map(str::to_owned),
+            times: times(&secret),
+            inputs_fingerprint: annotation(INPUTS_FINGERPRINT_ANNOTATION),
+            template_fingerprint: annotation(TEMPLATE_FINGERPRINT_ANNOTATION),
+            owner_uids: secret.owner_references().iter().map(|r| r.uid.clone()).collect(),
+            intact_keys: intact_keys.map(|(key, _)| key.clone()).collect(),
+        };
+        let metadata = ObjectMeta {
+            name: secret.metadata.name,
+            namespace: secret.metadata.namespace,
+            resource_version: secret.metadata.resource_version,
+            ..ObjectMeta::default()
+        };
+        ManagedSecret { metadata, cached }
     }
 }
 
-/// Classifies a cached (fingerprinted, see [`fingerprint_values`]) Secret under the target name.
-pub fn observe(secret: Option<&Secret>, token: &NavigatorToken, inputs_fp: &str) -> TargetSecret {
+/// Watched in place of `Secret`: the same API resource.
+impl Resource for ManagedSecret {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        Secret::kind(dt)
+    }
+    fn group(dt: &()) -> Cow<'_, str> {
+        Secret::group(dt)
+    }
+    fn version(dt: &()) -> Cow<'_, str> {
+        Secret::version(dt)
+    }
+    fn plural(dt: &()) -> Cow<'_, str> {
+        Secret::plural(dt)
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// The cache of managed Secrets by namespace and name. kube's reflector `Store` would keep a
+/// whole `ObjectMeta` (360 bytes) and a keyed copy of name and resourceVersion with each entry:
+/// a few MiB more heap at 10,000 NavigatorTokens (bench/RESULTS.md).
+#[derive(Clone, Default)]
+pub struct SecretCache(Arc<RwLock<HashMap<(String, String), CachedSecret>>>);
+
+impl SecretCache {
+    /// The cached Secret `namespace/name`.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<CachedSecret> {
+        let entries = self.0.read().unwrap_or_else(|p| p.into_inner());
+        entries.get(&(namespace.to_owned(), name.to_owned())).cloned()
+    }
+
+    /// A handler of the Secrets' watch events that keeps the cache as kube's reflector keeps a
+    /// `Store`: a (re)list is collected aside and replaces the whole cache once complete.
+    pub fn writer(&self) -> impl FnMut(&watcher::Event<ManagedSecret>) + use<> {
+        let cache = self.0.clone();
+        let mut relist = HashMap::new();
+        let key = |s: &ManagedSecret| (s.namespace().unwrap_or_default(), s.name_any());
+        move |event| {
+            let write = || cache.write().unwrap_or_else(|p| p.into_inner());
+            match event {
+                watcher::Event::Init => relist = HashMap::new(),
+                watcher::Event::InitApply(s) => drop(relist.insert(key(s), s.cached.clone())),
+                watcher::Event::InitDone => *write() = std::mem::take(&mut relist),
+                watcher::Event::Apply(s) => drop(write().insert(key(s), s.cached.clone())),
+                watcher::Event::Delete(s) => drop(write().remove(&key(s))),
+            }
+        }
+    }
+}
+
+/// Classifies the cached Secret under the target name.
+pub fn observe(secret: Option<&CachedSecret>, token: &NavigatorToken, inputs_fp: &str) -> TargetSecret {
     let Some(secret) = secret else {
         return TargetSecret::Absent;
     };
-    if !is_ours(secret, token) {
+    if secret.token_name.is_none() || secret.token_name != token.metadata.name {
         return TargetSecret::Foreign;
     }
-    let Some(TokenTimes { issued_at, expires_at }) = times(secret) else {
+    let Some(TokenTimes { issued_at, expires_at }) = secret.times else {
         return TargetSecret::Managed(None);
     };
-    let annotations = secret.annotations();
     let target = token.spec.target();
-    let stored = secret.data.as_ref().and_then(|data| data.get(target.access_token_key()));
-    let intact = stored.is_some_and(|fp| has_token_fingerprint(secret, &fp.0));
     let owner_ok = match target.deletion_policy.unwrap_or_default() {
-        DeletionPolicy::Delete => secret.owner_references().iter().any(|r| Some(&r.uid) == token.metadata.uid.as_ref()),
+        DeletionPolicy::Delete => secret.owner_uids.iter().any(|uid| Some(uid) == token.metadata.uid.as_ref()),
         DeletionPolicy::Retain => true,
     };
+    let current = |cached: Option<u128>, wanted: &str| cached.is_some() && cached == fingerprint_number(wanted);
     TargetSecret::Managed(Some(CurrentToken {
         issued_at,
         expires_at,
-        intact,
-        inputs_current: annotations.get(INPUTS_FINGERPRINT_ANNOTATION).map(String::as_str) == Some(inputs_fp),
-        template_current: owner_ok && annotations.get(TEMPLATE_FINGERPRINT_ANNOTATION) == Some(&template_fingerprint(token)),
+        intact: secret.intact_keys.iter().any(|key| key == target.access_token_key()),
+        inputs_current: current(secret.inputs_fingerprint, inputs_fp),
+        template_current: owner_ok && current(secret.template_fingerprint, &template_fingerprint(token)),
     }))
 }
 
+/// A [`fingerprint`] as the number its hex digits spell.
+fn fingerprint_number(hex: &str) -> Option<u128> {
+    u128::from_str_radix(hex, 16).ok()
+}
+
 /// Issue and expiry time from a managed Secret's annotations.
-pub fn times(secret: &Secret) -> Option<TokenTimes> {
+fn times(secret: &Secret) -> Option<TokenTimes> {
     let time = |key: &str| secret.annotations().get(key).and_then(|v| v.parse::<Timestamp>().ok());
     Some(TokenTimes { issued_at: time(ISSUED_AT_ANNOTATION)?, expires_at: time(EXPIRES_AT_ANNOTATION)? })
 }
@@ -183,13 +299,13 @@ pub fn material(secret: &Secret, token: &NavigatorToken) -> Option<TokenMaterial
     let target = token.spec.target();
     let times = times(secret)?;
     let access_token = data_text(secret, target.access_token_key())?;
-    let intact = has_token_fingerprint(secret, fingerprint(access_token.expose().as_bytes()).as_bytes());
+    let intact = is_recorded_token(secret, access_token.expose().as_bytes());
     intact.then(|| TokenMaterial { access_token, id_token: target.id_token_key.as_deref().and_then(|k| data_text(secret, k)), times })
 }
 
-/// True when `fp` is the token fingerprint the Secret's annotation records.
-fn has_token_fingerprint(secret: &Secret, fp: &[u8]) -> bool {
-    secret.annotations().get(TOKEN_FINGERPRINT_ANNOTATION).is_some_and(|recorded| recorded.as_bytes() == fp)
+/// True when `value` is the token whose fingerprint the Secret's annotation records.
+fn is_recorded_token(secret: &Secret, value: &[u8]) -> bool {
+    secret.annotations().get(TOKEN_FINGERPRINT_ANNOTATION).is_some_and(|recorded| *recorded == fingerprint(value))
 }
 
 fn data_text(secret: &Secret, key: &str) -> Option<Sensitive> {
@@ -211,12 +327,20 @@ mod tests {
         .unwrap()
     }
 
-    fn intact(secret: &Secret, token: &NavigatorToken) -> bool {
-        matches!(observe(Some(secret), token, "fp"), TargetSecret::Managed(Some(CurrentToken { intact: true, .. })))
+    /// Decoded from JSON, as the watch decodes it.
+    fn cached(secret: &Secret) -> ManagedSecret {
+        serde_json::from_value(serde_json::to_value(secret).unwrap()).unwrap()
+    }
+
+    fn current(secret: &Secret, token: &NavigatorToken, inputs_fp: &str) -> CurrentToken {
+        match observe(Some(&cached(secret).cached), token, inputs_fp) {
+            TargetSecret::Managed(Some(current)) => current,
+            other => panic!("not a managed Secret with a token: {other:?}"),
+        }
     }
 
     #[test]
-    fn the_cache_keeps_fingerprints_that_still_tell_an_edited_token() {
+    fn the_cache_keeps_what_tells_an_intact_token_and_not_the_token() {
         let token = token();
         let issued_at: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
         let issued = TokenMaterial {
@@ -224,19 +348,29 @@ mod tests {
             id_token: None,
             times: TokenTimes { issued_at, expires_at: issued_at + jiff::SignedDuration::from_mins(30) },
         };
-        let written = desired(&token, &issued, "fp");
+        let inputs = fingerprint(b"inputs");
+        let written = desired(&token, &issued, &inputs);
         assert_eq!(material(&written, &token).map(|m| m.times), Some(issued.times));
 
-        let mut cached = written.clone();
-        fingerprint_values(&mut cached);
-        assert!(!serde_json::to_string(&cached).unwrap().contains("the-access-token"));
-        assert!(intact(&cached, &token));
-        assert_eq!(times(&cached), Some(issued.times));
+        let kept = cached(&written);
+        assert!(!format!("{kept:?}").contains("the-access-token"));
+        assert_eq!((kept.name_any(), kept.namespace()), ("t".to_owned(), Some("team-a".to_owned())));
+        let c = current(&written, &token, &inputs);
+        assert_eq!((c.issued_at, c.expires_at), (issued.times.issued_at, issued.times.expires_at));
+        assert!(c.intact && c.inputs_current && c.template_current, "{c:?}");
+        assert!(!current(&written, &token, &fingerprint(b"other inputs")).inputs_current);
 
-        let mut edited = written;
+        let mut edited = written.clone();
         edited.data.as_mut().unwrap().insert("token".into(), ByteString(b"edited-by-hand".to_vec()));
         assert!(material(&edited, &token).is_none(), "an edited token is not rewritten as ours");
-        fingerprint_values(&mut edited);
-        assert!(!intact(&edited, &token));
+        assert!(!current(&edited, &token, &inputs).intact);
+
+        let mut disowned = written.clone();
+        disowned.metadata.owner_references.as_mut().unwrap()[0].uid = "someone-else".into();
+        assert!(!current(&disowned, &token, &inputs).template_current);
+
+        let mut unlabelled = written;
+        unlabelled.labels_mut().remove(MANAGED_BY_LABEL);
+        assert!(matches!(observe(Some(&cached(&unlabelled).cached), &token, &inputs), TargetSecret::Foreign));
     }
 }

@@ -51,7 +51,7 @@ pub fn record_failure(
     now: Timestamp,
 ) {
     status.consecutive_failures = previous.map_or(0, |s| s.consecutive_failures).saturating_add(1);
-    status.last_failure = Some(Failure { time: rfc3339(now), reason: reason.into(), message: message.into() });
+    status.last_failure = Some(Box::new(Failure { time: rfc3339(now), reason: reason.into(), message: message.into() }));
 }
 
 /// RFC 3339 with second precision, as Kubernetes writes times.
