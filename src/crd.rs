@@ -40,7 +40,8 @@ pub struct NavigatorTokenSpec {
     /// Secret in this NavigatorToken's namespace holding the OAuth client credentials. The Secret must carry the label navigator.dev/credentials=true.
     pub credentials_secret_ref: CredentialsSecretRef,
     /// Token endpoint; default: Cloud Partner Navigator at https://console.navigator.vmware.com.
-    // Boxed, like target: usually absent, and every cached NavigatorToken pays for the inline size.
+    // Boxed, as are target and status.lastFailure: usually absent, and every cached
+    // NavigatorToken pays for the inline size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<Box<Endpoint>>,
     /// Space-separated scopes to request (CSP only).

@@ -112,14 +112,14 @@ pub async fn run(
             on_synced();
         }
     });
-    let (token_store, token_events) = cached_watch(token_api, token_watch, strip_unread_metadata, &sync);
+    let (token_store, token_events) = cached_watch(token_api, token_watch, &sync);
     // Two label-selected Secret watches: the operator never lists or caches unrelated Secrets.
     let managed_selector = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let managed_secrets = SecretCache::default();
     let managed_events =
         watch(scoped_api::<ManagedSecret>(&client, ns), managed_selector).inspect_ok(managed_secrets.writer()).inspect(sync.marker());
     let credentials_selector = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
-    let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, strip_unread_metadata, &sync);
+    let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, &sync);
 
     let context = Arc::new(Context {
         client: client.clone(),
@@ -170,11 +170,10 @@ where
     watcher(api, config.page_size(100)).default_backoff()
 }
 
-/// A watch feeding a kube `Store` of objects trimmed by `trim`, counting towards `sync`.
+/// A watch feeding a kube `Store` (without the metadata nobody reads), counting towards `sync`.
 fn cached_watch<K>(
     api: Api<K>,
     config: watcher::Config,
-    trim: fn(&mut K),
     sync: &SyncTracker,
 ) -> (Store<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>)
 where
@@ -182,7 +181,7 @@ where
 {
     let (store, writer) = reflector::store();
     // The marker comes after `reflect` so that "synced" implies the store holds the whole list.
-    let events = watch(api, config).modify(trim).reflect(writer).inspect(sync.marker());
+    let events = watch(api, config).modify(strip_unread_metadata).reflect(writer).inspect(sync.marker());
     (store, events)
 }
 

@@ -147,7 +147,7 @@ fn written_for(secret: &Secret) -> Option<&str> {
 /// What the cache keeps of a Secret this operator manages: only what `observe` reads, taken
 /// from the Secret once, as the watch decodes it. It holds no token, and costs a few hundred
 /// bytes where a whole `Secret` (label, annotation and data maps, owner reference) cost 2 KiB.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct CachedSecret {
     /// metadata.resourceVersion.
     pub resource_version: String,
