@@ -4,7 +4,7 @@
 # x86_64 only; deploy/ pins pods to kubernetes.io/arch=amd64 accordingly.
 
 FROM rust:1.95-bookworm AS build
-# musl-gcc for crates that compile C (ring). Debian's version is whatever bookworm ships.
+# musl-gcc for crates that compile C (ring, mimalloc). Debian's version is whatever bookworm ships.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends musl-tools \

@@ -388,15 +388,17 @@ async fn steady(
     // Status writes trail the Secret writes; the window starts once the forced wave is over.
     world.wait_idle(operator).await?;
     tracker.start_window();
+    // API requests are counted inside the token-request count (started after it, ended before
+    // it), so that a refresh straddling an edge cannot add writes without its token request.
+    let tokens_before = world.stand_in.request_count();
     let scrape_before = operator.scrape().await?;
     let cpu_before = operator.cpu_seconds()?;
-    let tokens_before = world.stand_in.request_count();
     tokio::time::sleep(window).await;
     let seen = tracker.end_window();
     let cpu = operator.cpu_seconds()? - cpu_before;
+    let api = operator.scrape().await?.since(&scrape_before);
     let token_requests = world.stand_in.request_count() - tokens_before;
     let memory = operator.memory()?;
-    let api = operator.scrape().await?.since(&scrape_before);
     world.stand_in.set_lifetime(LONG_LIFETIME);
     Ok(Steady { lifetime, window, seen, token_requests, api, cpu, memory })
 }
