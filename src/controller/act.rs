@@ -1,0 +1,251 @@
+//! The acting half of a reconcile: the token request, the writes and the events for a decision
+//! already taken.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use tracing::{info, warn};
+
+use super::Context;
+use super::events::EventType;
+use super::plan::{self, IssueReason, TargetSecret};
+use super::reconcile::{Credentials, jitter_seed, requeue_at};
+use super::secret::{self, TokenMaterial, TokenTimes};
+use super::status::{self, REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
+use crate::Error;
+use crate::crd::{NavigatorToken, NavigatorTokenStatus};
+use crate::metrics::{RequestLabels, TokenLabels};
+use crate::token::{RetryClass, TokenRequest};
+
+/// One reconcile's acting half: writes and events for a decision already taken.
+pub(super) struct Actor<'a> {
+    pub(super) token: &'a NavigatorToken,
+    pub(super) ctx: &'a Context,
+    pub(super) previous: Option<&'a NavigatorTokenStatus>,
+    pub(super) now: Timestamp,
+    pub(super) labels: &'a TokenLabels,
+}
+
+impl Actor<'_> {
+    pub(super) async fn issue(
+        &mut self,
+        reason: IssueReason,
+        credentials: &Credentials,
+        validity: Option<Duration>,
+        refresh_before: Option<Duration>,
+        inputs_fp: &str,
+        target: &TargetSecret,
+    ) -> Result<Action, Error> {
+        let key = ObjectRef::from_obj(self.token);
+        let unstored = self.ctx.unstored.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        if let Some((fp, material)) = unstored.filter(|(fp, m)| fp == inputs_fp && m.times.expires_at > self.now) {
+            info!(?reason, "storing the token issued before the last Secret write failed");
+            return self.store_new_token(material, &fp, refresh_before, reason).await;
+        }
+        let spec = &self.token.spec;
+        let request = TokenRequest {
+            endpoint_type: spec.endpoint_type(),
+            base_url: spec.endpoint_url(),
+            org_id: spec.org_id.clone(),
+            client_id: credentials.client_id.clone(),
+            client_secret: credentials.client_secret.clone(),
+            scope: spec.scope.clone(),
+            validity,
+            ca_bundle: spec.ca_bundle().map(str::to_owned),
+        };
+        let started = Instant::now();
+        let result = self.ctx.tokens.issue(&request).await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(e) => e.reason(),
+        };
+        let endpoint_type = format!("{:?}", request.endpoint_type).replace("Csp", "CSP");
+        self.ctx.metrics.token_requests.get_or_create(&RequestLabels { endpoint_type, outcome: outcome.into() }).inc();
+        self.ctx.metrics.token_request_duration.observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(issued) => {
+                info!(?reason, expires_at = %issued.expires_at, source = ?issued.expiry_source, "issued a token");
+                // Whole seconds, as annotations and status hold them, so that a restart computes
+                // exactly the same refresh time (and finds nothing to write).
+                let material = TokenMaterial {
+                    access_token: issued.access_token,
+                    id_token: issued.id_token,
+                    times: TokenTimes { issued_at: whole_seconds(issued.issued_at), expires_at: whole_seconds(issued.expires_at) },
+                };
+                self.store_new_token(material, inputs_fp, refresh_before, reason).await
+            }
+            Err(error) => {
+                warn!(reason = error.reason(), %error, "token request failed");
+                self.fail(target, error.reason(), &error.to_string(), error.retry_class(), inputs_fp).await
+            }
+        }
+    }
+
+    async fn store_new_token(
+        &mut self,
+        material: TokenMaterial,
+        inputs_fp: &str,
+        refresh_before: Option<Duration>,
+        reason: IssueReason,
+    ) -> Result<Action, Error> {
+        if let Err(error) = self.ctx.apply_secret(&secret::desired(self.token, &material, inputs_fp)).await {
+            let key = ObjectRef::from_obj(self.token);
+            self.ctx.unstored.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (inputs_fp.to_owned(), material));
+            return Err(error);
+        }
+        self.succeed(material.times, None, inputs_fp, None, refresh_before, Some(reason)).await
+    }
+
+    /// Records a valid token (writing `rewrite` into the Secret first, when given).
+    pub(super) async fn succeed(
+        &mut self,
+        times: TokenTimes,
+        rewrite: Option<&TokenMaterial>,
+        inputs_fp: &str,
+        recheck_at: Option<Timestamp>,
+        refresh_before: Option<Duration>,
+        issued: Option<IssueReason>,
+    ) -> Result<Action, Error> {
+        if let Some(material) = rewrite {
+            self.ctx.apply_secret(&secret::desired(self.token, material, inputs_fp)).await?;
+        }
+        let refresh_at = plan::refresh_at(times.issued_at, times.expires_at, refresh_before, jitter_seed(self.token));
+        let mut status = NavigatorTokenStatus {
+            observed_generation: self.token.metadata.generation,
+            secret_name: Some(self.token.target_secret_name()),
+            issued_at: Some(status::rfc3339(times.issued_at)),
+            expires_at: Some(status::rfc3339(times.expires_at)),
+            next_refresh_at: Some(status::rfc3339(refresh_at)),
+            inputs_fingerprint: Some(inputs_fp.to_owned()),
+            ..NavigatorTokenStatus::default()
+        };
+        let message = format!("Secret {} holds a token valid until {}", self.token.target_secret_name(), status::rfc3339(times.expires_at));
+        status::set_ready(&mut status, self.previous, true, REASON_TOKEN_VALID, message, self.token.metadata.generation, self.now);
+        self.write_status(status).await?;
+        self.ctx.metrics.token_expiry.get_or_create(self.labels).set(times.expires_at.as_second());
+        // The failure series exists only while failing: 10,000 zeros would cost memory and scrapes.
+        self.ctx.metrics.consecutive_failures.remove(self.labels);
+
+        let failures_before = self.previous.map_or(0, |s| s.consecutive_failures);
+        let note = format!("token valid until {}", status::rfc3339(times.expires_at));
+        if failures_before > 0 && issued.is_some() {
+            self.event(EventType::Normal, "Recovered", &format!("{note} after {failures_before} failed attempts")).await;
+        } else if issued == Some(IssueReason::Initial) {
+            self.event(EventType::Normal, "Issued", &format!("issued a {note}")).await;
+        }
+        // Keep's plan may look again sooner than the refresh (periodic re-check).
+        Ok(requeue_at(Some(recheck_at.map_or(refresh_at, |at| at.min(refresh_at))), self.now))
+    }
+
+    pub(super) async fn fail(
+        &mut self,
+        target: &TargetSecret,
+        reason: &str,
+        message: &str,
+        class: RetryClass,
+        inputs_fp: &str,
+    ) -> Result<Action, Error> {
+        let failures = self.previous.map_or(0, |s| s.consecutive_failures).saturating_add(1);
+        // Rounded up to whole seconds, as status keeps it: never retry before a Retry-After.
+        let retry_at = ceil_seconds(plan::add(self.now, plan::retry_delay(class, failures, jitter_seed(self.token))));
+        // The token already in the Secret stays; status keeps describing it while it is valid.
+        let current = match target {
+            TargetSecret::Managed(Some(c)) if c.intact && c.expires_at > self.now => Some(c),
+            _ => None,
+        };
+        let mut status = NavigatorTokenStatus {
+            observed_generation: self.token.metadata.generation,
+            secret_name: current.map(|_| self.token.target_secret_name()),
+            issued_at: current.map(|c| status::rfc3339(c.issued_at)),
+            expires_at: current.map(|c| status::rfc3339(c.expires_at)),
+            next_refresh_at: Some(status::rfc3339(retry_at)),
+            inputs_fingerprint: Some(inputs_fp.to_owned()),
+            ..NavigatorTokenStatus::default()
+        };
+        status::record_failure(&mut status, self.previous, reason, message, self.now);
+        let still_valid = current.filter(|_| class != RetryClass::NeedsUserAction);
+        match still_valid {
+            Some(c) => {
+                let text = format!(
+                    "{message}. The current token stays valid until {}; retrying at {}",
+                    status::rfc3339(c.expires_at),
+                    status::rfc3339(retry_at)
+                );
+                status::set_ready(&mut status, self.previous, true, REASON_REFRESH_FAILING, text, self.token.metadata.generation, self.now);
+            }
+            None => {
+                let kept = current
+                    .map(|c| format!(" The previous token stays in the Secret until it expires at {}.", status::rfc3339(c.expires_at)))
+                    .unwrap_or_default();
+                status::set_ready(
+                    &mut status,
+                    self.previous,
+                    false,
+                    reason,
+                    format!("{message}.{kept}"),
+                    self.token.metadata.generation,
+                    self.now,
+                );
+            }
+        }
+        self.write_status(status).await?;
+        self.ctx.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failures));
+        // One Event per failure episode and reason; status counts the attempts.
+        let same_failure =
+            self.previous.is_some_and(|p| p.consecutive_failures > 0 && p.last_failure.as_ref().is_some_and(|f| f.reason == reason));
+        if !same_failure {
+            self.event(EventType::Warning, reason, message).await;
+        }
+        Ok(requeue_at(Some(retry_at), self.now))
+    }
+
+    pub(super) async fn suspended(&mut self, target: &TargetSecret) -> Result<Action, Error> {
+        let current = match target {
+            TargetSecret::Managed(Some(c)) if c.intact && c.expires_at > self.now => Some(c),
+            _ => None,
+        };
+        let mut status = self.previous.cloned().unwrap_or_default();
+        status.observed_generation = self.token.metadata.generation;
+        status.next_refresh_at = None;
+        let message = match current {
+            Some(c) => format!("refreshing is suspended; the current token expires at {}", status::rfc3339(c.expires_at)),
+            None => "refreshing is suspended and the Secret holds no valid token".to_owned(),
+        };
+        status::set_ready(
+            &mut status,
+            self.previous,
+            current.is_some(),
+            REASON_SUSPENDED,
+            message,
+            self.token.metadata.generation,
+            self.now,
+        );
+        self.write_status(status).await?;
+        // Look again at expiry so that Ready turns False when the token lapses.
+        Ok(requeue_at(current.map(|c| c.expires_at), self.now))
+    }
+
+    async fn write_status(&self, status: NavigatorTokenStatus) -> Result<(), Error> {
+        if self.previous == Some(&status) {
+            return Ok(());
+        }
+        self.ctx.apply_status(self.token, &status).await
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, note: &str) {
+        if let Err(error) = self.ctx.events.publish(self.token, type_, reason, note).await {
+            warn!(%error, "could not publish event");
+        }
+    }
+}
+
+fn whole_seconds(t: Timestamp) -> Timestamp {
+    Timestamp::from_second(t.as_second()).unwrap_or(t)
+}
+
+fn ceil_seconds(t: Timestamp) -> Timestamp {
+    let whole = whole_seconds(t);
+    if whole < t { plan::add(whole, Duration::from_secs(1)) } else { whole }
+}

@@ -1,0 +1,213 @@
+//! One reconcile: observe (caches) → decide (`plan`, pure) → act (`act`), and the error policy.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::Context;
+use super::act::Actor;
+use super::plan::{self, FailureState, IssueReason, Observed, Step};
+use super::secret::{self, CredentialsVersion};
+use crate::crd::NavigatorToken;
+use crate::metrics::{ReconcileLabels, TokenLabels};
+use crate::redact::Sensitive;
+use crate::token::RetryClass;
+use crate::{CREDENTIALS_LABEL, Error};
+
+/// Reason when the credentials Secret is not in the cache (refined on report).
+const CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
+/// Reason when a Secret of the target name belongs to someone else.
+const SECRET_CONFLICT: &str = "SecretConflict";
+
+/// A condition that stops a token request before it is made: the user must change something.
+#[derive(Debug, Clone, PartialEq)]
+struct Blocked {
+    reason: &'static str,
+    message: String,
+}
+
+/// The credentials a token request is made with.
+pub(super) struct Credentials {
+    pub(super) client_id: String,
+    pub(super) client_secret: Sensitive,
+    version: CredentialsVersion,
+}
+
+/// Handles errors of the Kubernetes side (token errors are handled in `reconcile`): retry soon.
+pub(super) fn error_policy(token: Arc<NavigatorToken>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(namespace = token.namespace().unwrap_or_default(), name = token.name_any(), %error, "reconcile failed; retrying");
+    ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "error".into() }).inc();
+    Action::requeue(Duration::from_secs(5))
+}
+
+pub(super) async fn reconcile(token: Arc<NavigatorToken>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let span = info_span!("reconcile", namespace = token.namespace().unwrap_or_default(), name = token.name_any());
+    let result = reconcile_inner(&token, &ctx).instrument(span).await;
+    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "ok".into() }).inc();
+    }
+    result
+}
+
+async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action, Error> {
+    // Reads must come from listed caches, or a restart would look like "no Secret yet".
+    let _ = ctx.synced.clone().wait_for(|synced| *synced).await;
+    let labels = TokenLabels { namespace: token.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?, name: token.name_any() };
+    if token.metadata.deletion_timestamp.is_some() {
+        ctx.metrics.forget(&labels);
+        return Ok(Action::await_change());
+    }
+    let now = Timestamp::now();
+    debug!(generation = token.metadata.generation, resource_version = token.resource_version(), "reconciling");
+    let previous = token.status.as_ref();
+    let mut action = Actor { token, ctx, previous, now, labels: &labels };
+
+    let credentials = ctx.read_credentials(token, &labels.namespace);
+    let refresh_before = parse_duration(token.spec.refresh_before.as_deref(), "refreshBefore");
+    let validity = parse_duration(token.spec.validity.as_deref(), "validity");
+    let inputs = match (credentials, refresh_before, validity) {
+        (Ok(c), Ok(r), Ok(v)) => Ok((c, r, v)),
+        (Err(b), _, _) | (_, Err(b), _) | (_, _, Err(b)) => Err(b),
+    };
+    let inputs_fp = match &inputs {
+        Ok((c, ..)) => secret::inputs_fingerprint(token, &c.version),
+        Err(blocked) => secret::fingerprint(format!("{}{:?}", blocked.reason, token.spec).as_bytes()),
+    };
+    let failures = FailureState {
+        consecutive_failures: previous.map_or(0, |s| s.consecutive_failures),
+        retry_at: previous.and_then(|s| s.next_refresh_at.as_deref()).and_then(|t| t.parse().ok()),
+        same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(inputs_fp.as_str()),
+    };
+    let secret_name = token.target_secret_name();
+    let cached_secret = ctx.managed_secrets.get(&labels.namespace, &secret_name);
+    let target = secret::observe(cached_secret.as_ref(), token, &inputs_fp);
+    let observed = Observed {
+        suspended: token.spec.suspend,
+        refresh_before: inputs.as_ref().ok().and_then(|(_, r, _)| *r),
+        secret: target.clone(),
+        failures,
+        jitter_seed: jitter_seed(token),
+    };
+    let plan = plan::decide(&observed, now);
+    let conflict = || {
+        format!(
+            "Secret {secret_name} already exists and was not created by this operator for this NavigatorToken; it is left untouched. Delete it or choose another spec.target.secretName"
+        )
+    };
+    match (plan.step.clone(), inputs) {
+        (Step::Suspended, _) => action.suspended(&target).await,
+        (Step::WaitForRetry, _) => Ok(requeue_at(plan.next_at, now)),
+        (Step::SecretConflict, _) => action.fail(&target, SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction, &inputs_fp).await,
+        (_, Err(mut blocked)) => {
+            if blocked.reason == CREDENTIALS_NOT_FOUND {
+                blocked = ctx.explain_uncached_credentials(token, &labels.namespace).await?;
+            }
+            action.fail(&target, blocked.reason, &blocked.message, RetryClass::NeedsUserAction, &inputs_fp).await
+        }
+        (Step::Keep { rewrite_secret }, Ok((credentials, refresh_before, validity))) => {
+            let kept = if rewrite_secret {
+                // The cache holds fingerprints only: a rewrite (a template change, rare) reads the token once.
+                let stored = ctx.uncached_secret(&labels.namespace, &secret_name).await?;
+                stored.and_then(|s| secret::material(&s, token)).map(|m| (m.times, Some(m)))
+            } else {
+                cached_secret.as_ref().and_then(|s| s.times).map(|times| (times, None))
+            };
+            match kept {
+                Some((times, rewrite)) => action.succeed(times, rewrite.as_ref(), &inputs_fp, plan.next_at, refresh_before, None).await,
+                // The Secret changed since the cache saw it; a new token is the safe answer.
+                None => action.issue(IssueReason::Drift, &credentials, validity, refresh_before, &inputs_fp, &target).await,
+            }
+        }
+        (Step::Issue(reason), Ok((credentials, refresh_before, validity))) => {
+            if cached_secret.is_none()
+                && let Some(existing) = ctx.uncached_secret(&labels.namespace, &secret_name).await?
+                && !secret::is_ours(&existing, token)
+            {
+                return action.fail(&target, SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction, &inputs_fp).await;
+            }
+            action.issue(reason, &credentials, validity, refresh_before, &inputs_fp, &target).await
+        }
+    }
+}
+
+impl Context {
+    /// The credentials, from the label-selected cache only (no API call).
+    fn read_credentials(&self, token: &NavigatorToken, namespace: &str) -> Result<Credentials, Blocked> {
+        let reference = &token.spec.credentials_secret_ref;
+        let Some(secret) = self.credentials.get(&ObjectRef::new(&reference.name).within(namespace)) else {
+            // Refined by `explain_uncached_credentials` when it is reported.
+            return Err(Blocked {
+                reason: CREDENTIALS_NOT_FOUND,
+                message: format!("credentials Secret {} not found in namespace {namespace}", reference.name),
+            });
+        };
+        let value = |key: &str| -> Result<String, Blocked> {
+            let invalid = |what: &str| Blocked {
+                reason: "CredentialsInvalid",
+                message: format!("credentials Secret {}: key {key} {what}", reference.name),
+            };
+            let bytes = secret.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| invalid("is missing"))?;
+            let text = String::from_utf8(bytes.0.clone()).map_err(|_| invalid("is not UTF-8 text"))?;
+            let text = text.trim().to_owned();
+            if text.is_empty() { Err(invalid("is empty")) } else { Ok(text) }
+        };
+        let client_id = value(reference.client_id_key())?;
+        let client_secret = if reference.public_client { String::new() } else { value(reference.client_secret_key())? };
+        Ok(Credentials {
+            client_id,
+            client_secret: Sensitive::new(client_secret),
+            version: CredentialsVersion {
+                uid: secret.uid().unwrap_or_default(),
+                resource_version: secret.resource_version().unwrap_or_default(),
+            },
+        })
+    }
+
+    /// Not in the label-selected cache: one GET tells a missing Secret from a missing label.
+    /// Only called when the failure is reported, never on a routine path.
+    async fn explain_uncached_credentials(&self, token: &NavigatorToken, namespace: &str) -> Result<Blocked, Error> {
+        let name = &token.spec.credentials_secret_ref.name;
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let exists = api.get_metadata_opt(name).await.map_err(Error::kube("get credentials Secret"))?.is_some();
+        Ok(if exists {
+            Blocked {
+                reason: "CredentialsNotLabelled",
+                message: format!(
+                    "credentials Secret {name} lacks the label {CREDENTIALS_LABEL}=true that lets the operator watch it; run: kubectl label secret -n {namespace} {name} {CREDENTIALS_LABEL}=true"
+                ),
+            }
+        } else {
+            Blocked { reason: CREDENTIALS_NOT_FOUND, message: format!("credentials Secret {name} not found in namespace {namespace}") }
+        })
+    }
+}
+
+fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, Blocked> {
+    value
+        .map(|v| crate::duration::parse(v).map_err(|e| Blocked { reason: "InvalidSpec", message: format!("spec.{field}: {e}") }))
+        .transpose()
+}
+
+pub(super) fn jitter_seed(token: &NavigatorToken) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    token.metadata.uid.hash(&mut hasher);
+    hasher.finish()
+}
+
+pub(super) fn requeue_at(at: Option<Timestamp>, now: Timestamp) -> Action {
+    match at {
+        Some(at) => Action::requeue(at.duration_since(now).try_into().unwrap_or(Duration::ZERO).max(Duration::from_millis(100))),
+        None => Action::await_change(),
+    }
+}

@@ -1,0 +1,136 @@
+//! Watch plumbing: label-selected watches, the caches they feed, and first-list tracking.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+
+/// kubectl apply's copy of the whole object.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+pub(super) fn scoped_api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>>(
+    client: &Client,
+    ns: Option<&str>,
+) -> Api<K> {
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A watch whose lists come in pages of 100: the page being decoded is a large part of the
+/// operator's peak memory.
+pub(super) fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    watcher(api, config.page_size(100)).default_backoff()
+}
+
+/// A watch feeding a kube `Store` (without the metadata nobody reads), counting towards `sync`.
+pub(super) fn cached_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    sync: &SyncTracker,
+) -> (Store<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    // The marker comes after `reflect` so that "synced" implies the store holds the whole list.
+    let events = watch(api, config).modify(strip_unread_metadata).reflect(writer).inspect(sync.marker());
+    (store, events)
+}
+
+/// The objects of a related watch whose changes should reconcile their NavigatorTokens: all
+/// touched objects, except those of the first list. That list triggers nothing because every
+/// NavigatorToken is reconciled when its own first list arrives; triggering again from 10,000
+/// listed Secrets parked 10,000 more requests in kube's scheduler, each carrying a copy of the
+/// Secret's reference (a dozen strings). Relists still trigger: changes may hide in them. Watch
+/// errors are dropped, as `touched_objects` would pass them on to be dropped; the watch retries.
+pub(super) fn changes_after_first_list<K: Send + 'static>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    let mut listed = false;
+    events.filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::InitDone) => {
+                listed = true;
+                None
+            }
+            Ok(watcher::Event::InitApply(object)) if listed => Some(object),
+            Ok(watcher::Event::Apply(object) | watcher::Event::Delete(object)) => Some(object),
+            _ => None,
+        };
+        std::future::ready(changed.map(Ok))
+    })
+}
+
+/// Counts watches that have completed their first list; the channel turns true when all have.
+pub(super) struct SyncTracker {
+    remaining: Arc<std::sync::atomic::AtomicUsize>,
+    sender: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl SyncTracker {
+    pub(super) fn new(watches: usize) -> Self {
+        SyncTracker { remaining: Arc::new(watches.into()), sender: Arc::new(tokio::sync::watch::channel(false).0) }
+    }
+
+    pub(super) fn receiver(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.sender.subscribe()
+    }
+
+    /// An `inspect` callback for one watch stream: counts its first InitDone.
+    pub(super) fn marker<K>(&self) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+        let (remaining, sender) = (self.remaining.clone(), self.sender.clone());
+        let mut counted = false;
+        move |event| {
+            if !counted && matches!(event, Ok(watcher::Event::InitDone)) {
+                counted = true;
+                if remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+                    sender.send_replace(true);
+                }
+            }
+        }
+    }
+}
+
+/// managedFields and kubectl's last-applied copy of the object are large and unused here:
+/// dropping them keeps the caches small (and the last-applied copy of a credentials Secret
+/// holds its data in clear).
+fn strip_unread_metadata<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::ResourceExt;
+
+    use super::*;
+
+    fn secret(name: &str) -> Secret {
+        Secret { metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() }
+    }
+
+    #[test]
+    fn only_changes_after_the_first_list_trigger_reconciles() {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let events = [Init, InitApply(secret("listed")), InitDone, Apply(secret("changed")), Delete(secret("deleted"))];
+        let relist = [Init, InitApply(secret("relisted")), InitDone];
+        let stream = futures::stream::iter(events.into_iter().chain(relist).map(Ok));
+        let triggered: Vec<String> = futures::executor::block_on(changes_after_first_list(stream).map(|s| s.unwrap().name_any()).collect());
+        assert_eq!(triggered, ["changed", "deleted", "relisted"]);
+    }
+}
