@@ -10,7 +10,8 @@ use tracing::{info, warn};
 
 use super::Context;
 use super::events::EventType;
-use super::plan::{self, IssueReason, TargetSecret};
+use super::kube_io::SecretWriteFailure;
+use super::plan::{self, CurrentToken, IssueReason, TargetSecret};
 use super::reconcile::{Credentials, jitter_seed, requeue_at};
 use super::secret::{self, TokenMaterial, TokenTimes};
 use super::status::{self, REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
@@ -26,6 +27,10 @@ pub(super) struct Actor<'a> {
     pub(super) previous: Option<&'a NavigatorTokenStatus>,
     pub(super) now: Timestamp,
     pub(super) labels: &'a TokenLabels,
+    /// The target Secret as observed.
+    pub(super) target: &'a TargetSecret,
+    /// Fingerprint of the inputs (spec, credential values, refresh request).
+    pub(super) inputs_fp: &'a str,
 }
 
 impl Actor<'_> {
@@ -35,14 +40,12 @@ impl Actor<'_> {
         credentials: &Credentials,
         validity: Option<Duration>,
         refresh_before: Option<Duration>,
-        inputs_fp: &str,
-        target: &TargetSecret,
     ) -> Result<Action, Error> {
         let key = ObjectRef::from_obj(self.token);
-        let unstored = self.ctx.unstored.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-        if let Some((fp, material)) = unstored.filter(|(fp, m)| fp == inputs_fp && m.times.expires_at > self.now) {
+        let unstored = self.ctx.per_token.unstored.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        if let Some((_, material)) = unstored.filter(|(fp, m)| fp == self.inputs_fp && m.times.expires_at > self.now) {
             info!(?reason, "storing the token issued before the last Secret write failed");
-            return self.store_new_token(material, &fp, refresh_before, reason).await;
+            return self.store_new_token(material, refresh_before, reason).await;
         }
         let spec = &self.token.spec;
         let request = TokenRequest {
@@ -74,28 +77,40 @@ impl Actor<'_> {
                     id_token: issued.id_token,
                     times: TokenTimes { issued_at: whole_seconds(issued.issued_at), expires_at: whole_seconds(issued.expires_at) },
                 };
-                self.store_new_token(material, inputs_fp, refresh_before, reason).await
+                self.store_new_token(material, refresh_before, reason).await
             }
             Err(error) => {
                 warn!(reason = error.reason(), %error, "token request failed");
-                self.fail(target, error.reason(), &error.to_string(), error.retry_class(), inputs_fp).await
+                self.fail(error.reason(), &error.to_string(), error.retry_class()).await
             }
         }
     }
 
+    /// Writes a newly issued token. When the write fails the token is kept in memory, so the
+    /// retry stores it instead of requesting another for the same window.
     async fn store_new_token(
         &mut self,
         material: TokenMaterial,
-        inputs_fp: &str,
         refresh_before: Option<Duration>,
         reason: IssueReason,
     ) -> Result<Action, Error> {
-        if let Err(error) = self.ctx.apply_secret(&secret::desired(self.token, &material, inputs_fp)).await {
+        if let Err(failure) = self.write_secret(&material).await {
             let key = ObjectRef::from_obj(self.token);
-            self.ctx.unstored.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (inputs_fp.to_owned(), material));
-            return Err(error);
+            self.ctx.per_token.unstored.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (self.inputs_fp.to_owned(), material));
+            return self.fail(failure.reason, &failure.message, RetryClass::Transient).await;
         }
-        self.succeed(material.times, None, inputs_fp, None, refresh_before, Some(reason)).await
+        self.succeed(material.times, None, None, refresh_before, Some(reason)).await
+    }
+
+    /// Applies the target Secret; a refusal comes back as a reason a person can act on.
+    async fn write_secret(&self, material: &TokenMaterial) -> Result<(), SecretWriteFailure> {
+        let desired = secret::desired(self.token, material, self.inputs_fp);
+        self.ctx.apply_secret(self.token, &desired).await.map_err(|error| {
+            let failure = SecretWriteFailure::classify(&error, &self.labels.namespace, &self.token.target_secret_name(), material);
+            // The classified message: the server's text with any token value taken out.
+            warn!(reason = failure.reason, message = %failure.message, "writing the target Secret failed");
+            failure
+        })
     }
 
     /// Records a valid token (writing `rewrite` into the Secret first, when given).
@@ -103,13 +118,14 @@ impl Actor<'_> {
         &mut self,
         times: TokenTimes,
         rewrite: Option<&TokenMaterial>,
-        inputs_fp: &str,
         recheck_at: Option<Timestamp>,
         refresh_before: Option<Duration>,
         issued: Option<IssueReason>,
     ) -> Result<Action, Error> {
-        if let Some(material) = rewrite {
-            self.ctx.apply_secret(&secret::desired(self.token, material, inputs_fp)).await?;
+        if let Some(material) = rewrite
+            && let Err(failure) = self.write_secret(material).await
+        {
+            return self.fail(failure.reason, &failure.message, RetryClass::Transient).await;
         }
         let refresh_at = plan::refresh_at(times.issued_at, times.expires_at, refresh_before, jitter_seed(self.token));
         let mut status = NavigatorTokenStatus {
@@ -118,7 +134,7 @@ impl Actor<'_> {
             issued_at: Some(status::rfc3339(times.issued_at)),
             expires_at: Some(status::rfc3339(times.expires_at)),
             next_refresh_at: Some(status::rfc3339(refresh_at)),
-            inputs_fingerprint: Some(inputs_fp.to_owned()),
+            inputs_fingerprint: Some(self.inputs_fp.to_owned()),
             ..NavigatorTokenStatus::default()
         };
         let message = format!("Secret {} holds a token valid until {}", self.token.target_secret_name(), status::rfc3339(times.expires_at));
@@ -139,29 +155,21 @@ impl Actor<'_> {
         Ok(requeue_at(Some(recheck_at.map_or(refresh_at, |at| at.min(refresh_at))), self.now))
     }
 
-    pub(super) async fn fail(
-        &mut self,
-        target: &TargetSecret,
-        reason: &str,
-        message: &str,
-        class: RetryClass,
-        inputs_fp: &str,
-    ) -> Result<Action, Error> {
+    /// Records a failed attempt: status, the failure gauge, one Warning Event per episode, and
+    /// the backoff. The token already in the Secret stays.
+    pub(super) async fn fail(&mut self, reason: &str, message: &str, class: RetryClass) -> Result<Action, Error> {
         let failures = self.previous.map_or(0, |s| s.consecutive_failures).saturating_add(1);
         // Rounded up to whole seconds, as status keeps it: never retry before a Retry-After.
         let retry_at = ceil_seconds(plan::add(self.now, plan::retry_delay(class, failures, jitter_seed(self.token))));
-        // The token already in the Secret stays; status keeps describing it while it is valid.
-        let current = match target {
-            TargetSecret::Managed(Some(c)) if c.intact && c.expires_at > self.now => Some(c),
-            _ => None,
-        };
+        // Status keeps describing the token in the Secret while it is valid.
+        let current = self.valid_token();
         let mut status = NavigatorTokenStatus {
             observed_generation: self.token.metadata.generation,
             secret_name: current.map(|_| self.token.target_secret_name()),
             issued_at: current.map(|c| status::rfc3339(c.issued_at)),
             expires_at: current.map(|c| status::rfc3339(c.expires_at)),
             next_refresh_at: Some(status::rfc3339(retry_at)),
-            inputs_fingerprint: Some(inputs_fp.to_owned()),
+            inputs_fingerprint: Some(self.inputs_fp.to_owned()),
             ..NavigatorTokenStatus::default()
         };
         status::record_failure(&mut status, self.previous, reason, message, self.now);
@@ -198,14 +206,35 @@ impl Actor<'_> {
         if !same_failure {
             self.event(EventType::Warning, reason, message).await;
         }
-        Ok(requeue_at(Some(retry_at), self.now))
+        // Look again at expiry too: Ready must not outlive the token (see `plan::Step::Lapsed`).
+        let expiry = still_valid.map(|c| c.expires_at);
+        Ok(requeue_at(Some(expiry.map_or(retry_at, |e| e.min(retry_at))), self.now))
     }
 
-    pub(super) async fn suspended(&mut self, target: &TargetSecret) -> Result<Action, Error> {
-        let current = match target {
-            TargetSecret::Managed(Some(c)) if c.intact && c.expires_at > self.now => Some(c),
-            _ => None,
+    /// The token in the Secret expired while a failure was backing off: Ready turns False; the
+    /// failure count and the retry time stay as they are.
+    pub(super) async fn lapsed(&mut self, retry_at: Option<Timestamp>) -> Result<Action, Error> {
+        let mut status = self.previous.cloned().unwrap_or_default();
+        let expired_at = status.expires_at.take().unwrap_or_default();
+        (status.issued_at, status.secret_name) = (None, None);
+        let (reason, last) = match &status.last_failure {
+            Some(f) => (f.reason.clone(), f.message.clone()),
+            None => (REASON_REFRESH_FAILING.to_owned(), String::new()),
         };
+        let retry = status.next_refresh_at.clone().unwrap_or_default();
+        let message = format!(
+            "the token in Secret {} expired at {expired_at} before a refresh succeeded: {last}. Retrying at {retry}",
+            self.token.target_secret_name()
+        );
+        let generation = status.observed_generation;
+        status::set_ready(&mut status, self.previous, false, &reason, message.clone(), generation, self.now);
+        self.write_status(status).await?;
+        self.event(EventType::Warning, "TokenExpired", &message).await;
+        Ok(requeue_at(retry_at, self.now))
+    }
+
+    pub(super) async fn suspended(&mut self) -> Result<Action, Error> {
+        let current = self.valid_token();
         let mut status = self.previous.cloned().unwrap_or_default();
         status.observed_generation = self.token.metadata.generation;
         status.next_refresh_at = None;
@@ -225,6 +254,14 @@ impl Actor<'_> {
         self.write_status(status).await?;
         // Look again at expiry so that Ready turns False when the token lapses.
         Ok(requeue_at(current.map(|c| c.expires_at), self.now))
+    }
+
+    /// The token in the target Secret, when it is the operator's, untouched and unexpired.
+    fn valid_token(&self) -> Option<&CurrentToken> {
+        match self.target {
+            TargetSecret::Managed(Some(c)) if c.intact && c.expires_at > self.now => Some(c),
+            _ => None,
+        }
     }
 
     async fn write_status(&self, status: NavigatorTokenStatus) -> Result<(), Error> {

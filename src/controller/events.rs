@@ -39,9 +39,10 @@ impl Publisher {
     /// Creates one Event about `token`.
     pub async fn publish(&self, token: &NavigatorToken, type_: EventType, reason: &str, note: &str) -> Result<(), kube::Error> {
         let namespace = token.namespace().unwrap_or_default();
+        let now = Timestamp::now();
         let event = Event {
-            metadata: ObjectMeta { generate_name: Some(format!("{}.", token.name_any())), ..ObjectMeta::default() },
-            event_time: Some(MicroTime(Timestamp::now())),
+            metadata: ObjectMeta { name: Some(event_name(&token.name_any(), now)), ..ObjectMeta::default() },
+            event_time: Some(MicroTime(now)),
             type_: Some(format!("{type_:?}")),
             reason: Some(reason.to_owned()),
             note: Some(note.to_owned()),
@@ -52,5 +53,44 @@ impl Publisher {
             ..Event::default()
         };
         Api::<Event>::namespaced(self.client.clone(), &namespace).create(&PostParams::default(), &event).await.map(drop)
+    }
+}
+
+/// `<object>.<time in hex nanoseconds>`, as client-go names Events. Not `generateName`: the API
+/// server requires it to be a valid name itself, and `<object>.` (trailing dot) is not one.
+fn event_name(object: &str, now: Timestamp) -> String {
+    let suffix = format!(".{:x}", now.as_nanosecond());
+    // Object names are DNS subdomains (at most 253 characters); keep room for the suffix and
+    // never end the kept part on a dot or dash.
+    let kept = object.get(..object.len().min(253 - suffix.len())).unwrap_or(object).trim_end_matches(['.', '-']);
+    format!("{kept}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The API server's rule for object names (RFC 1123 subdomain).
+    fn is_dns_subdomain(name: &str) -> bool {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        name.len() <= 253 && name.split('.').all(label_ok)
+    }
+
+    #[test]
+    fn event_names_are_valid_object_names_and_unique_per_time() {
+        let t1: Timestamp = "2026-11-29T10:00:00.000000001Z".parse().unwrap();
+        let t2: Timestamp = "2026-11-29T10:00:00.000000002Z".parse().unwrap();
+        assert_eq!(event_name("t1", t1), format!("t1.{:x}", t1.as_nanosecond()));
+        assert_ne!(event_name("t1", t1), event_name("t1", t2));
+        let longest = format!("{}.{}", "a".repeat(200), "b-c".repeat(17));
+        for object in ["t1", "my.token", "a", longest.as_str()] {
+            let name = event_name(object, t1);
+            assert!(is_dns_subdomain(&name), "{name}");
+        }
     }
 }

@@ -10,6 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
 use super::Context;
+use super::secret::TokenMaterial;
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
 use crate::{Error, FIELD_MANAGER};
 
@@ -24,12 +25,18 @@ impl Context {
         api.get_opt(name).await.map_err(Error::kube("get target Secret"))
     }
 
-    pub(super) async fn apply_secret(&self, desired: &Secret) -> Result<(), Error> {
-        let namespace = desired.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    /// Applies the target Secret of `token` (in the token's namespace).
+    pub(super) async fn apply_secret(&self, token: &NavigatorToken, desired: &Secret) -> Result<(), kube::Error> {
+        let namespace = token.namespace().unwrap_or_default();
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
         let (name, params, patch) = (desired.name_any(), PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(desired));
-        let written = with_retries(|| api.patch(&name, &params, &patch)).await.map_err(Error::kube("apply target Secret"))?;
-        wait_for_cache(|| Some(self.managed_secrets.get(&namespace, &name)?.resource_version), written.resource_version()).await;
+        let written = with_retries(|| api.patch(&name, &params, &patch)).await?;
+        let cached = || Some(self.managed_secrets.get(&namespace, &name)?.resource_version);
+        if let Some(version) = written.resource_version()
+            && !wait_for_cache(cached, &version).await
+        {
+            self.record_lag(token, |lag| lag.secret = Some((name, version)));
+        }
         Ok(())
     }
 
@@ -42,9 +49,128 @@ impl Context {
         let written =
             with_retries(|| api.patch_status(&name, &params, &patch)).await.map_err(Error::kube("patch NavigatorToken status"))?;
         let key = ObjectRef::from_obj(&written);
-        wait_for_cache(|| self.token_store.get(&key)?.resource_version(), written.resource_version()).await;
+        if let Some(version) = written.resource_version()
+            && !wait_for_cache(|| self.token_store.get(&key)?.resource_version(), &version).await
+        {
+            self.record_lag(token, |lag| lag.status = Some(version));
+        }
         Ok(())
     }
+
+    /// True when the caches show every write of ours to `token` and its Secret that they had
+    /// not shown in time. Until then a reconcile must not act: its view may predate a token
+    /// it stored itself, and acting on it could request a second token for the same window.
+    pub(super) fn caches_caught_up(&self, token: &NavigatorToken) -> bool {
+        let key = ObjectRef::from_obj(token);
+        let mut lagging = self.per_token.lagging.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(writes) = lagging.get(&key) else { return true };
+        let namespace = token.namespace().unwrap_or_default();
+        let secret_shown = writes.secret.as_ref().is_none_or(|(name, version)| {
+            self.managed_secrets.get(&namespace, name).is_some_and(|s| resource_version_at_least(&s.resource_version, version))
+        });
+        let status_shown = writes.status.as_ref().is_none_or(|version| {
+            self.token_store.get(&key).and_then(|t| t.resource_version()).is_some_and(|rv| resource_version_at_least(&rv, version))
+        });
+        let caught_up = secret_shown && status_shown;
+        if caught_up {
+            lagging.remove(&key);
+        }
+        caught_up
+    }
+
+    fn record_lag(&self, token: &NavigatorToken, record: impl FnOnce(&mut LaggingWrites)) {
+        let mut lagging = self.per_token.lagging.lock().unwrap_or_else(|p| p.into_inner());
+        record(lagging.entry(ObjectRef::from_obj(token)).or_default());
+    }
+}
+
+/// Writes of ours that the watch caches had not shown when the reconcile that made them ended.
+#[derive(Debug, Default)]
+pub(super) struct LaggingWrites {
+    /// The target Secret's name and the resourceVersion written.
+    secret: Option<(String, String)>,
+    /// The resourceVersion of the status written.
+    status: Option<String>,
+}
+
+/// Why the target Secret could not be written, in terms a person can act on.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct SecretWriteFailure {
+    /// The condition and Event reason.
+    pub(super) reason: &'static str,
+    /// What happened and what to do.
+    pub(super) message: String,
+}
+
+/// Reasons of [`SecretWriteFailure`]; a failure with one of them retries at once when the
+/// target Secret is deleted.
+pub(super) const SECRET_WRITE_REASONS: [&str; 6] =
+    ["NamespaceTerminating", "SecretQuotaExceeded", "SecretWriteForbidden", "SecretImmutable", "SecretInvalid", "SecretWriteFailed"];
+
+/// The longest piece of an API server message quoted in status (admission webhooks can say a lot).
+const MAX_QUOTED: usize = 400;
+
+impl SecretWriteFailure {
+    /// Classifies a failed apply of Secret `name` in `namespace`. The server's message is quoted
+    /// with the token values in `material` taken out: an admission webhook may echo the object.
+    pub(super) fn classify(error: &kube::Error, namespace: &str, name: &str, material: &TokenMaterial) -> SecretWriteFailure {
+        let status = match error {
+            kube::Error::Api(status) => status,
+            other => {
+                let message = format!("writing Secret {name} failed: {}", scrub(&other.to_string(), material));
+                return SecretWriteFailure { reason: "SecretWriteFailed", message };
+            }
+        };
+        let said = scrub(&status.message, material);
+        let causes = status.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
+        let cause = |reason: &str, field: &str| causes.iter().any(|c| c.reason == reason || (!field.is_empty() && c.field == field));
+        let (reason, message) = match status.code {
+            403 if cause("NamespaceTerminating", "") => {
+                ("NamespaceTerminating", format!("namespace {namespace} is being deleted; Secret {name} cannot be written there"))
+            }
+            403 if status.message.contains("exceeded quota") => (
+                "SecretQuotaExceeded",
+                format!(
+                    "a ResourceQuota in namespace {namespace} leaves no room for Secret {name} ({said}). Raise the quota or delete unused Secrets; the token already issued is stored then"
+                ),
+            ),
+            403 => (
+                "SecretWriteForbidden",
+                format!(
+                    "writing Secret {name} was forbidden ({said}). Check the operator's RBAC and any admission webhook or policy on Secrets in namespace {namespace}"
+                ),
+            ),
+            422 if causes.iter().any(|c| c.field == "data" && c.message.contains("immutable")) => (
+                "SecretImmutable",
+                format!(
+                    "Secret {name} is marked immutable and cannot take the new token. Delete it and the operator recreates it with the current token"
+                ),
+            ),
+            422 if cause("", "type") => (
+                "SecretInvalid",
+                format!(
+                    "Secret {name} exists with another type and the type of a Secret cannot change ({said}). Delete it and the operator recreates it"
+                ),
+            ),
+            400 | 422 => {
+                ("SecretInvalid", format!("the API server rejected Secret {name} ({said}). Fix spec.target (labels, annotations, keys)"))
+            }
+            _ => ("SecretWriteFailed", format!("writing Secret {name} failed ({said}); retrying with backoff")),
+        };
+        SecretWriteFailure { reason, message }
+    }
+}
+
+/// `text` with the token values (plain and base64) replaced, then cut to [`MAX_QUOTED`]
+/// characters (in that order, so that no cut-off piece of a token survives).
+fn scrub(text: &str, material: &TokenMaterial) -> String {
+    use base64::Engine;
+    let mut out = text.to_owned();
+    let values = std::iter::once(&material.access_token).chain(material.id_token.as_ref()).map(|v| v.expose()).filter(|v| !v.is_empty());
+    for value in values {
+        out = out.replace(value, "<redacted>").replace(&base64::engine::general_purpose::STANDARD.encode(value), "<redacted>");
+    }
+    out.chars().take(MAX_QUOTED).collect()
 }
 
 /// Retries a write a few times on conflicts, throttling and server errors: they are usually
@@ -68,14 +194,17 @@ where
 }
 
 /// Waits (bounded) until a watch cache shows a write of ours, so the next reconcile cannot act on
-/// the state from before it (which could request a second token).
-async fn wait_for_cache(cached_version: impl Fn() -> Option<String>, written: Option<String>) {
-    let Some(written) = written else { return };
-    let caught_up = || cached_version().is_some_and(|rv| resource_version_at_least(&rv, &written));
+/// the state from before it (which could request a second token). False when it timed out.
+async fn wait_for_cache(cached_version: impl Fn() -> Option<String>, written: &str) -> bool {
+    let caught_up = || cached_version().is_some_and(|rv| resource_version_at_least(&rv, written));
     let deadline = Instant::now() + READ_YOUR_WRITES_TIMEOUT;
-    while !caught_up() && Instant::now() < deadline {
+    while !caught_up() {
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    true
 }
 
 /// resourceVersions are opaque, but etcd's are integers; compare numerically when both are.
@@ -83,5 +212,108 @@ fn resource_version_at_least(have: &str, want: &str) -> bool {
     match (have.parse::<u64>(), want.parse::<u64>()) {
         (Ok(h), Ok(w)) => h >= w,
         _ => have == want,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use serde_json::json;
+
+    use super::*;
+    use crate::controller::secret::TokenTimes;
+    use crate::redact::Sensitive;
+
+    /// An API error with the code, message and causes a genuine kube-apiserver v1.28 answered.
+    fn api_error(code: u16, reason: &str, message: &str, causes: serde_json::Value) -> kube::Error {
+        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason,
+            "message": message, "details": {"name": "tok", "kind": "secrets", "causes": causes}});
+        kube::Error::Api(Box::new(serde_json::from_value(status).unwrap()))
+    }
+
+    fn material() -> TokenMaterial {
+        let t: Timestamp = "2026-11-29T10:00:00Z".parse().unwrap();
+        TokenMaterial {
+            access_token: Sensitive::new("eyJ.secret-access-token.sig"),
+            id_token: None,
+            times: TokenTimes { issued_at: t, expires_at: t },
+        }
+    }
+
+    fn classify(error: &kube::Error) -> SecretWriteFailure {
+        SecretWriteFailure::classify(error, "team-a", "tok", &material())
+    }
+
+    #[test]
+    fn each_recorded_refusal_gets_a_reason_a_person_can_act_on() {
+        let quota = api_error(
+            403,
+            "Forbidden",
+            r#"secrets "tok" is forbidden: exceeded quota: secrets, requested: count/secrets=1, used: count/secrets=1, limited: count/secrets=1"#,
+            json!([]),
+        );
+        let terminating = api_error(
+            403,
+            "Forbidden",
+            r#"secrets "tok" is forbidden: unable to create new content in namespace team-a because it is being terminated"#,
+            json!([{"reason": "NamespaceTerminating", "message": "namespace team-a is being terminated", "field": "metadata.namespace"}]),
+        );
+        let rbac = api_error(
+            403,
+            "Forbidden",
+            r#"secrets "tok" is forbidden: User "system:serviceaccount:ops:navigator-token-operator" cannot patch resource "secrets""#,
+            json!([]),
+        );
+        let immutable = api_error(
+            422,
+            "Invalid",
+            r#"Secret "tok" is invalid: data: Forbidden: field is immutable when `immutable` is set"#,
+            json!([{"reason": "FieldValueForbidden", "message": "Forbidden: field is immutable when `immutable` is set", "field": "data"}]),
+        );
+        let type_change = api_error(
+            422,
+            "Invalid",
+            r#"Secret "tok" is invalid: type: Invalid value: "example.com/other": field is immutable"#,
+            json!([{"reason": "FieldValueInvalid", "message": "Invalid value: \"example.com/other\": field is immutable", "field": "type"}]),
+        );
+        let label = api_error(
+            422,
+            "Invalid",
+            r#"Secret "tok" is invalid: metadata.labels: Invalid value: "bad key!": name part must consist of alphanumeric characters"#,
+            json!([{"reason": "FieldValueInvalid", "message": "Invalid value: \"bad key!\"", "field": "metadata.labels"}]),
+        );
+        let unavailable = api_error(503, "ServiceUnavailable", "etcdserver: leader changed", json!([]));
+        let cases = [
+            (&quota, "SecretQuotaExceeded", "Raise the quota"),
+            (&terminating, "NamespaceTerminating", "being deleted"),
+            (&rbac, "SecretWriteForbidden", "RBAC"),
+            (&immutable, "SecretImmutable", "Delete it and the operator recreates it"),
+            (&type_change, "SecretInvalid", "type of a Secret cannot change"),
+            (&label, "SecretInvalid", "bad key!"),
+            (&unavailable, "SecretWriteFailed", "etcdserver: leader changed"),
+        ];
+        for (error, reason, hint) in cases {
+            let failure = classify(error);
+            assert_eq!(failure.reason, reason, "{error}");
+            assert!(failure.message.contains(hint), "{reason}: {}", failure.message);
+            assert!(SECRET_WRITE_REASONS.contains(&failure.reason));
+        }
+    }
+
+    #[test]
+    fn a_refusal_that_echoes_the_token_is_quoted_without_it() {
+        use base64::Engine;
+        let token = material().access_token.expose().to_owned();
+        let echoed = format!(
+            "admission webhook \"policy.example.com\" denied the request: data.token {token} ({}) is not allowed",
+            base64::engine::general_purpose::STANDARD.encode(&token)
+        );
+        let failure = classify(&api_error(403, "Forbidden", &echoed, json!([])));
+        assert_eq!(failure.reason, "SecretWriteForbidden");
+        assert!(!failure.message.contains("secret-access-token"), "{}", failure.message);
+        assert!(!failure.message.contains(&base64::engine::general_purpose::STANDARD.encode(&token)[..20]), "{}", failure.message);
+        assert!(failure.message.contains("policy.example.com"));
+        let long = classify(&api_error(403, "Forbidden", &"x".repeat(10_000), json!([])));
+        assert!(long.message.len() < 1_000, "quoted messages are bounded");
     }
 }

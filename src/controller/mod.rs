@@ -24,11 +24,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use self::events::Publisher;
+use self::kube_io::LaggingWrites;
 use self::reconcile::{error_policy, reconcile};
 use self::secret::{ManagedSecret, SecretCache, TokenMaterial};
 use self::watches::{SyncTracker, cached_watch, changes_after_first_list, scoped_api, watch};
 use crate::crd::NavigatorToken;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TokenLabels};
 use crate::token::TokenClient;
 use crate::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
@@ -54,11 +55,28 @@ pub struct Context {
     credentials: Store<Secret>,
     events: Publisher,
     metrics: Arc<Metrics>,
-    /// Tokens issued but not yet stored (the Secret write failed): reused instead of requesting
-    /// another, so an API server hiccup never costs a second token request in a window.
-    unstored: Mutex<HashMap<ObjectRef<NavigatorToken>, (String, TokenMaterial)>>,
+    /// What is remembered per NavigatorToken between reconciles.
+    per_token: Arc<PerToken>,
     /// True once every watch has listed.
     synced: tokio::sync::watch::Receiver<bool>,
+}
+
+/// State kept per NavigatorToken between reconciles (besides its metric series), dropped when
+/// the object is deleted.
+#[derive(Default)]
+struct PerToken {
+    /// Tokens issued but not yet stored (the Secret write failed): reused instead of requesting
+    /// another, so a failed write never costs a second token request in a window.
+    unstored: Mutex<HashMap<ObjectRef<NavigatorToken>, (String, TokenMaterial)>>,
+    /// Writes the caches had not shown when their reconcile ended (see `caches_caught_up`).
+    lagging: Mutex<HashMap<ObjectRef<NavigatorToken>, LaggingWrites>>,
+}
+
+impl PerToken {
+    fn forget(&self, key: &ObjectRef<NavigatorToken>) {
+        self.unstored.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.lagging.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
 }
 
 /// Runs the controller until `shutdown` resolves. `on_synced` fires once every cache has listed.
@@ -87,14 +105,22 @@ pub async fn run(
             on_synced();
         }
     });
-    let (token_store, token_events) = cached_watch(token_api, token_watch, &sync);
+    let per_token = Arc::new(PerToken::default());
+    let forget = {
+        let (per_token, metrics) = (per_token.clone(), metrics.clone());
+        move |key: ObjectRef<NavigatorToken>| {
+            per_token.forget(&key);
+            metrics.forget(&TokenLabels { namespace: key.namespace.clone().unwrap_or_default(), name: key.name.clone() });
+        }
+    };
+    let (token_store, token_events) = cached_watch(token_api, token_watch, &sync, forget);
     // Two label-selected Secret watches: the operator never lists or caches unrelated Secrets.
     let managed_selector = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let managed_secrets = SecretCache::default();
     let managed_events =
         watch(scoped_api::<ManagedSecret>(&client, ns), managed_selector).inspect_ok(managed_secrets.writer()).inspect(sync.marker());
     let credentials_selector = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
-    let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, &sync);
+    let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, &sync, |_| {});
 
     let context = Arc::new(Context {
         client: client.clone(),
@@ -104,7 +130,7 @@ pub async fn run(
         credentials: credentials.clone(),
         events: Publisher::new(client, settings.instance.clone()),
         metrics,
-        unstored: Mutex::default(),
+        per_token,
         synced: sync.receiver(),
     });
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use sha2::{Digest, Sha256};
 
 use crate::token::RetryClass;
 
@@ -56,6 +57,9 @@ pub struct FailureState {
     pub retry_at: Option<Timestamp>,
     /// The last attempt used the same inputs as now (otherwise retry at once).
     pub same_inputs: bool,
+    /// The last failure was writing the target Secret: once that Secret is gone (deleted to
+    /// clear an immutable or mistyped one), retry at once.
+    pub secret_write: bool,
 }
 
 /// Everything the decision depends on.
@@ -69,6 +73,8 @@ pub struct Observed {
     pub secret: TargetSecret,
     /// The failure history.
     pub failures: FailureState,
+    /// Status says Ready=True.
+    pub ready: bool,
     /// Stable per object (its uid): spreads refreshes of tokens created together.
     pub jitter_seed: u64,
 }
@@ -95,6 +101,9 @@ pub enum Step {
     SecretConflict,
     /// A failure is backing off; wait until `retry_at`.
     WaitForRetry,
+    /// Backing off, and the token in the Secret has expired since status called it valid:
+    /// Ready turns False, the wait goes on.
+    Lapsed,
     /// The current token is fine; rewrite the Secret only if its template changed.
     Keep {
         /// Labels/annotations/owner reference need updating (same token).
@@ -121,11 +130,20 @@ pub fn decide(observed: &Observed, now: Timestamp) -> Plan {
     // A failure backs off only while nothing the user controls has changed since. This comes
     // first: every failure writes status, and status writes trigger reconciles.
     let failures = &observed.failures;
+    let cleared_for_rewrite = failures.secret_write && observed.secret == TargetSecret::Absent;
     if failures.consecutive_failures > 0
         && failures.same_inputs
+        && !cleared_for_rewrite
         && let Some(retry_at) = failures.retry_at.filter(|at| *at > now)
     {
-        return Plan { step: Step::WaitForRetry, next_at: Some(retry_at) };
+        // Look again at expiry too, so that Ready never claims a token that has lapsed.
+        let valid_until = match &observed.secret {
+            TargetSecret::Managed(Some(c)) if c.intact && c.expires_at > now => Some(c.expires_at),
+            _ => None,
+        };
+        let step = if observed.ready && valid_until.is_none() { Step::Lapsed } else { Step::WaitForRetry };
+        let next_at = valid_until.map_or(retry_at, |expiry| expiry.min(retry_at));
+        return Plan { step, next_at: Some(next_at) };
     }
     let current = match &observed.secret {
         TargetSecret::Foreign => return Plan { step: Step::SecretConflict, next_at: None },
@@ -152,7 +170,9 @@ pub fn decide(observed: &Observed, now: Timestamp) -> Plan {
 }
 
 /// When to refresh a token: `refreshBefore` (default a third of the lifetime) ahead of expiry,
-/// minus a per-object jitter, and never later than a safety margin before expiry.
+/// minus a per-object jitter, never later than a safety margin before expiry, and never before
+/// half the granted lifetime has passed (a `refreshBefore` close to the lifetime, or a grant
+/// shorter than asked, would otherwise refresh right after each issue).
 pub fn refresh_at(issued_at: Timestamp, expires_at: Timestamp, refresh_before: Option<Duration>, jitter_seed: u64) -> Timestamp {
     let lifetime: Duration = expires_at.duration_since(issued_at).try_into().unwrap_or(Duration::ZERO);
     let tenth = lifetime / 10;
@@ -161,7 +181,16 @@ pub fn refresh_at(issued_at: Timestamp, expires_at: Timestamp, refresh_before: O
     let jitter = tenth.min(MAX_JITTER).mul_f64(unit_fraction(jitter_seed));
     let safety = tenth.min(MAX_SAFETY_MARGIN);
     let at = sub(expires_at, lead.max(safety) + jitter);
-    at.max(issued_at)
+    at.max(add(issued_at, lifetime / 2))
+}
+
+/// The jitter seed of an object: SHA-256 of its uid, so that planned refresh times (written to
+/// status) stay the same across restarts, hosts and Rust releases.
+pub fn jitter_seed(uid: &str) -> u64 {
+    let digest = Sha256::digest(uid.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// Delay before retrying after the `consecutive_failures`-th failure in a row.
@@ -214,7 +243,7 @@ mod tests {
     }
 
     fn observed(secret: TargetSecret) -> Observed {
-        Observed { suspended: false, refresh_before: None, secret, failures: FailureState::default(), jitter_seed: 42 }
+        Observed { suspended: false, refresh_before: None, secret, failures: FailureState::default(), ready: false, jitter_seed: 42 }
     }
 
     #[test]
@@ -300,7 +329,8 @@ mod tests {
     #[test]
     fn a_conflict_is_not_re_reported_while_backing_off() {
         let mut o = observed(TargetSecret::Foreign);
-        o.failures = FailureState { consecutive_failures: 1, retry_at: Some(at("2026-11-22T10:10:00Z")), same_inputs: true };
+        o.failures =
+            FailureState { consecutive_failures: 1, retry_at: Some(at("2026-11-22T10:10:00Z")), same_inputs: true, secret_write: false };
         assert_eq!(decide(&o, at(T0)).step, Step::WaitForRetry);
         assert_eq!(decide(&o, at("2026-11-22T10:10:00Z")).step, Step::SecretConflict);
     }
@@ -308,7 +338,8 @@ mod tests {
     #[test]
     fn failures_back_off_unless_inputs_changed() {
         let mut o = observed(TargetSecret::Absent);
-        o.failures = FailureState { consecutive_failures: 3, retry_at: Some(at("2026-11-22T10:00:30Z")), same_inputs: true };
+        o.failures =
+            FailureState { consecutive_failures: 3, retry_at: Some(at("2026-11-22T10:00:30Z")), same_inputs: true, secret_write: false };
         assert_eq!(decide(&o, at(T0)), Plan { step: Step::WaitForRetry, next_at: Some(at("2026-11-22T10:00:30Z")) });
         assert_eq!(decide(&o, at("2026-11-22T10:00:30Z")).step, Step::Issue(IssueReason::Initial));
         o.failures.same_inputs = false;
@@ -325,5 +356,72 @@ mod tests {
         assert_eq!(retry_delay(RetryClass::RateLimited(Some(Duration::from_secs(30))), 1, 9), Duration::from_secs(30));
         assert_eq!(retry_delay(RetryClass::RateLimited(Some(Duration::ZERO)), 1, 9), MIN_RATE_LIMIT_DELAY);
         assert!(retry_delay(RetryClass::RateLimited(None), 1, 9) >= Duration::from_secs(10));
+    }
+
+    #[test]
+    fn refresh_waits_for_half_the_granted_lifetime() {
+        // validity 30m with refreshBefore 29m: the jitter once pulled the refresh to the moment
+        // of issue, and the token was re-requested ten times a second.
+        let (issued, expires) = (at(T0), at("2026-11-22T10:30:00Z"));
+        for seed in 0..200 {
+            let r = refresh_at(issued, expires, Some(Duration::from_secs(29 * 60)), seed);
+            assert!(r >= at("2026-11-22T10:15:00Z") && r < expires, "seed {seed}: {r}");
+        }
+        // The endpoint granted 10m of the 30m asked, with refreshBefore 10m: half is 5m.
+        let granted = at("2026-11-22T10:10:00Z");
+        for seed in 0..200 {
+            let r = refresh_at(issued, granted, Some(Duration::from_secs(600)), seed);
+            assert!(r >= at("2026-11-22T10:05:00Z") && r < granted, "seed {seed}: {r}");
+        }
+    }
+
+    /// Computed independently: `hashlib.sha256(uid).digest()[:8]` as a big-endian integer.
+    const PINNED_SEED: u64 = 0xc3bc_e31f_14e5_1803;
+
+    #[test]
+    fn the_jitter_seed_is_a_specified_hash_of_the_uid() {
+        // SHA-256("3f0c2a5e-1b7d-4c8e-9a6f-2d4b8e1c7a90"), first 8 bytes big-endian: a toolchain
+        // upgrade must not move a single planned refresh.
+        let uid = "3f0c2a5e-1b7d-4c8e-9a6f-2d4b8e1c7a90";
+        let digest = Sha256::digest(uid.as_bytes());
+        assert_eq!(jitter_seed(uid), u64::from_be_bytes(digest[..8].try_into().unwrap()));
+        assert_eq!(jitter_seed(uid), PINNED_SEED);
+        assert_ne!(jitter_seed(uid), jitter_seed("another-uid"));
+    }
+
+    fn waiting(secret: TargetSecret, ready: bool) -> Observed {
+        let mut o = observed(secret);
+        o.ready = ready;
+        o.failures =
+            FailureState { consecutive_failures: 4, retry_at: Some(at("2026-11-22T10:30:00Z")), same_inputs: true, secret_write: false };
+        o
+    }
+
+    #[test]
+    fn a_token_that_expires_during_a_backoff_turns_ready_false_at_its_expiry() {
+        let current = healthy("2026-11-22T09:30:00Z", "2026-11-22T10:10:00Z");
+        let o = waiting(TargetSecret::Managed(Some(current)), true);
+        // Before expiry: wait, but look again at expiry (10:10), not only at the retry (10:30).
+        assert_eq!(decide(&o, at(T0)), Plan { step: Step::WaitForRetry, next_at: Some(at("2026-11-22T10:10:00Z")) });
+        // At expiry: Ready must turn False while the wait for 10:30 goes on.
+        assert_eq!(decide(&o, at("2026-11-22T10:10:00Z")), Plan { step: Step::Lapsed, next_at: Some(at("2026-11-22T10:30:00Z")) });
+        // Once status says False, nothing more to write.
+        let o = waiting(o.secret.clone(), false);
+        assert_eq!(decide(&o, at("2026-11-22T10:10:00Z")).step, Step::WaitForRetry);
+    }
+
+    #[test]
+    fn a_failed_secret_write_retries_at_once_when_the_secret_is_deleted() {
+        let current = healthy("2026-11-22T09:50:00Z", "2026-11-22T10:20:00Z");
+        let mut o = waiting(TargetSecret::Managed(Some(current)), true);
+        o.failures.secret_write = true;
+        assert_eq!(decide(&o, at(T0)).step, Step::WaitForRetry);
+        // Someone deleted the immutable Secret, as the status message asks.
+        o.secret = TargetSecret::Absent;
+        assert_eq!(decide(&o, at(T0)).step, Step::Issue(IssueReason::Initial));
+        // A token-request failure keeps backing off whatever happens to the Secret (and Ready
+        // turns False: the Secret holds no token now).
+        o.failures.secret_write = false;
+        assert_eq!(decide(&o, at(T0)).step, Step::Lapsed);
     }
 }

@@ -1,7 +1,5 @@
 //! One reconcile: observe (caches) → decide (`plan`, pure) → act (`act`), and the error policy.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +13,10 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::Context;
 use super::act::Actor;
+use super::kube_io::SECRET_WRITE_REASONS;
 use super::plan::{self, FailureState, IssueReason, Observed, Step};
-use super::secret::{self, CredentialsVersion};
+use super::secret;
+use super::status;
 use crate::crd::NavigatorToken;
 use crate::metrics::{ReconcileLabels, TokenLabels};
 use crate::redact::Sensitive;
@@ -27,6 +27,9 @@ use crate::{CREDENTIALS_LABEL, Error};
 const CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
 /// Reason when a Secret of the target name belongs to someone else.
 const SECRET_CONFLICT: &str = "SecretConflict";
+
+/// How soon a reconcile looks again while the caches lag behind its own writes.
+const CACHE_LAG_RECHECK: Duration = Duration::from_secs(1);
 
 /// A condition that stops a token request before it is made: the user must change something.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,7 +42,8 @@ struct Blocked {
 pub(super) struct Credentials {
     pub(super) client_id: String,
     pub(super) client_secret: Sensitive,
-    version: CredentialsVersion,
+    /// Fingerprint of the values (see `secret::credentials_fingerprint`).
+    fingerprint: String,
 }
 
 /// Handles errors of the Kubernetes side (token errors are handled in `reconcile`): retry soon.
@@ -68,10 +72,13 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         ctx.metrics.forget(&labels);
         return Ok(Action::await_change());
     }
+    if !ctx.caches_caught_up(token) {
+        debug!("waiting for the caches to show this operator's last writes");
+        return Ok(Action::requeue(CACHE_LAG_RECHECK));
+    }
     let now = Timestamp::now();
     debug!(generation = token.metadata.generation, resource_version = token.resource_version(), "reconciling");
     let previous = token.status.as_ref();
-    let mut action = Actor { token, ctx, previous, now, labels: &labels };
 
     let credentials = ctx.read_credentials(token, &labels.namespace);
     let refresh_before = parse_duration(token.spec.refresh_before.as_deref(), "refreshBefore");
@@ -81,13 +88,16 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         (Err(b), _, _) | (_, Err(b), _) | (_, _, Err(b)) => Err(b),
     };
     let inputs_fp = match &inputs {
-        Ok((c, ..)) => secret::inputs_fingerprint(token, &c.version),
+        Ok((c, ..)) => secret::inputs_fingerprint(token, &c.fingerprint),
         Err(blocked) => secret::fingerprint(format!("{}{:?}", blocked.reason, token.spec).as_bytes()),
     };
     let failures = FailureState {
         consecutive_failures: previous.map_or(0, |s| s.consecutive_failures),
         retry_at: previous.and_then(|s| s.next_refresh_at.as_deref()).and_then(|t| t.parse().ok()),
-        same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(inputs_fp.as_str()),
+        // A spec change (a new generation) retries at once, as a change of inputs does.
+        same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(inputs_fp.as_str())
+            && previous.and_then(|s| s.observed_generation) == token.metadata.generation,
+        secret_write: previous.and_then(|s| s.last_failure.as_ref()).is_some_and(|f| SECRET_WRITE_REASONS.contains(&f.reason.as_str())),
     };
     let secret_name = token.target_secret_name();
     let cached_secret = ctx.managed_secrets.get(&labels.namespace, &secret_name);
@@ -97,8 +107,10 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         refresh_before: inputs.as_ref().ok().and_then(|(_, r, _)| *r),
         secret: target.clone(),
         failures,
+        ready: status::is_ready(previous),
         jitter_seed: jitter_seed(token),
     };
+    let mut action = Actor { token, ctx, previous, now, labels: &labels, target: &target, inputs_fp: &inputs_fp };
     let plan = plan::decide(&observed, now);
     let conflict = || {
         format!(
@@ -106,14 +118,15 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         )
     };
     match (plan.step.clone(), inputs) {
-        (Step::Suspended, _) => action.suspended(&target).await,
+        (Step::Suspended, _) => action.suspended().await,
         (Step::WaitForRetry, _) => Ok(requeue_at(plan.next_at, now)),
-        (Step::SecretConflict, _) => action.fail(&target, SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction, &inputs_fp).await,
+        (Step::Lapsed, _) => action.lapsed(plan.next_at).await,
+        (Step::SecretConflict, _) => action.fail(SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction).await,
         (_, Err(mut blocked)) => {
             if blocked.reason == CREDENTIALS_NOT_FOUND {
                 blocked = ctx.explain_uncached_credentials(token, &labels.namespace).await?;
             }
-            action.fail(&target, blocked.reason, &blocked.message, RetryClass::NeedsUserAction, &inputs_fp).await
+            action.fail(blocked.reason, &blocked.message, RetryClass::NeedsUserAction).await
         }
         (Step::Keep { rewrite_secret }, Ok((credentials, refresh_before, validity))) => {
             let kept = if rewrite_secret {
@@ -124,9 +137,9 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
                 cached_secret.as_ref().and_then(|s| s.times).map(|times| (times, None))
             };
             match kept {
-                Some((times, rewrite)) => action.succeed(times, rewrite.as_ref(), &inputs_fp, plan.next_at, refresh_before, None).await,
+                Some((times, rewrite)) => action.succeed(times, rewrite.as_ref(), plan.next_at, refresh_before, None).await,
                 // The Secret changed since the cache saw it; a new token is the safe answer.
-                None => action.issue(IssueReason::Drift, &credentials, validity, refresh_before, &inputs_fp, &target).await,
+                None => action.issue(IssueReason::Drift, &credentials, validity, refresh_before).await,
             }
         }
         (Step::Issue(reason), Ok((credentials, refresh_before, validity))) => {
@@ -134,9 +147,9 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
                 && let Some(existing) = ctx.uncached_secret(&labels.namespace, &secret_name).await?
                 && !secret::is_ours(&existing, token)
             {
-                return action.fail(&target, SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction, &inputs_fp).await;
+                return action.fail(SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction).await;
             }
-            action.issue(reason, &credentials, validity, refresh_before, &inputs_fp, &target).await
+            action.issue(reason, &credentials, validity, refresh_before).await
         }
     }
 }
@@ -164,14 +177,9 @@ impl Context {
         };
         let client_id = value(reference.client_id_key())?;
         let client_secret = if reference.public_client { String::new() } else { value(reference.client_secret_key())? };
-        Ok(Credentials {
-            client_id,
-            client_secret: Sensitive::new(client_secret),
-            version: CredentialsVersion {
-                uid: secret.uid().unwrap_or_default(),
-                resource_version: secret.resource_version().unwrap_or_default(),
-            },
-        })
+        let fingerprint =
+            secret::credentials_fingerprint(&[(reference.client_id_key(), &client_id), (reference.client_secret_key(), &client_secret)]);
+        Ok(Credentials { client_id, client_secret: Sensitive::new(client_secret), fingerprint })
     }
 
     /// Not in the label-selected cache: one GET tells a missing Secret from a missing label.
@@ -200,9 +208,7 @@ fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, 
 }
 
 pub(super) fn jitter_seed(token: &NavigatorToken) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    token.metadata.uid.hash(&mut hasher);
-    hasher.finish()
+    plan::jitter_seed(token.metadata.uid.as_deref().unwrap_or_default())
 }
 
 pub(super) fn requeue_at(at: Option<Timestamp>, now: Timestamp) -> Action {

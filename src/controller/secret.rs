@@ -46,22 +46,19 @@ pub struct TokenTimes {
     pub expires_at: Timestamp,
 }
 
-/// Identity of the credentials Secret version a token was issued from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CredentialsVersion {
-    /// metadata.uid.
-    pub uid: String,
-    /// metadata.resourceVersion.
-    pub resource_version: String,
-}
-
 /// Short hex SHA-256, for annotations: enough to notice a change, nothing to recover a value from.
 pub fn fingerprint(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
+/// Fingerprint of the credential values a token is requested with (the keys the spec names, and
+/// their values): a rotation changes it, an edit of the Secret's labels or annotations does not.
+pub fn credentials_fingerprint(values: &[(&str, &str)]) -> String {
+    fingerprint(json!(values).to_string().as_bytes())
+}
+
 /// Fingerprint of everything a token depends on; a change means a new token.
-pub fn inputs_fingerprint(token: &NavigatorToken, credentials: &CredentialsVersion) -> String {
+pub fn inputs_fingerprint(token: &NavigatorToken, credentials_fp: &str) -> String {
     let spec = &token.spec;
     let target = spec.target();
     let inputs = json!({
@@ -72,7 +69,7 @@ pub fn inputs_fingerprint(token: &NavigatorToken, credentials: &CredentialsVersi
         "scope": spec.scope,
         "validity": spec.validity,
         "credentialsSecretRef": spec.credentials_secret_ref,
-        "credentials": [credentials.uid, credentials.resource_version],
+        "credentials": credentials_fp,
         "secretName": token.target_secret_name(),
         "keys": [target.access_token_key(), target.id_token_key, target.expires_at_key],
         "refreshRequestedAt": token.annotations().get(REFRESH_REQUESTED_ANNOTATION),

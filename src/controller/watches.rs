@@ -1,10 +1,11 @@
 //! Watch plumbing: label-selected watches, the caches they feed, and first-list tracking.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 
@@ -34,18 +35,56 @@ where
 }
 
 /// A watch feeding a kube `Store` (without the metadata nobody reads), counting towards `sync`.
-pub(super) fn cached_watch<K>(
+/// `on_removed` hears of every object that leaves the store (see [`removals`]).
+pub(super) fn cached_watch<K, F>(
     api: Api<K>,
     config: watcher::Config,
     sync: &SyncTracker,
-) -> (Store<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K>)
+    on_removed: F,
+) -> (Store<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K, F>)
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    F: FnMut(ObjectRef<K>) + Send + 'static,
 {
     let (store, writer) = reflector::store();
-    // The marker comes after `reflect` so that "synced" implies the store holds the whole list.
-    let events = watch(api, config).modify(strip_unread_metadata).reflect(writer).inspect(sync.marker());
+    // `removals` comes before `reflect` (it compares a relist with the store's previous state),
+    // the marker after it, so that "synced" implies the store holds the whole list.
+    let events = watch(api, config)
+        .modify(strip_unread_metadata)
+        .inspect(removals(store.clone(), on_removed))
+        .reflect(writer)
+        .inspect(sync.marker());
     (store, events)
+}
+
+/// An `inspect` callback, placed before the store's `reflect`, that reports each object leaving
+/// the store: a Delete event, or an object missing from a relist (deleted while the watch was
+/// down, when no Delete event is ever sent). kube's `Controller` never reconciles an object that
+/// is gone, so this is where state kept per object must be dropped.
+pub(super) fn removals<K>(
+    store: Store<K>,
+    mut on_removed: impl FnMut(ObjectRef<K>),
+) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    // Filled only while a relist is under way.
+    let mut relisted: HashSet<ObjectRef<K>> = HashSet::new();
+    move |event| match event {
+        Ok(watcher::Event::Delete(object)) => on_removed(ObjectRef::from_obj(object)),
+        Ok(watcher::Event::Init) => relisted.clear(),
+        Ok(watcher::Event::InitApply(object)) => {
+            relisted.insert(ObjectRef::from_obj(object));
+        }
+        Ok(watcher::Event::InitDone) => {
+            // The store still holds the state from before the relist here.
+            for gone in store.state().iter().map(|o| ObjectRef::from_obj(&**o)).filter(|r| !relisted.contains(r)) {
+                on_removed(gone);
+            }
+            relisted = HashSet::new();
+        }
+        _ => {}
+    }
 }
 
 /// The objects of a related watch whose changes should reconcile their NavigatorTokens: all
@@ -132,5 +171,30 @@ mod tests {
         let stream = futures::stream::iter(events.into_iter().chain(relist).map(Ok));
         let triggered: Vec<String> = futures::executor::block_on(changes_after_first_list(stream).map(|s| s.unwrap().name_any()).collect());
         assert_eq!(triggered, ["changed", "deleted", "relisted"]);
+    }
+
+    #[test]
+    fn removals_reports_deletes_and_objects_missing_from_a_relist() {
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let (store, mut writer) = reflector::store::<Secret>();
+        let removed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = removed.clone();
+        let mut inspect = removals(store, move |r: ObjectRef<Secret>| sink.lock().unwrap().push(r.name));
+        let mut feed = |event: watcher::Event<Secret>| {
+            inspect(&Ok(event.clone()));
+            writer.apply_watcher_event(&event);
+        };
+        for event in [Init, InitApply(secret("a")), InitApply(secret("b")), InitApply(secret("c")), InitDone] {
+            feed(event);
+        }
+        assert!(removed.lock().unwrap().is_empty(), "the first list removes nothing");
+        feed(Apply(secret("d")));
+        feed(Delete(secret("a")));
+        assert_eq!(*removed.lock().unwrap(), ["a"]);
+        // b was deleted while the watch was down: the relist lacks it.
+        for event in [Init, InitApply(secret("c")), InitApply(secret("d")), InitDone] {
+            feed(event);
+        }
+        assert_eq!(*removed.lock().unwrap(), ["a", "b"]);
     }
 }

@@ -1,0 +1,69 @@
+//! What the operator remembers about a NavigatorToken, and when: rotation follows credential
+//! values (not Secret metadata), a deleted object leaves nothing behind, and a lagging watch
+//! never leads to a second token for one window.
+
+mod support;
+
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use support::{CREDS, Harness};
+
+/// Long enough that no refresh falls inside a test.
+const LONG: Duration = Duration::from_secs(600);
+
+fn expiry_series(h: &Harness, name: &str) -> Option<String> {
+    let text = h.metrics.encode();
+    let line = text.lines().find(|l| l.starts_with("navigator_token_expiry_timestamp_seconds{") && l.contains(&format!("name=\"{name}\"")));
+    line.map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_edits_of_the_credentials_secret_cost_no_token_and_value_changes_do() {
+    let mut h = Harness::new(LONG).await;
+    h.start_operator();
+    h.create_token("first", json!({})).await;
+    h.create_token("second", json!({"target": {"secretName": "second-token"}})).await;
+    h.wait_until("both issued", Duration::from_secs(20), || async {
+        h.secret_token("first", "token").await.is_some() && h.secret_token("second-token", "token").await.is_some()
+    })
+    .await;
+    assert_eq!(h.tokens.request_count(), 2);
+
+    // What GitOps tools and people do to a Secret without touching its values.
+    let metadata = json!({"metadata": {
+        "annotations": {"argocd.argoproj.io/tracking-id": "app:/Secret:team-a/partner-oauth-client"},
+        "labels": {"team": "platform"},
+    }});
+    h.secrets().patch(CREDS, &PatchParams::default(), &Patch::Merge(&metadata)).await.unwrap();
+    let relabel = json!({"metadata": {"labels": {"team": "payments"}}});
+    h.secrets().patch(CREDS, &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.tokens.request_count(), 2, "metadata-only edits must not re-issue tokens");
+
+    // A rotated client secret is a new input: both tokens are re-issued.
+    h.tokens.set_credentials("testkit-client", "rotated-secret");
+    h.put_credentials("testkit-client", "rotated-secret").await;
+    h.wait_until("both re-issued", Duration::from_secs(20), || async { h.tokens.request_count() == 4 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.tokens.request_count(), 4);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_navigator_token_takes_its_metric_series_with_it() {
+    let mut h = Harness::new(LONG).await;
+    h.start_operator();
+    h.create_token("gone", json!({})).await;
+    h.create_token("kept", json!({"target": {"secretName": "kept-token"}})).await;
+    h.wait_until("both expiry series", Duration::from_secs(20), || async {
+        expiry_series(&h, "gone").is_some() && expiry_series(&h, "kept").is_some()
+    })
+    .await;
+
+    h.delete_token("gone").await;
+    h.wait_until("the deleted token's series is gone", Duration::from_secs(10), || async { expiry_series(&h, "gone").is_none() }).await;
+    assert!(expiry_series(&h, "kept").is_some(), "other tokens keep theirs");
+    h.finish().await;
+}
