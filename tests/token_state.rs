@@ -9,6 +9,7 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::{CREDS, Harness};
+use testkit::token_server::Scripted;
 
 /// Long enough that no refresh falls inside a test.
 const LONG: Duration = Duration::from_secs(600);
@@ -65,5 +66,38 @@ async fn a_deleted_navigator_token_takes_its_metric_series_with_it() {
     h.delete_token("gone").await;
     h.wait_until("the deleted token's series is gone", Duration::from_secs(10), || async { expiry_series(&h, "gone").is_none() }).await;
     assert!(expiry_series(&h, "kept").is_some(), "other tokens keep theirs");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_turns_false_when_the_token_expires_during_a_long_retry_after() {
+    let mut h = Harness::new(Duration::from_secs(6)).await;
+    h.start_operator();
+    h.create_token("waiting", json!({})).await;
+    h.wait_for_token_in_secret("waiting", 1).await;
+    let expires_at: jiff::Timestamp = h.token("waiting").await.status.unwrap().expires_at.unwrap().parse().unwrap();
+    // Every refresh is told to come back in a minute: long after this token expires.
+    h.tokens.set_default(Some(Scripted::Status {
+        code: 429,
+        body: r#"{"cspErrorCode":"rate_limited","message":"slow down","requestId":"rq-1"}"#.into(),
+        content_type: "application/json".into(),
+        headers: vec![("retry-after".into(), "60".into())],
+    }));
+    h.wait_until("the refresh fails", Duration::from_secs(10), || async {
+        h.ready("waiting").await.is_some_and(|(_, reason)| reason == "RefreshFailing")
+    })
+    .await;
+    h.wait_until("Ready=False once the token has expired", Duration::from_secs(10), || async {
+        h.ready("waiting").await.is_some_and(|(status, _)| status == "False")
+    })
+    .await;
+    assert!(jiff::Timestamp::now() >= expires_at, "Ready turned False before the token expired");
+    let status = h.token("waiting").await.status.unwrap();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "RateLimited");
+    assert!(ready.message.contains("expired at"), "{}", ready.message);
+    assert_eq!(status.expires_at, None, "status no longer describes an expired token as current");
+    assert_eq!(h.tokens.request_count(), 2, "the Retry-After is still honoured");
+    assert!(h.events("waiting").await.contains(&("Warning".to_owned(), "TokenExpired".to_owned())));
     h.finish().await;
 }
