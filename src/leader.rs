@@ -59,11 +59,6 @@ impl Shutdown {
     pub fn is_triggered(&self) -> bool {
         self.0.is_cancelled()
     }
-
-    /// A signal that fires when this one does, or by itself.
-    pub fn child(&self) -> Shutdown {
-        Shutdown(self.0.child_token())
-    }
 }
 
 /// The instant by which a holder must have renewed, `last_written` being when its last

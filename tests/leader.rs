@@ -188,7 +188,7 @@ async fn losing_leadership_drops_the_work_in_flight_at_once() {
     let stolen = Instant::now();
     let outcome = tokio::time::timeout(Duration::from_secs(5), leading).await.expect("lead returns while the work hangs").unwrap();
     assert_eq!(outcome, Outcome::LostLeadership);
-    assert!(stolen.elapsed() <= TIMING.renew_interval + Duration::from_millis(300), "took {:?}", stolen.elapsed());
+    assert!(stolen.elapsed() < TIMING.renew_interval + Duration::from_secs(1), "took {:?}", stolen.elapsed());
     assert!(dropped.load(Ordering::Acquire), "the work was dropped");
     assert!(!finished.load(Ordering::Acquire));
     assert_eq!(holder(&api).await.as_deref(), Some("replica-c"), "a lost Lease is not released");
