@@ -3,7 +3,12 @@
 //! Written here because the maintained crates (kube-leader-election, kubert) still target older
 //! kube releases. Expiry is judged by how long the Lease record has stayed unchanged on this
 //! replica's own clock, as client-go does, so clock skew between nodes does not matter.
+//!
+//! A holder must stop before a standby may take over: each renewal has a deadline inside the
+//! lease, goes through a client without retries, and losing the Lease drops the leader's work at
+//! once (see [`Lease::lead`]).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -14,6 +19,8 @@ use kube::{Client, ResourceExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::api_counter::{self, ApiCounter};
 
 /// How long a Lease is valid without renewal, how often the holder renews it, and how often a
 /// standby checks whether it is free.
@@ -52,10 +59,33 @@ impl Shutdown {
     pub fn is_triggered(&self) -> bool {
         self.0.is_cancelled()
     }
+}
 
-    /// A signal that fires when this one does, or by itself.
-    pub fn child(&self) -> Shutdown {
-        Shutdown(self.0.child_token())
+/// The instant by which a holder must have renewed, `last_written` being when its last
+/// successful write of the Lease was sent. A standby counts the lease from when it sees that
+/// write, which is later, so the holder stops first; the margin (a fifth of the lease) covers
+/// clocks running at slightly different rates and the time to stop.
+pub fn renew_deadline(last_written: Instant, timing: &Timing) -> Instant {
+    last_written + timing.lease_duration - timing.lease_duration / 5
+}
+
+/// How a leader's work ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The work finished by itself (a normal shutdown).
+    Finished,
+    /// Leadership was lost; the work was dropped mid-flight.
+    LostLeadership,
+}
+
+impl Outcome {
+    /// The process exit status: non-zero after a lost leadership, so that the kubelet restarts
+    /// the replica (as a standby) and the restart shows in the pod's status.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Finished => 0,
+            Outcome::LostLeadership => 1,
+        }
     }
 }
 
@@ -66,12 +96,25 @@ pub struct Lease {
     name: String,
     identity: String,
     timing: Timing,
+    /// When the last successful write of the Lease was sent (acquire or renewal).
+    last_written: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Lease {
-    /// A handle on Lease `name` in `namespace` for the replica `identity`.
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str) -> Self {
-        Lease { api: Api::namespaced(client, namespace), name: name.into(), identity: identity.into(), timing: Timing::default() }
+    /// A handle on Lease `name` in `namespace` for the replica `identity`. Its requests go
+    /// through a client of its own, built from `config` without kube's retries (a renewal
+    /// retried after a 429 or 503 could land after the lease expired), counted by `counter`.
+    pub fn new(config: kube::Config, counter: ApiCounter, namespace: &str, name: &str, identity: &str) -> Result<Self, kube::Error> {
+        let mut config = config;
+        config.default_retry = false;
+        let client: Client = api_counter::client(config, counter)?;
+        Ok(Lease {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+            timing: Timing::default(),
+            last_written: Arc::default(),
+        })
     }
 
     /// The same with other timing (tests use seconds instead of the defaults).
@@ -84,13 +127,15 @@ impl Lease {
     pub async fn acquire(&self, shutdown: Shutdown) -> bool {
         let mut last_seen: Option<(String, Instant)> = None;
         loop {
-            match self.try_acquire(&mut last_seen).await {
-                Ok(true) => {
+            // Bounded so that a hung request cannot stall the standby forever.
+            match tokio::time::timeout(self.timing.lease_duration, self.try_acquire(&mut last_seen)).await {
+                Ok(Ok(true)) => {
                     info!(lease = %self.name, identity = %self.identity, "became leader");
                     return true;
                 }
-                Ok(false) => {}
-                Err(error) => warn!(%error, "leader election: could not read or write the Lease"),
+                Ok(Ok(false)) => {}
+                Ok(Err(error)) => warn!(%error, "leader election: could not read or write the Lease"),
+                Err(_) => warn!("leader election: the Lease request timed out"),
             }
             tokio::select! {
                 _ = shutdown.clone().wait() => return false,
@@ -106,8 +151,12 @@ impl Lease {
                 metadata: ObjectMeta { name: Some(self.name.clone()), ..ObjectMeta::default() },
                 spec: Some(self.spec(0, Timestamp::now())),
             };
+            let sent = Instant::now();
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
+                Ok(_) => {
+                    self.written(sent);
+                    Ok(true)
+                }
                 Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
                 Err(e) => Err(e),
             };
@@ -130,35 +179,63 @@ impl Lease {
         self.write(current, self.spec(transitions, Timestamp::now())).await
     }
 
-    /// Renews the Lease in the background; the returned signal fires when `shutdown` does or
-    /// when leadership is lost (then the controllers must stop at once).
-    pub fn keep(&self, shutdown: Shutdown) -> Shutdown {
-        let lost = shutdown.child();
+    /// Runs `work` as the leader: renews the Lease meanwhile and, if leadership is lost, drops
+    /// `work` at once, with whatever it has in flight (reconciles, token requests), since another
+    /// replica may take over. Releases the Lease when `work` finishes by itself.
+    pub async fn lead(&self, work: impl Future<Output = ()>) -> Outcome {
+        let stop = Shutdown::default();
+        let lost = self.keep(stop.clone());
+        let outcome = tokio::select! {
+            biased;
+            _ = lost.wait() => Outcome::LostLeadership,
+            _ = work => Outcome::Finished,
+        };
+        stop.trigger();
+        if outcome == Outcome::Finished {
+            self.release().await;
+        }
+        outcome
+    }
+
+    /// Renews the Lease in the background until `stop` fires. The returned signal fires when
+    /// leadership is lost: another replica holds the Lease, or no renewal succeeded before
+    /// [`renew_deadline`]. Call right after [`Self::acquire`].
+    pub fn keep(&self, stop: Shutdown) -> Shutdown {
+        let lost = Shutdown::default();
         let (lease, signal) = (self.clone(), lost.clone());
         tokio::spawn(async move {
-            let mut last_renewed = Instant::now();
-            loop {
-                tokio::select! {
-                    _ = signal.clone().wait() => return,
-                    _ = tokio::time::sleep(lease.timing.renew_interval) => {}
-                }
-                match lease.renew().await {
-                    Ok(true) => last_renewed = Instant::now(),
-                    Ok(false) => {
-                        warn!(lease = %lease.name, "leadership lost to another replica; stopping");
-                        signal.trigger();
-                        return;
-                    }
-                    Err(error) if last_renewed.elapsed() + lease.timing.renew_interval >= lease.timing.lease_duration => {
-                        warn!(%error, "could not renew the Lease before it expires; stopping");
-                        signal.trigger();
-                        return;
-                    }
-                    Err(error) => warn!(%error, "Lease renewal failed; retrying"),
+            tokio::select! {
+                _ = stop.wait() => {}
+                reason = lease.renew_until_lost() => {
+                    warn!(lease = %lease.name, reason, "leadership lost; stopping");
+                    signal.trigger();
                 }
             }
         });
         lost
+    }
+
+    /// Renews every renew interval (every retry interval after a failure); returns why
+    /// leadership was lost.
+    async fn renew_until_lost(&self) -> &'static str {
+        let (mut wait, started) = (self.timing.renew_interval, Instant::now());
+        loop {
+            let last_written = self.last_written.lock().unwrap_or_else(|p| p.into_inner()).unwrap_or(started);
+            let deadline = renew_deadline(last_written, &self.timing);
+            tokio::time::sleep_until(deadline.min(Instant::now() + wait)).await;
+            if Instant::now() >= deadline {
+                return "no renewal succeeded within the lease";
+            }
+            match tokio::time::timeout_at(deadline, self.renew()).await {
+                Ok(Ok(true)) => wait = self.timing.renew_interval,
+                Ok(Ok(false)) => return "another replica holds the Lease",
+                Ok(Err(error)) => {
+                    warn!(%error, "Lease renewal failed; retrying");
+                    wait = self.timing.retry_interval;
+                }
+                Err(_) => return "no renewal succeeded within the lease",
+            }
+        }
     }
 
     /// Renews if still the holder; false when another replica holds it.
@@ -203,10 +280,47 @@ impl Lease {
     async fn write(&self, mut current: LeaseObject, spec: LeaseSpec) -> Result<bool, kube::Error> {
         current.spec = Some(spec);
         current.metadata.managed_fields = None;
+        let sent = Instant::now();
         match self.api.replace(&self.name, &PostParams::default(), &current).await {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                self.written(sent);
+                Ok(true)
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    fn written(&self, sent: Instant) {
+        *self.last_written.lock().unwrap_or_else(|p| p.into_inner()) = Some(sent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_renew_deadline_lies_inside_the_lease_and_after_a_renew_interval() {
+        let test_timing = Timing {
+            lease_duration: Duration::from_secs(2),
+            renew_interval: Duration::from_millis(500),
+            retry_interval: Duration::from_millis(100),
+        };
+        for timing in [Timing::default(), test_timing] {
+            let last = Instant::now();
+            let deadline = renew_deadline(last, &timing);
+            assert!(deadline < last + timing.lease_duration, "{timing:?}");
+            // Room for a failed attempt and a retry after the regular renewal.
+            assert!(deadline > last + timing.renew_interval + timing.retry_interval, "{timing:?}");
+        }
+        let last = Instant::now();
+        assert_eq!(renew_deadline(last, &Timing::default()), last + Duration::from_secs(12));
+    }
+
+    #[test]
+    fn only_a_lost_leadership_exits_non_zero() {
+        assert_eq!(Outcome::Finished.exit_code(), 0);
+        assert_eq!(Outcome::LostLeadership.exit_code(), 1);
     }
 }

@@ -1,6 +1,7 @@
 //! `navigator-token-operator`: `run` the controller, print the `crd`, or issue one `token`.
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use navigator_token_operator::metrics::Metrics;
 use navigator_token_operator::redact::Sensitive;
 use navigator_token_operator::token::{ClientOptions, TokenClient, TokenRequest, jwt};
 use navigator_token_operator::{duration, leader};
-use tracing::info;
+use tracing::{error, info};
 
 #[derive(Parser)]
 #[command(version, about = "Keeps VMware Cloud Partner Navigator / CSP access tokens fresh in Kubernetes Secrets")]
@@ -139,7 +140,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     // mimalloc gives freed pages back to the OS a second later; in the burst of reconciles after a
     // restart they pile up (~10 MiB at 10,000 tokens) before it does. Give them back at once.
     // SAFETY: sets a plain integer option; mimalloc allows this at any time.
@@ -149,18 +150,20 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd => {
             print!("{}", serde_norway::to_string(&NavigatorToken::crd())?);
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Token(args) => issue_one(args).await,
+        Command::Token(args) => issue_one(args).await.map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run(args).await,
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
+/// Exits 0 after a signal, non-zero when leadership was lost (see `leader::Outcome`).
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
     let metrics = Arc::new(Metrics::default());
     let config = kube::Config::infer().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
-    let client = api_counter::client(config, ApiCounter::new(metrics.kube_api_requests.clone()))?;
+    let counter = ApiCounter::new(metrics.kube_api_requests.clone());
+    let client = api_counter::client(config.clone(), counter.clone())?;
     if args.install_crd {
         navigator_token_operator::install_crd(&client).await.context("installing the CRD")?;
     }
@@ -180,17 +183,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let lease = if args.leader_elect {
         // Standbys are ready (they serve probes) but do not reconcile.
         readiness.set_ready();
-        let lease = leader::Lease::new(client.clone(), &args.lease_namespace, &args.lease_name, &identity);
+        let lease = leader::Lease::new(config, counter, &args.lease_namespace, &args.lease_name, &identity)?;
         if !lease.acquire(shutdown.clone()).await {
-            return Ok(());
+            return Ok(ExitCode::SUCCESS);
         }
         Some(lease)
     } else {
         None
-    };
-    let controllers_stop = match &lease {
-        Some(lease) => lease.keep(shutdown.clone()),
-        None => shutdown.clone(),
     };
 
     let namespaces: Vec<Option<String>> = if args.namespaces.iter().all(|n| n.trim().is_empty()) {
@@ -207,16 +206,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 readiness.set_ready();
             }
         };
-        controller::run(client.clone(), tokens.clone(), settings, metrics.clone(), on_synced, controllers_stop.clone().wait())
+        controller::run(client.clone(), tokens.clone(), settings, metrics.clone(), on_synced, shutdown.clone().wait())
     });
-    futures::future::join_all(controllers).await;
-    if let Some(lease) = lease {
-        lease.release().await;
-    }
+    // A signal stops the controllers gracefully; a lost Lease drops them at once (in `lead`).
+    let controllers = async {
+        futures::future::join_all(controllers).await;
+    };
+    let outcome = match &lease {
+        Some(lease) => lease.lead(controllers).await,
+        None => {
+            controllers.await;
+            leader::Outcome::Finished
+        }
+    };
     shutdown.trigger();
     admin.await??;
-    info!("stopped");
-    Ok(())
+    if outcome == leader::Outcome::LostLeadership {
+        error!("leadership lost: stopped reconciling; exiting non-zero to restart as a standby");
+    } else {
+        info!("stopped");
+    }
+    Ok(ExitCode::from(outcome.exit_code()))
 }
 
 fn init_tracing(format: LogFormat) {

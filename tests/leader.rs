@@ -1,11 +1,19 @@
 //! Leader election on a Lease, against the loopback API server: one holder at a time, a standby
 //! takes over within the lease duration when the holder stops renewing, and at once on release.
+//! A holder whose renewals are slow or failing gives up before its lease expires, drops its work
+//! in flight, and the binary then exits non-zero.
 
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kube::{Client, Config};
-use navigator_token_operator::leader::{Lease, Shutdown, Timing};
-use testkit::apiserver::ApiServer;
+use kube::Config;
+use navigator_token_operator::api_counter::ApiCounter;
+use navigator_token_operator::leader::{Lease, Outcome, Shutdown, Timing};
+use serde_json::json;
+use testkit::apiserver::{ApiServer, Fault, FaultKind};
+use testkit::token_server::{Scripted, TokenServer, TokenServerConfig};
 
 const TIMING: Timing = Timing {
     lease_duration: Duration::from_secs(2),
@@ -15,15 +23,28 @@ const TIMING: Timing = Timing {
 
 async fn replicas() -> (ApiServer, Lease, Lease) {
     let api = ApiServer::start().await;
-    let client = Client::try_from(Config::new(api.url().parse().unwrap())).unwrap();
-    let lease = |who: &str| Lease::new(client.clone(), "operators", "navigator-token-operator", who).with_timing(TIMING);
+    api.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "operators"}}));
+    let config = Config::new(api.url().parse().unwrap());
+    let lease = |who: &str| {
+        Lease::new(config.clone(), ApiCounter::default(), "operators", "navigator-token-operator", who).unwrap().with_timing(TIMING)
+    };
     let (a, b) = (lease("replica-a"), lease("replica-b"));
     (api, a, b)
 }
 
+fn lease_object(api: &ApiServer) -> Option<serde_json::Value> {
+    api.get("coordination.k8s.io/v1", "leases", Some("operators"), "navigator-token-operator")
+}
+
 async fn holder(api: &ApiServer) -> Option<String> {
-    let lease = api.get("coordination.k8s.io/v1", "leases", Some("operators"), "navigator-token-operator")?;
-    lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
+    lease_object(api)?["spec"]["holderIdentity"].as_str().map(str::to_owned)
+}
+
+/// Another writer takes the Lease (e.g. a replica that judged it expired during a partition).
+fn steal(api: &ApiServer, by: Option<&str>) {
+    let mut lease = lease_object(api).unwrap();
+    lease["spec"]["holderIdentity"] = by.into();
+    api.insert(lease);
 }
 
 #[tokio::test]
@@ -49,8 +70,7 @@ async fn one_holder_and_takeover_after_expiry() {
     assert!(b_won);
     assert!(started.elapsed() < TIMING.lease_duration + Duration::from_secs(2), "took {:?}", started.elapsed());
     assert_eq!(holder(&api).await.as_deref(), Some("replica-b"));
-    let lease = api.get("coordination.k8s.io/v1", "leases", Some("operators"), "navigator-token-operator").unwrap();
-    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+    assert_eq!(lease_object(&api).unwrap()["spec"]["leaseTransitions"], 1);
 
     // A notices it lost leadership when it renews.
     assert!(!a.renew().await.unwrap());
@@ -87,9 +107,183 @@ async fn losing_the_lease_to_another_writer_stops_the_holder() {
     let (api, a, _b) = replicas().await;
     assert!(a.acquire(Shutdown::default()).await);
     let lost = a.keep(Shutdown::default());
-    // Someone else takes the Lease (e.g. a replica that judged it expired during a partition).
-    let mut lease = api.get("coordination.k8s.io/v1", "leases", Some("operators"), "navigator-token-operator").unwrap();
-    lease["spec"]["holderIdentity"] = "replica-c".into();
-    api.insert(lease);
+    steal(&api, Some("replica-c"));
     tokio::time::timeout(Duration::from_secs(5), lost.clone().wait()).await.expect("the holder notices within a renew interval");
+}
+
+#[tokio::test]
+async fn a_renewal_slower_than_the_lease_gives_up_leadership_before_the_lease_expires() {
+    let (api, a, _b) = replicas().await;
+    assert!(a.acquire(Shutdown::default()).await);
+    let lost = a.keep(Shutdown::default());
+    tokio::time::sleep(TIMING.renew_interval * 2).await;
+    assert!(!lost.is_triggered());
+    // From now on every Lease write hangs far longer than the lease (an overloaded API server).
+    api.inject(Fault::new(Some("update"), Some("leases"), FaultKind::Delay(Duration::from_secs(30)), 1000));
+
+    tokio::time::timeout(TIMING.lease_duration * 2, lost.wait()).await.expect("the holder gives up while its renewal hangs");
+    let given_up = jiff::Timestamp::now();
+    // The last renewal the API server stored: a standby counts the lease from (at least) then.
+    let renewed: jiff::Timestamp = lease_object(&api).unwrap()["spec"]["renewTime"].as_str().unwrap().parse().unwrap();
+    let expires = renewed + TIMING.lease_duration;
+    assert!(given_up < expires, "gave up at {given_up}, after the lease renewed at {renewed} expired");
+}
+
+#[tokio::test]
+async fn throttled_or_unavailable_renewals_are_not_retried_by_the_client() {
+    let (api, a, _b) = replicas().await;
+    assert!(a.acquire(Shutdown::default()).await);
+    for code in [429, 503, 504] {
+        let before = api.counts();
+        api.inject(Fault::new(Some("update"), Some("leases"), FaultKind::Status(code), 1));
+        let result = a.renew().await;
+        assert!(result.is_err(), "HTTP {code}: {result:?}");
+        let updates = api.counts().delta(&before).get("update", "leases");
+        assert_eq!(updates, 1, "HTTP {code}: the renewal was retried by the client");
+    }
+    // The renewal loop itself retries soon after such a failure, within the lease.
+    let lost = a.keep(Shutdown::default());
+    tokio::time::sleep(TIMING.renew_interval / 2).await;
+    api.inject(Fault::new(Some("update"), Some("leases"), FaultKind::Status(429), 1));
+    tokio::time::sleep(TIMING.lease_duration).await;
+    assert!(!lost.is_triggered(), "one throttled renewal must not cost the leadership");
+    assert_eq!(holder(&api).await.as_deref(), Some("replica-a"));
+}
+
+/// Sets its flag when dropped.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+#[tokio::test]
+async fn losing_leadership_drops_the_work_in_flight_at_once() {
+    let (api, a, _b) = replicas().await;
+    assert!(a.acquire(Shutdown::default()).await);
+    // Work like a reconcile: a slow API request, then a write that must not happen any more.
+    api.inject(Fault::new(Some("get"), Some("secrets"), FaultKind::Delay(Duration::from_secs(30)), 1));
+    let client = kube::Client::try_from(Config::new(api.url().parse().unwrap())).unwrap();
+    let (dropped, finished) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let work = {
+        let (guard, finished) = (DropFlag(dropped.clone()), finished.clone());
+        async move {
+            let _guard = guard;
+            let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, "operators");
+            let _ = secrets.get_opt("slow").await;
+            finished.store(true, Ordering::Release);
+        }
+    };
+    let leading = tokio::spawn({
+        let a = a.clone();
+        async move { a.lead(work).await }
+    });
+    while api.counts().get("get", "secrets") == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    steal(&api, Some("replica-c"));
+    let stolen = Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), leading).await.expect("lead returns while the work hangs").unwrap();
+    assert_eq!(outcome, Outcome::LostLeadership);
+    assert!(stolen.elapsed() < TIMING.renew_interval + Duration::from_secs(1), "took {:?}", stolen.elapsed());
+    assert!(dropped.load(Ordering::Acquire), "the work was dropped");
+    assert!(!finished.load(Ordering::Acquire));
+    assert_eq!(holder(&api).await.as_deref(), Some("replica-c"), "a lost Lease is not released");
+}
+
+#[tokio::test]
+async fn finished_work_releases_the_lease() {
+    let (api, a, _b) = replicas().await;
+    assert!(a.acquire(Shutdown::default()).await);
+    let outcome = a.lead(tokio::time::sleep(TIMING.renew_interval * 3)).await;
+    assert_eq!(outcome, Outcome::Finished);
+    assert_eq!(holder(&api).await, None);
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_navigator-token-operator");
+
+/// Starts `run --leader-elect` as `identity`, its token requests going to `tokens`.
+fn operator(kubeconfig: &std::path::Path, identity: &str) -> tokio::process::Child {
+    tokio::process::Command::new(BIN)
+        .args(["run", "--leader-elect", "--admin-addr", "127.0.0.1:0", "--namespaces", "team-a"])
+        .args(["--lease-namespace", "operators", "--identity", identity, "--allowed-endpoint-hosts", "127.0.0.1"])
+        .args(["--token-timeout", "60s", "--log-format", "json"])
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_for(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_non_zero_at_once_on_lost_leadership_and_zero_on_sigterm() {
+    let (api, _, _) = replicas().await;
+    api.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}));
+    let tokens = TokenServer::start(TokenServerConfig::default()).await;
+    tokens.set_default(Some(Scripted::Hang));
+    api.insert(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "creds", "namespace": "team-a", "labels": {"navigator.dev/credentials": "true"}},
+        "stringData": {"client_id": "testkit-client", "client_secret": "testkit-secret"},
+    }));
+    api.insert(json!({
+        "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",
+        "metadata": {"name": "slow", "namespace": "team-a"},
+        "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"name": "creds"},
+                 "endpoint": {"type": "CSP", "url": tokens.base_url()}},
+    }));
+    let kubeconfig = std::env::temp_dir().join(format!("nvt-leader-test-{}.kubeconfig", std::process::id()));
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\n\
+         contexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n",
+        api.url()
+    );
+    std::fs::write(&kubeconfig, yaml).unwrap();
+
+    // A leads and has a token request in flight (the endpoint hangs) when another replica takes
+    // the Lease: A exits non-zero within a renew interval, without waiting for the request.
+    let a = operator(&kubeconfig, "op-a");
+    wait_for("op-a holds the Lease and requests a token", || {
+        lease_object(&api).is_some_and(|l| l["spec"]["holderIdentity"] == "op-a") && tokens.request_count() >= 1
+    })
+    .await;
+    steal(&api, Some("replica-c"));
+    let stolen = Instant::now();
+    let output = tokio::time::timeout(Duration::from_secs(10), a.wait_with_output())
+        .await
+        .expect("op-a exits within a renew interval despite the hung token request")
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(log.contains("leadership lost"), "{log}");
+    assert!(stolen.elapsed() < Duration::from_secs(8), "took {:?}", stolen.elapsed());
+
+    // B takes the freed Lease and, on SIGTERM, stops gracefully, releases it and exits 0.
+    tokens.set_default(None);
+    steal(&api, None);
+    let b = operator(&kubeconfig, "op-b");
+    wait_for("op-b holds the Lease and issued a token", || {
+        lease_object(&api).is_some_and(|l| l["spec"]["holderIdentity"] == "op-b") && !tokens.issued().is_empty()
+    })
+    .await;
+    let pid = b.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let output = tokio::time::timeout(Duration::from_secs(10), b.wait_with_output()).await.expect("op-b stops").unwrap();
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    assert_eq!(holder(&api).await, None, "released on a normal stop");
+    let _ = std::fs::remove_file(&kubeconfig);
 }

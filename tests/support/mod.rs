@@ -1,16 +1,20 @@
 //! Scenario harness: the real controller loop against an API server and the token endpoint
 //! stand-in, both on loopback. With `NAVIGATOR_TEST_KUBECONFIG` set, the same scenarios run
-//! against that cluster in a namespace of their own (API counts then come from the operator's
-//! counting client either way).
+//! against that cluster (API counts then come from the operator's counting client either way).
+//! Each test gets a namespace of its own, created as on a real server in both modes.
 #![allow(dead_code)]
 
+use std::collections::hash_map::RandomState;
 use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 use navigator_token_operator::api_counter::{self, ApiCounter, ApiCounts};
 use navigator_token_operator::controller::{self, Settings};
@@ -27,6 +31,30 @@ use tokio::task::JoinHandle;
 pub const ORG: &str = "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4";
 /// Name of the credentials Secret the harness creates.
 pub const CREDS: &str = "partner-oauth-client";
+/// Environment variable naming the kubeconfig of a real cluster to run against.
+pub const KUBECONFIG_VAR: &str = "NAVIGATOR_TEST_KUBECONFIG";
+/// Label on every namespace the harness creates, to find leftovers on a shared cluster.
+pub const TEST_NAMESPACE_LABEL: &str = "navigator.dev/test";
+
+/// A namespace name unique per test and per run (several tests share a process, several runs
+/// share a cluster): `nvt-test-<pid>-<n>-<6 random hex>`, a DNS-1123 label.
+pub fn unique_namespace() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Each RandomState has fresh keys (random per process), so hashing nothing gives a new number.
+    let random = RandomState::new().build_hasher().finish() & 0xff_ffff;
+    format!("nvt-test-{}-{n}-{random:06x}", std::process::id())
+}
+
+/// True against a real cluster, after saying on stderr that `test` is skipped there: for tests
+/// that need the in-process API server (fault injection).
+pub fn skip_on_real_cluster(test: &str) -> bool {
+    let real = std::env::var_os(KUBECONFIG_VAR).is_some();
+    if real {
+        eprintln!("{test}: skipped on a real cluster: it injects faults into the in-process API server");
+    }
+    real
+}
 
 /// One scenario's world.
 pub struct Harness {
@@ -54,28 +82,37 @@ impl Harness {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
         let tokens = TokenServer::start(TokenServerConfig { lifetime, ..TokenServerConfig::default() }).await;
-        let (api, config, ns) = match std::env::var("NAVIGATOR_TEST_KUBECONFIG") {
+        let (api, config) = match std::env::var(KUBECONFIG_VAR) {
             Ok(path) => {
                 let kubeconfig = kube::config::Kubeconfig::read_from(path).expect("NAVIGATOR_TEST_KUBECONFIG is readable");
                 let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("kubeconfig is usable");
-                let ns = format!(
-                    "nvt-test-{}",
-                    std::process::id() ^ (std::time::SystemTime::now().elapsed().unwrap_or_default().subsec_nanos())
-                );
-                (None, config, ns)
+                (None, config)
             }
             Err(_) => {
                 let api = ApiServer::start().await;
                 let config = Config::new(api.url().parse().unwrap());
-                (Some(api), config, "team-a".to_owned())
+                (Some(api), config)
             }
         };
         let client = Client::try_from(config.clone()).unwrap();
         if api.is_none() {
+            // The in-process server serves NavigatorTokens from the start; a real one only once
+            // the CRD is established.
             navigator_token_operator::install_crd(&client).await.expect("install CRD");
-            let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
-            Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.expect("create namespace");
+            let crds = Api::<CustomResourceDefinition>::all(client.clone());
+            let established = await_condition(crds, "navigatortokens.navigator.dev", conditions::is_crd_established());
+            tokio::time::timeout(Duration::from_secs(30), established).await.expect("CRD established in time").expect("watch the CRD");
         }
+        let ns = unique_namespace();
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(ns.clone()),
+                labels: Some([(TEST_NAMESPACE_LABEL.to_owned(), "true".to_owned())].into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.expect("create namespace");
         let harness = Harness {
             api,
             tokens,
@@ -206,16 +243,18 @@ impl Harness {
         .await;
     }
 
-    /// Events the operator published about `name`, as (type, reason).
+    /// Events the operator published about NavigatorToken `name`, as (type, reason).
     pub async fn events(&self, name: &str) -> Vec<(String, String)> {
         let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
+        // Selected by the server (both servers support these fields): a real namespace can hold
+        // events about other objects, e.g. a Secret of the same name.
+        let selector = format!("regarding.kind=NavigatorToken,regarding.name={name}");
         let mut events: Vec<(String, String)> = api
-            .list(&Default::default())
+            .list(&ListParams::default().fields(&selector))
             .await
             .expect("list events")
             .items
             .into_iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
             .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
             .collect();
         events.sort();
@@ -243,12 +282,32 @@ impl Harness {
         }
     }
 
-    /// Stops the operator and, on a real cluster, deletes the namespace.
+    /// Stops the operator; dropping the harness then deletes the namespace on a real cluster.
     pub async fn finish(mut self) {
         self.stop_operator().await;
-        if self.api.is_none() {
-            let _ = Api::<Namespace>::all(self.client.clone()).delete(&self.ns, &DeleteParams::background()).await;
+    }
+}
+
+impl Drop for Harness {
+    /// On a real cluster, asks for the namespace's deletion, also after a failed test, and does
+    /// not wait for it to go: a shared cluster can take minutes to delete a namespace.
+    fn drop(&mut self) {
+        if self.api.is_some() {
+            return;
         }
+        let (config, ns) = (self.config.clone(), self.ns.clone());
+        // Drop cannot await: the request goes from a thread with a runtime of its own.
+        let request = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            runtime.block_on(async {
+                let Ok(client) = Client::try_from(config) else { return };
+                let (namespaces, params) = (Api::<Namespace>::all(client), DeleteParams::background());
+                if !matches!(tokio::time::timeout(Duration::from_secs(10), namespaces.delete(&ns, &params)).await, Ok(Ok(_))) {
+                    eprintln!("could not delete namespace {ns}; delete namespaces labelled {TEST_NAMESPACE_LABEL}=true by hand");
+                }
+            });
+        });
+        let _ = request.join();
     }
 }
 
@@ -267,4 +326,24 @@ pub fn merge(into: &mut Value, patch: Value) {
 /// Asserts that a value is within an inclusive range, with a readable message.
 pub fn assert_between(what: &str, value: u64, low: u64, high: u64) {
     assert!(value >= low && value <= high, "{what}: {value} not in {low}..={high}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unique_namespace;
+
+    #[test]
+    fn namespace_names_are_unique_dns_labels() {
+        let names: std::collections::HashSet<String> = (0..2000).map(|_| unique_namespace()).collect();
+        assert_eq!(names.len(), 2000, "names repeat");
+        for name in &names {
+            let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            let alphanumeric_ends = [name.as_bytes()[0], name.as_bytes()[name.len() - 1]].iter().all(u8::is_ascii_alphanumeric);
+            assert!(name.len() <= 63 && valid_chars && alphanumeric_ends, "not a DNS-1123 label: {name}");
+        }
+        // The suffix is random, not fixed per process: a later run that gets the same process id
+        // (and counter) still gets other names.
+        let suffixes: std::collections::HashSet<&str> = names.iter().filter_map(|n| n.rsplit('-').next()).collect();
+        assert!(suffixes.len() > 1990, "only {} distinct suffixes", suffixes.len());
+    }
 }
