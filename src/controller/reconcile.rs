@@ -48,14 +48,15 @@ pub(super) struct Credentials {
 
 /// Handles errors of the Kubernetes side (token errors are handled in `reconcile`): retry soon.
 pub(super) fn error_policy(token: Arc<NavigatorToken>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(namespace = token.namespace().unwrap_or_default(), name = token.name_any(), %error, "reconcile failed; retrying");
+    warn!(namespace = token.namespace().unwrap_or_default(), navigatortoken = token.name_any(), %error, "reconcile failed; retrying");
     ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "error".into() }).inc();
     Action::requeue(Duration::from_secs(5))
 }
 
 pub(super) async fn reconcile(token: Arc<NavigatorToken>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
-    let span = info_span!("reconcile", namespace = token.namespace().unwrap_or_default(), name = token.name_any());
+    // Not `name`: JSON logs put the span's own name ("reconcile") under that key too.
+    let span = info_span!("reconcile", namespace = token.namespace().unwrap_or_default(), navigatortoken = token.name_any());
     let result = reconcile_inner(&token, &ctx).instrument(span).await;
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
