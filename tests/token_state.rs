@@ -101,3 +101,42 @@ async fn ready_turns_false_when_the_token_expires_during_a_long_retry_after() {
     assert!(h.events("waiting").await.contains(&("Warning".to_owned(), "TokenExpired".to_owned())));
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_a_corrected_allow_list_retries_blocked_tokens_at_once() {
+    let mut h = Harness::new(LONG).await;
+    h.start_operator_allowing(&["console.cloud.vmware.com"]);
+    h.create_token("blocked", json!({})).await;
+    h.wait_until("EndpointNotAllowed", Duration::from_secs(20), || async {
+        h.ready("blocked").await == Some(("False".to_owned(), "EndpointNotAllowed".to_owned()))
+    })
+    .await;
+    h.stop_operator().await;
+
+    // The admin adds the host and restarts the operator: no waiting for the 10-minute retry.
+    h.start_operator_allowing(&["console.cloud.vmware.com", "127.0.0.1"]);
+    h.wait_for_token_in_secret("blocked", 1).await;
+    assert_eq!(h.ready("blocked").await, Some(("True".to_owned(), "TokenValid".to_owned())));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_operator_exports_the_failure_series_of_failing_tokens_at_once() {
+    let mut h = Harness::new(LONG).await;
+    h.tokens.set_credentials("testkit-client", "not-what-the-secret-holds");
+    h.start_operator();
+    h.create_token("failing", json!({"endpoint": {"type": "Navigator"}})).await;
+    h.wait_until("Unauthorized", Duration::from_secs(20), || async {
+        h.ready("failing").await == Some(("False".to_owned(), "Unauthorized".to_owned()))
+    })
+    .await;
+    h.stop_operator().await;
+
+    h.start_operator();
+    h.wait_until("the failure series after the restart", Duration::from_secs(5), || async {
+        h.metrics.encode().lines().any(|l| l.starts_with("navigator_token_consecutive_failures{") && l.ends_with(" 1"))
+    })
+    .await;
+    assert_eq!(h.tokens.request_count(), 1, "the series comes from status, not from a new attempt");
+    h.finish().await;
+}

@@ -31,6 +31,8 @@ pub(super) struct Actor<'a> {
     pub(super) target: &'a TargetSecret,
     /// Fingerprint of the inputs (spec, credential values, refresh request).
     pub(super) inputs_fp: &'a str,
+    /// Fingerprint of the inputs and the operator's settings, kept in status on failure.
+    pub(super) attempt_fp: &'a str,
 }
 
 impl Actor<'_> {
@@ -169,7 +171,7 @@ impl Actor<'_> {
             issued_at: current.map(|c| status::rfc3339(c.issued_at)),
             expires_at: current.map(|c| status::rfc3339(c.expires_at)),
             next_refresh_at: Some(status::rfc3339(retry_at)),
-            inputs_fingerprint: Some(self.inputs_fp.to_owned()),
+            inputs_fingerprint: Some(self.attempt_fp.to_owned()),
             ..NavigatorTokenStatus::default()
         };
         status::record_failure(&mut status, self.previous, reason, message, self.now);

@@ -55,6 +55,8 @@ pub struct Context {
     credentials: Store<Secret>,
     events: Publisher,
     metrics: Arc<Metrics>,
+    /// Fingerprint of the token client's settings (see `secret::settings_fingerprint`).
+    settings_fp: String,
     /// What is remembered per NavigatorToken between reconciles.
     per_token: Arc<PerToken>,
     /// True once every watch has listed.
@@ -123,6 +125,7 @@ pub async fn run(
     let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, &sync, |_| {});
 
     let context = Arc::new(Context {
+        settings_fp: secret::settings_fingerprint(tokens.options()),
         client: client.clone(),
         tokens,
         token_store: token_store.clone(),

@@ -14,7 +14,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use super::Context;
 use super::act::Actor;
 use super::kube_io::SECRET_WRITE_REASONS;
-use super::plan::{self, FailureState, IssueReason, Observed, Step};
+use super::plan::{self, FailureState, IssueReason, Observed, Step, TargetSecret};
 use super::secret;
 use super::status;
 use crate::crd::NavigatorToken;
@@ -92,11 +92,14 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         Ok((c, ..)) => secret::inputs_fingerprint(token, &c.fingerprint),
         Err(blocked) => secret::fingerprint(format!("{}{:?}", blocked.reason, token.spec).as_bytes()),
     };
+    // A failure is retried at once when the inputs or the operator's settings changed since
+    // (an operator restarted with a corrected allow-list re-evaluates what it blocked).
+    let attempt_fp = secret::attempt_fingerprint(&inputs_fp, &ctx.settings_fp);
     let failures = FailureState {
         consecutive_failures: previous.map_or(0, |s| s.consecutive_failures),
         retry_at: previous.and_then(|s| s.next_refresh_at.as_deref()).and_then(|t| t.parse().ok()),
         // A spec change (a new generation) retries at once, as a change of inputs does.
-        same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(inputs_fp.as_str())
+        same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(attempt_fp.as_str())
             && previous.and_then(|s| s.observed_generation) == token.metadata.generation,
         secret_write: previous.and_then(|s| s.last_failure.as_ref()).is_some_and(|f| SECRET_WRITE_REASONS.contains(&f.reason.as_str())),
     };
@@ -111,7 +114,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         ready: status::is_ready(previous),
         jitter_seed: jitter_seed(token),
     };
-    let mut action = Actor { token, ctx, previous, now, labels: &labels, target: &target, inputs_fp: &inputs_fp };
+    let mut action = Actor { token, ctx, previous, now, labels: &labels, target: &target, inputs_fp: &inputs_fp, attempt_fp: &attempt_fp };
     let plan = plan::decide(&observed, now);
     let conflict = || {
         format!(
@@ -120,7 +123,15 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     };
     match (plan.step.clone(), inputs) {
         (Step::Suspended, _) => action.suspended().await,
-        (Step::WaitForRetry, _) => Ok(requeue_at(plan.next_at, now)),
+        (Step::WaitForRetry, _) => {
+            // After a restart this is the first look at a failing token: its series start here,
+            // not at the next attempt minutes later (an alert's `for:` clock keeps running).
+            ctx.metrics.consecutive_failures.get_or_create(&labels).set(i64::from(observed.failures.consecutive_failures));
+            if let TargetSecret::Managed(Some(current)) = &target {
+                ctx.metrics.token_expiry.get_or_create(&labels).set(current.expires_at.as_second());
+            }
+            Ok(requeue_at(plan.next_at, now))
+        }
         (Step::Lapsed, _) => action.lapsed(plan.next_at).await,
         (Step::SecretConflict, _) => action.fail(SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction).await,
         (_, Err(mut blocked)) => {

@@ -18,6 +18,7 @@ use super::plan::{CurrentToken, TargetSecret};
 use super::status::rfc3339;
 use crate::crd::{DeletionPolicy, NavigatorToken};
 use crate::redact::Sensitive;
+use crate::token::ClientOptions;
 use crate::{
     EXPIRES_AT_ANNOTATION, INPUTS_FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
     REFRESH_REQUESTED_ANNOTATION, TOKEN_FINGERPRINT_ANNOTATION, TOKEN_NAME_ANNOTATION,
@@ -75,6 +76,24 @@ pub fn inputs_fingerprint(token: &NavigatorToken, credentials_fp: &str) -> Strin
         "refreshRequestedAt": token.annotations().get(REFRESH_REQUESTED_ANNOTATION),
     });
     fingerprint(inputs.to_string().as_bytes())
+}
+
+/// Fingerprint of the operator settings a token request depends on (allowed hosts, timeouts,
+/// body limit): a failure recorded under other settings is retried at once after a restart.
+pub fn settings_fingerprint(options: &ClientOptions) -> String {
+    let settings = json!({
+        "allowedHosts": options.allowed_hosts,
+        "connectTimeoutMs": options.connect_timeout.as_millis() as u64,
+        "requestTimeoutMs": options.request_timeout.as_millis() as u64,
+        "maxBodyBytes": options.max_body_bytes,
+    });
+    fingerprint(settings.to_string().as_bytes())
+}
+
+/// Fingerprint of an attempt: its inputs and the operator settings. Status keeps it after a
+/// failure; the backoff holds only while it is unchanged.
+pub fn attempt_fingerprint(inputs_fp: &str, settings_fp: &str) -> String {
+    fingerprint(format!("{inputs_fp}/{settings_fp}").as_bytes())
 }
 
 /// Fingerprint of the Secret's non-token parts; a change means a rewrite with the same token.

@@ -72,6 +72,11 @@ impl TokenClient {
         })
     }
 
+    /// The options it was built with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
     /// Requests one token and resolves its expiry.
     pub async fn issue(&self, request: &TokenRequest) -> Result<IssuedToken, TokenError> {
         let mut url = self.checked_url(request)?;

@@ -130,13 +130,18 @@ impl Harness {
 
     /// Starts an operator (a fresh counter, metrics and caches, as after a process restart).
     pub fn start_operator(&mut self) {
+        self.start_operator_allowing(&["127.0.0.1"]);
+    }
+
+    /// Starts an operator whose `--allowed-endpoint-hosts` are `hosts`.
+    pub fn start_operator_allowing(&mut self, hosts: &[&str]) {
         assert!(self.operator.is_none(), "operator already running");
         self.metrics = Arc::new(Metrics::default());
         self.counter = ApiCounter::new(self.metrics.kube_api_requests.clone());
         self.synced = Arc::default();
         let client = api_counter::client(self.config.clone(), self.counter.clone()).unwrap();
         let tokens = TokenClient::new(ClientOptions {
-            allowed_hosts: Some(vec!["127.0.0.1".into()]),
+            allowed_hosts: Some(hosts.iter().map(|h| (*h).to_owned()).collect()),
             request_timeout: Duration::from_secs(2),
             ..ClientOptions::default()
         })
