@@ -1,7 +1,7 @@
 //! Tests of the test Kubernetes API server through a plain HTTP client (reqwest).
 //!
-//! The `ref_*` tests replay the requests recorded from a real kube-apiserver v1.28 in
-//! `/work/shared/k8s-reference` and compare status codes and the relevant parts of the bodies
+//! The `ref_*` tests replay the requests recorded from a real kube-apiserver v1.28 (transcripts
+//! in `fixtures/k8s-reference`) and compare status codes and the relevant parts of the bodies
 //! (uids, timestamps and resourceVersions naturally differ). Every test binds 127.0.0.1 only and
 //! runs under a time bound.
 
