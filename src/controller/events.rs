@@ -40,7 +40,9 @@ impl Publisher {
     pub async fn publish(&self, token: &NavigatorToken, type_: EventType, reason: &str, note: &str) -> Result<(), kube::Error> {
         let namespace = token.namespace().unwrap_or_default();
         let event = Event {
-            metadata: ObjectMeta { generate_name: Some(format!("{}.", token.name_any())), ..ObjectMeta::default() },
+            // `<name>-`, not `<name>.`: the API server requires generateName to be a valid name
+            // prefix, and one ending in '.' is not (422).
+            metadata: ObjectMeta { generate_name: Some(format!("{}-", token.name_any())), ..ObjectMeta::default() },
             event_time: Some(MicroTime(Timestamp::now())),
             type_: Some(format!("{type_:?}")),
             reason: Some(reason.to_owned()),
