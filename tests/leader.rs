@@ -15,6 +15,7 @@ const TIMING: Timing = Timing {
 
 async fn replicas() -> (ApiServer, Lease, Lease) {
     let api = ApiServer::start().await;
+    api.insert(serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "operators"}}));
     let client = Client::try_from(Config::new(api.url().parse().unwrap())).unwrap();
     let lease = |who: &str| Lease::new(client.clone(), "operators", "navigator-token-operator", who).with_timing(TIMING);
     let (a, b) = (lease("replica-a"), lease("replica-b"));

@@ -43,7 +43,10 @@ impl Api {
         // reqwest is built without a crypto provider; ring is the one the workspace uses.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder().user_agent(USER_AGENT).build().expect("build client");
-        Api { server: ApiServer::start().await, http }
+        let server = ApiServer::start().await;
+        // Writes need their namespace, as on a real server.
+        server.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ref"}}));
+        Api { server, http }
     }
 
     async fn call(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<String>) -> Reply {
@@ -1085,6 +1088,7 @@ async fn apply_conflicts_and_force() {
 async fn apply_rejects_bad_requests() {
     bounded(async {
         let api = Api::start().await;
+        let start = api.server.resource_version();
         let path = format!("{SECRETS}/s");
         let ok = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n";
 
@@ -1109,7 +1113,7 @@ async fn apply_rejects_bad_requests() {
             )
             .await;
         assert_eq!(status_of_missing.code, 404);
-        assert_eq!(api.server.resource_version(), 1, "nothing was written");
+        assert_eq!(api.server.resource_version(), start, "nothing was written");
 
         // Apply bodies may be JSON too (kube-rs sends JSON).
         let json_body = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"},"stringData":{"k":"v"}}"#;
@@ -1514,6 +1518,13 @@ async fn crds_register_kinds_and_status_subresources() {
         let got = api.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com").await;
         assert_eq!(got.code, 200);
 
+        // Namespaces are cluster-scoped objects too; writes into one need it to exist.
+        let ns = api.post("/api/v1/namespaces", &json!({"metadata": {"name": "w"}})).await;
+        assert_eq!(ns.code, 201);
+        assert_eq!(ns.body["kind"], "Namespace");
+        assert_eq!(api.get("/api/v1/namespaces/w").await.code, 200);
+        assert_eq!(names(&api.get("/api/v1/namespaces").await.body), ["ref", "w"]);
+
         let widgets = "/apis/example.com/v1/namespaces/w/widgets";
         let widget = api.post(widgets, &json!({"metadata": {"name": "w1"}, "spec": {"size": 1}})).await;
         assert_eq!(widget.code, 201);
@@ -1525,13 +1536,6 @@ async fn crds_register_kinds_and_status_subresources() {
         assert_eq!(status.code, 200);
         assert_eq!(status.body["status"]["ready"], true);
         assert_eq!(status.body["metadata"]["generation"], 1);
-
-        // Namespaces are cluster-scoped objects too.
-        let ns = api.post("/api/v1/namespaces", &json!({"metadata": {"name": "w"}})).await;
-        assert_eq!(ns.code, 201);
-        assert_eq!(ns.body["kind"], "Namespace");
-        assert_eq!(api.get("/api/v1/namespaces/w").await.code, 200);
-        assert_eq!(names(&api.get("/api/v1/namespaces").await.body), ["w"]);
     })
     .await;
 }
@@ -1540,6 +1544,7 @@ async fn crds_register_kinds_and_status_subresources() {
 async fn malformed_requests_get_status_errors() {
     bounded(async {
         let api = Api::start().await;
+        let start = api.server.resource_version();
         let bad_json = api.call("POST", SECRETS, Some("application/json"), Some("{oops".into())).await;
         assert_eq!(bad_json.code, 400);
         assert_eq!(bad_json.body["reason"], "BadRequest");
@@ -1570,7 +1575,7 @@ async fn malformed_requests_get_status_errors() {
         assert_eq!(wrong_namespace.code, 400);
         let bad_watch = api.get(&format!("{SECRETS}?watch=true&resourceVersion=abc")).await;
         assert_eq!(bad_watch.code, 400);
-        assert_eq!(api.server.resource_version(), 1, "nothing was stored");
+        assert_eq!(api.server.resource_version(), start, "nothing was stored");
 
         let version = api.get("/version").await;
         assert_eq!(version.code, 200);

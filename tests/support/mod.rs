@@ -73,9 +73,10 @@ impl Harness {
         let client = Client::try_from(config.clone()).unwrap();
         if api.is_none() {
             navigator_token_operator::install_crd(&client).await.expect("install CRD");
-            let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
-            Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.expect("create namespace");
         }
+        // The test API server, like a cluster, refuses writes into a namespace that does not exist.
+        let namespace = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.expect("create namespace");
         let harness = Harness {
             api,
             tokens,

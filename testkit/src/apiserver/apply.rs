@@ -10,7 +10,7 @@ use super::managed_fields::{
 use super::objects::{fold_string_data, restore_identity};
 use super::routes::Target;
 use super::store::Store;
-use super::validation::validate_name;
+use super::validation::check_new_name;
 use super::writes::{WriteCtx, Written, check_identity};
 
 impl Store {
@@ -52,7 +52,8 @@ impl Store {
             Some(obj) => (**obj).clone(),
             None if t.status => return Err(ApiError::not_found(&t.res, name)),
             None => {
-                validate_name(&t.res, &kind, name)?;
+                self.admit_namespace(t, name, true)?;
+                check_new_name(&t.res, &kind, name, None)?;
                 let mut meta = Map::new();
                 meta.insert("name".into(), Value::String(name.to_owned()));
                 if let Some(ns) = &t.namespace {

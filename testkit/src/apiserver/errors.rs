@@ -63,6 +63,39 @@ impl ApiError {
         ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource").with_details(json!({}))
     }
 
+    /// 403 Forbidden about an object (`name`) or a whole resource (`None`), as authorization and
+    /// admission answer: `secrets "tok" is forbidden: {why}`.
+    pub(super) fn forbidden(res: &Res, name: Option<&str>, why: &str) -> ApiError {
+        let (message, details) = match name {
+            Some(name) => (format!("{} \"{name}\" is forbidden: {why}", res.qualified()), resource_details(res, name)),
+            None => {
+                let mut details = resource_details(res, "");
+                if let Some(map) = details.as_object_mut() {
+                    map.remove("name");
+                }
+                (format!("{} is forbidden: {why}", res.qualified()), details)
+            }
+        };
+        ApiError::new(403, "Forbidden", message).with_details(details)
+    }
+
+    /// NamespaceLifecycle's answer to a create in a namespace that is being deleted.
+    pub(super) fn namespace_terminating(res: &Res, name: &str, namespace: &str) -> ApiError {
+        let mut error = ApiError::forbidden(
+            res,
+            Some(name),
+            &format!("unable to create new content in namespace {namespace} because it is being terminated"),
+        );
+        if let Some(details) = &mut error.details {
+            details["causes"] = json!([{
+                "reason": "NamespaceTerminating",
+                "message": format!("namespace {namespace} is being terminated"),
+                "field": "metadata.namespace",
+            }]);
+        }
+        error
+    }
+
     /// 422 Invalid, worded like the real server's validation errors.
     pub(super) fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> ApiError {
         let qualified_kind = if group.is_empty() { kind.to_owned() } else { format!("{kind}.{group}") };
@@ -78,6 +111,8 @@ impl ApiError {
                     "FieldValueRequired"
                 } else if e.message.starts_with("Forbidden") {
                     "FieldValueForbidden"
+                } else if e.message.starts_with("Too long") {
+                    "FieldValueTooLong"
                 } else {
                     "FieldValueInvalid"
                 };

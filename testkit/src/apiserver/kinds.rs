@@ -8,7 +8,7 @@ use super::routes::Target;
 use super::store::{Res, Store};
 
 /// Kinds known from the start (plural, kind); more come from CRDs, writes and `register_kind`.
-pub(super) const BUILTIN_KINDS: [(&str, &str); 11] = [
+pub(super) const BUILTIN_KINDS: [(&str, &str); 12] = [
     ("secrets", "Secret"),
     ("configmaps", "ConfigMap"),
     ("events", "Event"),
@@ -20,6 +20,7 @@ pub(super) const BUILTIN_KINDS: [(&str, &str); 11] = [
     ("services", "Service"),
     ("serviceaccounts", "ServiceAccount"),
     ("deployments", "Deployment"),
+    ("resourcequotas", "ResourceQuota"),
 ];
 
 impl Store {

@@ -28,23 +28,22 @@ impl Store {
             }
             _ => (self.rv, None),
         };
-        let mut items = Vec::new();
-        let mut next = None;
+        // resourceVersion=0 is served from the watch cache, which does not page (recorded).
+        let limit = if query.get("resourceVersion") == Some("0") && after.is_none() { 0 } else { limit };
         let after = after.as_ref().map(|(ns, name)| (ns.as_str(), name.as_str()));
-        let mut last: Option<&ObjKey> = None;
-        for (key, obj) in self.scope(&t.res, t.namespace.as_deref(), after) {
-            if !filter.matches(obj) {
-                continue;
-            }
-            if limit > 0 && items.len() == limit {
-                // Only promise another page when there is one.
-                next = last.map(|key| encode_continue(rv, &key.1, &key.2));
-                break;
-            }
-            items.push(obj.clone());
-            last = Some(key);
-        }
-        Ok(ListPage { kind: format!("{}List", self.kind_for(&t.res.plural)), api_version: t.api_version(), rv, items, next })
+        let mut matching = self.scope(&t.res, t.namespace.as_deref(), after).filter(|(_, obj)| filter.matches(obj));
+        let items: Vec<(&ObjKey, &Arc<Value>)> =
+            if limit > 0 { matching.by_ref().take(limit).collect() } else { matching.by_ref().collect() };
+        let remaining = matching.count();
+        // Only promise another page when there is one.
+        let next = match items.last() {
+            Some((key, _)) if remaining > 0 => Some(encode_continue(rv, &key.1, &key.2)),
+            _ => None,
+        };
+        // With selectors the real server cannot know how many items are left, and says nothing.
+        let remaining = (next.is_some() && filter.selects_all()).then_some(remaining);
+        let items = items.into_iter().map(|(_, obj)| obj.clone()).collect();
+        Ok(ListPage { kind: format!("{}List", self.kind_for(&t.res.plural)), api_version: t.api_version(), rv, items, next, remaining })
     }
 }
 
@@ -54,6 +53,8 @@ pub(super) struct ListPage {
     rv: u64,
     items: Vec<Arc<Value>>,
     next: Option<String>,
+    /// `remainingItemCount`: items after this page.
+    remaining: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -70,6 +71,9 @@ impl ListPage {
         let mut metadata = json!({"resourceVersion": self.rv.to_string()});
         if let Some(next) = &self.next {
             metadata["continue"] = Value::String(next.clone());
+        }
+        if let Some(remaining) = self.remaining {
+            metadata["remainingItemCount"] = json!(remaining);
         }
         let body = ListBody {
             kind: &self.kind,

@@ -9,14 +9,18 @@
 //!
 //! Objects are kept as `serde_json::Value`s, so any resource works; the server needs to know a
 //! resource's `kind` only for list and bookmark envelopes (see [`ApiServer::register_kind`]).
-//! Admission, RBAC, OpenAPI schemas, finalizers and discovery are not modelled; validation can be
-//! plugged in per resource with [`ApiServer::set_validator`].
+//! Built in, as on the real server: name, label, annotation and Secret/ConfigMap validation,
+//! NamespaceLifecycle admission (writes need an existing namespace, creates one that is not being
+//! deleted), ResourceQuota object counts. RBAC denials are opt-in ([`ApiServer::forbid`]).
+//! OpenAPI schemas, finalizers and discovery are not modelled; validation can be plugged in per
+//! resource with [`ApiServer::set_validator`].
 //!
 //! One file per behaviour: `store` (objects, resourceVersions, garbage collection), `kinds`,
 //! `objects` (JSON helpers), `validation`, `writes` (create/update/patch/delete), `apply` and
 //! `managed_fields` (server-side apply), `patch`, `selectors`, `list`, `watch`, `routes` (HTTP),
 //! `errors` (Status bodies), `faults`, `shared` (state behind the handles), `time`.
 
+mod admission;
 mod apply;
 mod errors;
 mod faults;
@@ -25,6 +29,7 @@ mod list;
 mod managed_fields;
 mod objects;
 mod patch;
+mod rbac;
 mod routes;
 mod selectors;
 mod shared;
@@ -43,7 +48,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::serve::ListenerExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use self::objects::group_of;
@@ -239,6 +244,9 @@ impl ApiServer {
     ///
     /// If `obj` is not an object with `apiVersion`, `kind` and a name or generateName: that is
     /// a mistake in the test, not something to answer.
+    ///
+    /// No validation or admission: the namespace need not exist (writes through the API to such
+    /// an object then get 404 for the namespace, as on a real server).
     pub fn insert(&self, obj: Value) -> Value {
         let stored = self.shared().with_store(|store| store.insert_direct(obj));
         match stored {
@@ -351,6 +359,47 @@ impl ApiServer {
     /// How many watch streams are open right now (useful to wait until a controller watches).
     pub fn active_watches(&self) -> usize {
         self.shared().watches.load(Ordering::SeqCst)
+    }
+
+    /// Denies `verb` (`"list"`, `"patch"`, …, see [`RequestCounts`]; `"*"`: all) on `resource`
+    /// (`"secrets"`, `"navigatortokens/status"`; `"*"`: all) with RBAC's 403 Forbidden until
+    /// [`Self::allow`]ed again. The answer names the user of [`Self::set_user`], or the one in an
+    /// `Impersonate-User` header.
+    pub fn forbid(&self, verb: &str, resource: &str) {
+        lock(&self.shared().rbac).denied.push((verb.to_owned(), resource.to_owned()));
+    }
+
+    /// Lifts a denial made with the same arguments by [`Self::forbid`].
+    pub fn allow(&self, verb: &str, resource: &str) {
+        lock(&self.shared().rbac).denied.retain(|(v, r)| (v.as_str(), r.as_str()) != (verb, resource));
+    }
+
+    /// Lifts every denial.
+    pub fn allow_all(&self) {
+        lock(&self.shared().rbac).denied.clear();
+    }
+
+    /// The user that RBAC denials name (default: the operator's service account,
+    /// `system:serviceaccount:navigator-token-operator:navigator-token-operator`).
+    pub fn set_user(&self, user: &str) {
+        lock(&self.shared().rbac).user = user.to_owned();
+    }
+
+    /// Marks a Namespace as being deleted (deletionTimestamp set, phase Terminating), creating it
+    /// if needed; it stays until removed. Creates in it are then refused with 403, updates and
+    /// deletes still work, as on a real server while the namespace controller empties it.
+    pub fn terminate_namespace(&self, name: &str) {
+        let now = time::now_rfc3339();
+        self.shared().with_store(|store| {
+            let mut namespace = store
+                .objects
+                .get(&admission::namespace_key(name))
+                .map(|ns| (**ns).clone())
+                .unwrap_or_else(|| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
+            objects::set_meta(&mut namespace, "deletionTimestamp", Value::String(now));
+            namespace["status"] = json!({"phase": "Terminating"});
+            store.insert_direct(namespace).expect("a Namespace object is insertable");
+        });
     }
 
     fn shared(&self) -> &Shared {

@@ -181,6 +181,11 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         Some(FaultKind::Delay(delay)) => tokio::time::sleep(delay).await,
         None => {}
     }
+    if let Route::Object(t) = &route
+        && let Err(denied) = shared.authorize(verb, &resource, t, &parts.headers)
+    {
+        return denied.into_response();
+    }
 
     let t = match route {
         Route::Object(t) => t,

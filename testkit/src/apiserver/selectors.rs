@@ -41,6 +41,11 @@ impl Filter {
         Ok(Filter { res: t.res.clone(), namespace: t.namespace.clone(), labels, fields })
     }
 
+    /// No label or field selector: every object of the resource (and namespace) matches.
+    pub(super) fn selects_all(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     pub(super) fn matches(&self, obj: &Value) -> bool {
         let labels = obj.pointer("/metadata/labels").and_then(Value::as_object);
         let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);

@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
 
+use super::rbac::Rbac;
 use super::store::Store;
 use super::{Fault, RequestCounts};
 
@@ -13,6 +14,7 @@ use super::{Fault, RequestCounts};
 pub(super) struct Shared {
     pub(super) store: Mutex<Store>,
     pub(super) meter: Mutex<Meter>,
+    pub(super) rbac: Mutex<Rbac>,
     /// Every change of this value ends all open watches; `shutdown` also stops the server.
     pub(super) control: watch::Sender<Control>,
     pub(super) watches: AtomicUsize,
@@ -40,6 +42,7 @@ impl Shared {
         Shared {
             store: Mutex::new(Store::new()),
             meter: Mutex::new(Meter::default()),
+            rbac: Mutex::new(Rbac::default()),
             control: watch::Sender::new(Control::default()),
             watches: AtomicUsize::new(0),
         }

@@ -15,6 +15,7 @@ use super::objects::{
     fold_string_data, generation_of, group_of, meta_mut, meta_str, owner_uids, set_meta, spec_changed, tracks_generation,
 };
 use super::time::now_rfc3339;
+use super::validation::MAX_GENERATE_NAME_PREFIX;
 
 /// How many past changes are kept for watch replay; watches from older versions get 410.
 const HISTORY_LIMIT: usize = 20_000;
@@ -148,6 +149,8 @@ impl Store {
 
     /// `generateName` plus five random characters, unused in the namespace.
     pub(super) fn generate_name(&mut self, res: &Res, namespace: &str, prefix: &str) -> Option<String> {
+        // Long prefixes are cut so that the name stays within 63 characters.
+        let prefix = prefix.get(..MAX_GENERATE_NAME_PREFIX).unwrap_or(prefix);
         for _ in 0..100 {
             let suffix: String = (0..5)
                 .map(|_| {

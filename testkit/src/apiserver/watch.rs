@@ -14,10 +14,11 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use super::errors::ApiError;
+use super::objects::set_meta;
 use super::routes::{Query, Target};
 use super::selectors::Filter;
 use super::shared::{Control, Shared, lock};
-use super::store::Change;
+use super::store::{Change, Op};
 
 /// Watch duration when the client sends no `timeoutSeconds` (the real server picks 30–60 min).
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -33,11 +34,20 @@ enum Pending {
 impl Pending {
     fn render(self) -> String {
         match self {
+            Pending::Change("DELETED", change) if change.op == Op::Modified => event_line("DELETED", &departed(&change)),
             Pending::Change(kind, change) => event_line(kind, change.json()),
             Pending::Object(obj) => event_line("ADDED", &serde_json::to_string(&*obj).unwrap_or_default()),
             Pending::Line(line) => line,
         }
     }
+}
+
+/// An object that stops matching a watch's selector arrives as DELETED carrying its previous
+/// (still matching) content at the change's resourceVersion, as the real watch cache sends it.
+fn departed(change: &Change) -> String {
+    let mut obj = change.previous.as_deref().unwrap_or(&change.object).clone();
+    set_meta(&mut obj, "resourceVersion", Value::String(change.rv.to_string()));
+    serde_json::to_string(&obj).unwrap_or_default()
 }
 
 fn event_line(kind: &str, object_json: &str) -> String {
@@ -133,7 +143,7 @@ impl WatchStream {
         }
     }
 
-    pub(super) fn bookmark(&mut self) {
+    fn bookmark(&mut self) {
         let store = lock(&self.shared.store);
         // Changes are broadcast under the store lock, so an empty queue now means every change
         // up to `store.rv` has reached this watch.

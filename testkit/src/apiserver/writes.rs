@@ -16,7 +16,7 @@ use super::patch::{PatchBody, json_patch, merge_patch};
 use super::routes::{Query, Target};
 use super::selectors::Filter;
 use super::store::{ObjKey, Store};
-use super::validation::validate_name;
+use super::validation::{apply_defaults, check_new_name, invalid_group};
 
 /// Who is writing, and how.
 pub(super) struct WriteCtx {
@@ -44,9 +44,12 @@ impl Store {
         let prefix =
             map.get("metadata").and_then(|m| m.get("generateName")).and_then(Value::as_str).filter(|p| !p.is_empty()).map(str::to_owned);
         let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let name = match (given_name, prefix) {
+        // Admission runs before a name is generated: a 403 names the generateName.
+        let admitted_as = given_name.as_deref().or(prefix.as_deref()).unwrap_or("Unknown");
+        self.admit_namespace(t, admitted_as, true)?;
+        let name = match (given_name, prefix.as_deref()) {
             (Some(name), _) => name,
-            (None, Some(prefix)) => self.generate_name(&t.res, &namespace, &prefix).ok_or_else(|| {
+            (None, Some(prefix)) => self.generate_name(&t.res, &namespace, prefix).ok_or_else(|| {
                 ApiError::new(
                     409,
                     "AlreadyExists",
@@ -58,14 +61,14 @@ impl Store {
             })?,
             (None, None) => {
                 return Err(ApiError::invalid(
-                    &t.res.group,
+                    invalid_group(&t.res),
                     &kind,
                     "",
                     &[FieldError { field: "metadata.name".into(), message: "Required value: name or generateName is required".into() }],
                 ));
             }
         };
-        validate_name(&t.res, &kind, &name)?;
+        check_new_name(&t.res, &kind, &name, prefix.as_deref())?;
         let key = t.key(&name);
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(&t.res, &name));
@@ -90,10 +93,13 @@ impl Store {
         self.commit_new(t, key, obj, ctx)
     }
 
-    /// Stores a new object: server metadata, validation, resourceVersion, ADDED event.
+    /// Stores a new object: server metadata, defaults, validation, quota, resourceVersion,
+    /// ADDED event.
     pub(super) fn commit_new(&mut self, t: &Target, key: ObjKey, mut obj: Value, ctx: &WriteCtx) -> Written {
         self.stamp_new(&t.res, &mut obj, &ctx.now);
-        self.validate(&t.res, &obj)?;
+        apply_defaults(&t.res, &mut obj);
+        self.validate(&t.res, &obj, None)?;
+        self.admit_quota(t, &key.2)?;
         if ctx.dry_run {
             return Ok((StatusCode::CREATED, Arc::new(obj)));
         }
@@ -159,8 +165,12 @@ impl Store {
         self.commit_update(t, old, candidate, ctx)
     }
 
-    /// Stores a changed object: generation, no-op detection, validation, MODIFIED event.
+    /// Stores a changed object: admission, generation, defaults, no-op detection, validation,
+    /// MODIFIED event.
     pub(super) fn commit_update(&mut self, t: &Target, old: &Arc<Value>, mut new: Value, ctx: &WriteCtx) -> Written {
+        let name = meta_str(old, "name").unwrap_or_default().to_owned();
+        self.admit_namespace(t, &name, false)?;
+        apply_defaults(&t.res, &mut new);
         if tracks_generation(&t.res.plural) {
             // Only spec-like changes count; metadata and status writes leave it alone.
             let generation = generation_of(old) + u64::from(spec_changed(old, &new));
@@ -171,13 +181,12 @@ impl Store {
             // managedFields keep their old timestamps.
             return Ok((StatusCode::OK, old.clone()));
         }
-        self.validate(&t.res, &new)?;
+        self.validate(&t.res, &new, Some(old))?;
         if ctx.dry_run {
             return Ok((StatusCode::OK, Arc::new(new)));
         }
         let rv = self.bump();
         set_meta(&mut new, "resourceVersion", Value::String(rv.to_string()));
-        let name = meta_str(&new, "name").unwrap_or_default().to_owned();
         Ok((StatusCode::OK, self.put(t.key(&name), new)))
     }
 
