@@ -937,6 +937,43 @@ async fn watch_without_version_starts_with_current_objects() {
 }
 
 #[tokio::test]
+async fn watch_lag_delays_watch_events_only() {
+    bounded(async {
+        let api = Api::start().await;
+        let lag = Duration::from_millis(1000);
+        api.server.set_watch_lag("secrets", Some(lag));
+        let from = api.server.resource_version();
+        let mut secrets = api.watch(&format!("{SECRETS}?watch=true&resourceVersion={from}")).await;
+        let mut tokens = api.watch(&format!("{TOKENS}?watch=true&resourceVersion={from}")).await;
+
+        let written = Instant::now();
+        assert_eq!(api.post(SECRETS, &json!({"metadata": {"name": "s"}})).await.code, 201);
+        // Reads see the write at once: read-your-writes holds, only watchers are late.
+        assert_eq!(api.get(&format!("{SECRETS}/s")).await.code, 200);
+        assert_eq!(names(&api.get(SECRETS).await.body), ["s"]);
+        // Other resources are on time.
+        assert_eq!(api.post(TOKENS, &ref13_token()).await.code, 201);
+        assert_eq!(tokens.next_change().await["type"], "ADDED");
+        assert!(written.elapsed() < lag, "everything but the secrets watch is on time: {:?}", written.elapsed());
+
+        // A watch opened after the write, from before it, is late too.
+        let mut later = api.watch(&format!("{SECRETS}?watch=true&resourceVersion={from}")).await;
+        let event = secrets.next_change().await;
+        assert_eq!(event["object"]["metadata"]["name"], "s");
+        assert!(written.elapsed() >= lag, "delivered after {:?}", written.elapsed());
+        assert_eq!(later.next_change().await["object"]["metadata"]["name"], "s");
+
+        // Back on time.
+        api.server.set_watch_lag("secrets", None);
+        let written = Instant::now();
+        api.post(SECRETS, &json!({"metadata": {"name": "s2"}})).await;
+        assert_eq!(secrets.next_change().await["object"]["metadata"]["name"], "s2");
+        assert!(written.elapsed() < lag, "{:?}", written.elapsed());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn watches_end_on_timeout_drop_watches_and_shutdown() {
     bounded(async {
         let api = Api::start().await;

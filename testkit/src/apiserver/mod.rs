@@ -402,6 +402,17 @@ impl ApiServer {
         });
     }
 
+    /// Delays the delivery of watch events of `plural` by `lag` (`None`: on time again), like a
+    /// watch cache that has fallen behind: writes complete at once and reads (get, list) see
+    /// them at once; only watchers learn late. Applies to events already queued, too.
+    pub fn set_watch_lag(&self, plural: &str, lag: Option<Duration>) {
+        let mut lags = lock(&self.shared().watch_lags);
+        match lag {
+            Some(lag) => lags.insert(plural.to_owned(), lag),
+            None => lags.remove(plural),
+        };
+    }
+
     fn shared(&self) -> &Shared {
         &self.handle.shared
     }

@@ -1,8 +1,9 @@
 //! State shared by the `ApiServer` handles and the request handlers.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -15,6 +16,8 @@ pub(super) struct Shared {
     pub(super) store: Mutex<Store>,
     pub(super) meter: Mutex<Meter>,
     pub(super) rbac: Mutex<Rbac>,
+    /// Plural → how late watch events of that resource are delivered (`set_watch_lag`).
+    pub(super) watch_lags: Mutex<HashMap<String, Duration>>,
     /// Every change of this value ends all open watches; `shutdown` also stops the server.
     pub(super) control: watch::Sender<Control>,
     pub(super) watches: AtomicUsize,
@@ -43,6 +46,7 @@ impl Shared {
             store: Mutex::new(Store::new()),
             meter: Mutex::new(Meter::default()),
             rbac: Mutex::new(Rbac::default()),
+            watch_lags: Mutex::default(),
             control: watch::Sender::new(Control::default()),
             watches: AtomicUsize::new(0),
         }

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use super::Validator;
 use super::kinds::BUILTIN_KINDS;
@@ -71,6 +72,8 @@ pub(super) struct Change {
     pub(super) previous: Option<Arc<Value>>,
     /// The object serialised once, shared by all watchers.
     pub(super) json: OnceLock<String>,
+    /// When it was committed (lagging watches deliver it later).
+    pub(super) at: Instant,
 }
 
 impl Change {
@@ -190,7 +193,7 @@ impl Store {
     }
 
     fn publish(&mut self, op: Op, key: ObjKey, object: Arc<Value>, previous: Option<Arc<Value>>) {
-        let change = Arc::new(Change { rv: self.rv, key, op, object, previous, json: OnceLock::new() });
+        let change = Arc::new(Change { rv: self.rv, key, op, object, previous, json: OnceLock::new(), at: Instant::now() });
         if self.history.len() >= HISTORY_LIMIT
             && let Some(forgotten) = self.history.pop_front()
         {

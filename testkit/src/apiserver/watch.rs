@@ -110,6 +110,17 @@ impl WatchStream {
     async fn next_line(&mut self) -> Option<String> {
         loop {
             if let Some(item) = self.pending.pop_front() {
+                if let Pending::Change(_, change) = &item
+                    && let Some(due) = self.due(change)
+                {
+                    // A lagging watch cache: the event goes out late; stop requests still count.
+                    tokio::select! {
+                        biased;
+                        _ = self.control.changed() => return None,
+                        () = tokio::time::sleep_until(self.deadline) => return None,
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                }
                 return Some(item.render());
             }
             if self.closing {
@@ -141,6 +152,13 @@ impl WatchStream {
                 Step::Bookmark => self.bookmark(),
             }
         }
+    }
+
+    /// When a change may be delivered, if its resource has a watch lag that is not over yet.
+    fn due(&self, change: &Change) -> Option<Instant> {
+        let lag = *lock(&self.shared.watch_lags).get(&change.key.0.plural)?;
+        let due = change.at + lag;
+        (due > Instant::now()).then_some(due)
     }
 
     fn bookmark(&mut self) {
