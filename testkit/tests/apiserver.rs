@@ -1,7 +1,7 @@
 //! Tests of the test Kubernetes API server through a plain HTTP client (reqwest).
 //!
-//! The `ref_*` tests replay the requests recorded from a real kube-apiserver v1.28 in
-//! `/work/shared/k8s-reference` and compare status codes and the relevant parts of the bodies
+//! The `ref_*` tests replay the requests recorded from a real kube-apiserver v1.28 (transcripts
+//! in `fixtures/k8s-reference`) and compare status codes and the relevant parts of the bodies
 //! (uids, timestamps and resourceVersions naturally differ). Every test binds 127.0.0.1 only and
 //! runs under a time bound.
 
@@ -43,7 +43,10 @@ impl Api {
         // reqwest is built without a crypto provider; ring is the one the workspace uses.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder().user_agent(USER_AGENT).build().expect("build client");
-        Api { server: ApiServer::start().await, http }
+        let server = ApiServer::start().await;
+        // Writes need their namespace, as on a real server.
+        server.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ref"}}));
+        Api { server, http }
     }
 
     async fn call(&self, method: &str, path: &str, content_type: Option<&str>, body: Option<String>) -> Reply {
@@ -934,6 +937,43 @@ async fn watch_without_version_starts_with_current_objects() {
 }
 
 #[tokio::test]
+async fn watch_lag_delays_watch_events_only() {
+    bounded(async {
+        let api = Api::start().await;
+        let lag = Duration::from_millis(1000);
+        api.server.set_watch_lag("secrets", Some(lag));
+        let from = api.server.resource_version();
+        let mut secrets = api.watch(&format!("{SECRETS}?watch=true&resourceVersion={from}")).await;
+        let mut tokens = api.watch(&format!("{TOKENS}?watch=true&resourceVersion={from}")).await;
+
+        let written = Instant::now();
+        assert_eq!(api.post(SECRETS, &json!({"metadata": {"name": "s"}})).await.code, 201);
+        // Reads see the write at once: read-your-writes holds, only watchers are late.
+        assert_eq!(api.get(&format!("{SECRETS}/s")).await.code, 200);
+        assert_eq!(names(&api.get(SECRETS).await.body), ["s"]);
+        // Other resources are on time.
+        assert_eq!(api.post(TOKENS, &ref13_token()).await.code, 201);
+        assert_eq!(tokens.next_change().await["type"], "ADDED");
+        assert!(written.elapsed() < lag, "everything but the secrets watch is on time: {:?}", written.elapsed());
+
+        // A watch opened after the write, from before it, is late too.
+        let mut later = api.watch(&format!("{SECRETS}?watch=true&resourceVersion={from}")).await;
+        let event = secrets.next_change().await;
+        assert_eq!(event["object"]["metadata"]["name"], "s");
+        assert!(written.elapsed() >= lag, "delivered after {:?}", written.elapsed());
+        assert_eq!(later.next_change().await["object"]["metadata"]["name"], "s");
+
+        // Back on time.
+        api.server.set_watch_lag("secrets", None);
+        let written = Instant::now();
+        api.post(SECRETS, &json!({"metadata": {"name": "s2"}})).await;
+        assert_eq!(secrets.next_change().await["object"]["metadata"]["name"], "s2");
+        assert!(written.elapsed() < lag, "{:?}", written.elapsed());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn watches_end_on_timeout_drop_watches_and_shutdown() {
     bounded(async {
         let api = Api::start().await;
@@ -1085,6 +1125,7 @@ async fn apply_conflicts_and_force() {
 async fn apply_rejects_bad_requests() {
     bounded(async {
         let api = Api::start().await;
+        let start = api.server.resource_version();
         let path = format!("{SECRETS}/s");
         let ok = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n";
 
@@ -1109,7 +1150,7 @@ async fn apply_rejects_bad_requests() {
             )
             .await;
         assert_eq!(status_of_missing.code, 404);
-        assert_eq!(api.server.resource_version(), 1, "nothing was written");
+        assert_eq!(api.server.resource_version(), start, "nothing was written");
 
         // Apply bodies may be JSON too (kube-rs sends JSON).
         let json_body = r#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"s"},"stringData":{"k":"v"}}"#;
@@ -1514,6 +1555,13 @@ async fn crds_register_kinds_and_status_subresources() {
         let got = api.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.example.com").await;
         assert_eq!(got.code, 200);
 
+        // Namespaces are cluster-scoped objects too; writes into one need it to exist.
+        let ns = api.post("/api/v1/namespaces", &json!({"metadata": {"name": "w"}})).await;
+        assert_eq!(ns.code, 201);
+        assert_eq!(ns.body["kind"], "Namespace");
+        assert_eq!(api.get("/api/v1/namespaces/w").await.code, 200);
+        assert_eq!(names(&api.get("/api/v1/namespaces").await.body), ["ref", "w"]);
+
         let widgets = "/apis/example.com/v1/namespaces/w/widgets";
         let widget = api.post(widgets, &json!({"metadata": {"name": "w1"}, "spec": {"size": 1}})).await;
         assert_eq!(widget.code, 201);
@@ -1525,13 +1573,6 @@ async fn crds_register_kinds_and_status_subresources() {
         assert_eq!(status.code, 200);
         assert_eq!(status.body["status"]["ready"], true);
         assert_eq!(status.body["metadata"]["generation"], 1);
-
-        // Namespaces are cluster-scoped objects too.
-        let ns = api.post("/api/v1/namespaces", &json!({"metadata": {"name": "w"}})).await;
-        assert_eq!(ns.code, 201);
-        assert_eq!(ns.body["kind"], "Namespace");
-        assert_eq!(api.get("/api/v1/namespaces/w").await.code, 200);
-        assert_eq!(names(&api.get("/api/v1/namespaces").await.body), ["w"]);
     })
     .await;
 }
@@ -1540,6 +1581,7 @@ async fn crds_register_kinds_and_status_subresources() {
 async fn malformed_requests_get_status_errors() {
     bounded(async {
         let api = Api::start().await;
+        let start = api.server.resource_version();
         let bad_json = api.call("POST", SECRETS, Some("application/json"), Some("{oops".into())).await;
         assert_eq!(bad_json.code, 400);
         assert_eq!(bad_json.body["reason"], "BadRequest");
@@ -1570,7 +1612,7 @@ async fn malformed_requests_get_status_errors() {
         assert_eq!(wrong_namespace.code, 400);
         let bad_watch = api.get(&format!("{SECRETS}?watch=true&resourceVersion=abc")).await;
         assert_eq!(bad_watch.code, 400);
-        assert_eq!(api.server.resource_version(), 1, "nothing was stored");
+        assert_eq!(api.server.resource_version(), start, "nothing was stored");
 
         let version = api.get("/version").await;
         assert_eq!(version.code, 200);

@@ -79,10 +79,13 @@ impl Cluster {
         Ok(Cluster { client, kubeconfig: kubeconfig.to_owned(), server: None, created: Mutex::default() })
     }
 
-    /// A namespace for one phase of one N (created on a real cluster, with a unique name).
+    /// A namespace for one phase of one N, created (on a real cluster with a unique name).
     pub async fn namespace(&self, prefix: &str, n: usize) -> Result<String> {
-        if self.server.is_some() {
-            return Ok(format!("{prefix}-{n}"));
+        if let Some(server) = &self.server {
+            // The in-process server, like a cluster, needs the namespace for writes into it.
+            let name = format!("{prefix}-{n}");
+            server.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
+            return Ok(name);
         }
         let name = format!("{prefix}-{n}-{}", std::process::id());
         let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name}}))?;
