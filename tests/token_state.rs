@@ -140,3 +140,23 @@ async fn a_restarted_operator_exports_the_failure_series_of_failing_tokens_at_on
     assert_eq!(h.tokens.request_count(), 1, "the series comes from status, not from a new attempt");
     h.finish().await;
 }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_lags_behind_the_writes_never_costs_a_second_token() {
+    let mut h = Harness::new(LONG).await;
+    let Some(api) = h.api.clone() else { return h.finish().await };
+    h.start_operator();
+    h.wait_synced().await;
+    // Longer than the operator's 5 s read-your-writes wait, for the Secret only: the status
+    // write that follows shows at once and triggers a reconcile that would see no Secret.
+    api.set_watch_lag("secrets", Some(Duration::from_secs(8)));
+    h.create_token("lagging", json!({})).await;
+    h.wait_for_token_in_secret("lagging", 1).await;
+    // Reconciles triggered meanwhile (by the status write) see a cache without the Secret
+    // written: they must wait, not issue again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(h.tokens.request_count(), 1, "one token for one window, however far the watch lags");
+    api.set_watch_lag("secrets", None);
+    h.wait_until("Ready", Duration::from_secs(20), || async { h.ready("lagging").await.is_some_and(|(s, _)| s == "True") }).await;
+    assert_eq!(h.tokens.request_count(), 1);
+    h.finish().await;
+}
