@@ -160,3 +160,24 @@ async fn a_watch_that_lags_behind_the_writes_never_costs_a_second_token() {
     assert_eq!(h.tokens.request_count(), 1);
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_lists_come_in_pages_as_a_real_api_server_serves_them() {
+    let mut h = Harness::new(LONG).await;
+    let Some(api) = h.api.clone() else { return h.finish().await };
+    // Suspended: listing them is the point, not issuing 250 tokens.
+    for i in 0..250 {
+        api.insert(json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",
+            "metadata": {"name": format!("t{i}"), "namespace": h.ns},
+            "spec": {"orgId": support::ORG, "credentialsSecretRef": {"name": CREDS}, "suspend": true},
+        }));
+    }
+    h.start_operator();
+    h.wait_synced().await;
+    // A real server ignores `limit` for resourceVersion=0 lists (served from its watch cache):
+    // only a list from etcd is paged, and the operator's peak memory at 10,000 depends on it.
+    let lists = h.api_counts().get("list", "navigatortokens");
+    assert!(lists >= 3, "250 NavigatorTokens listed in {lists} page(s), not pages of 100");
+    h.finish().await;
+}

@@ -94,7 +94,10 @@ pub async fn run(
     let token_api: Api<NavigatorToken> = scoped_api(&client, ns);
     let secret_api: Api<Secret> = scoped_api(&client, ns);
 
-    let mut token_watch = watcher::Config::default().any_semantic();
+    // No `any_semantic`: the API server would answer resourceVersion=0 from its watch cache and
+    // ignore `limit` (10,000 NavigatorTokens in one response), and kube drops it anyway when a
+    // page size is set. Lists come from etcd in the pages of 100 the memory figures assume.
+    let mut token_watch = watcher::Config::default();
     if let Some(selector) = &settings.selector {
         token_watch = token_watch.labels(selector);
     }
