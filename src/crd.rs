@@ -179,6 +179,11 @@ pub struct NavigatorTokenStatus {
     /// When the current token expires (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// The lifetime the endpoint granted the current token (expiresAt - issuedAt, e.g. `30m`).
+    /// Shorter than spec.validity when the endpoint caps it (CSP caps it at the OAuth client's
+    /// own token TTL); the Ready message says when spec.refreshBefore then no longer fits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_lifetime: Option<String>,
     /// When the operator will next request a token (refresh or retry) (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_refresh_at: Option<String>,

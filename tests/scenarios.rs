@@ -124,6 +124,7 @@ async fn the_secret_and_status_written_are_exactly_as_documented() {
         "next refresh {next}, exp {}",
         issued.exp
     );
+    assert_eq!(status.granted_lifetime.as_deref(), Some("10m"));
     assert_eq!((status.consecutive_failures, status.last_failure.is_none()), (0, true));
     assert_eq!(status.conditions.len(), 1);
     let ready = &status.conditions[0];
@@ -332,5 +333,32 @@ async fn conflicts_and_dropped_watches_cost_no_extra_token() {
         assert!(pair[1].at < exp_time(pair[0].exp));
     }
     assert_between("watch restarts", h.api_counts().verb("watch"), 3, 40);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_shorter_than_refresh_before_needs_is_said_in_status_and_an_event() {
+    let mut h = Harness::new(LONG).await;
+    h.start_operator();
+    // The README's example asks for 30m with refreshBefore 10m; the endpoint grants 10m.
+    h.create_token("capped", json!({"validity": "30m", "refreshBefore": "10m"})).await;
+    h.wait_for_token_in_secret("capped", 1).await;
+    ready_true(&h, "capped").await;
+    let status = h.token("capped").await.status.unwrap();
+    assert_eq!(status.granted_lifetime.as_deref(), Some("10m"));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("spec.refreshBefore 10m is more than half the 10m the endpoint granted"), "{}", ready.message);
+    let (issued, next) = (status.issued_at.unwrap(), status.next_refresh_at.unwrap());
+    let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap().as_second();
+    assert!(at(&next) - at(&issued) >= 300, "refreshed no earlier than half the granted lifetime: {issued} -> {next}");
+    let warnings = h.events("capped").await.into_iter().filter(|(kind, reason)| kind == "Warning" && reason == "RefreshBeforeNotHonoured");
+    assert_eq!(warnings.count(), 1);
+
+    // A refreshBefore that fits says nothing.
+    h.create_token("fits", json!({"validity": "30m", "refreshBefore": "4m", "target": {"secretName": "fits-token"}})).await;
+    h.wait_until("fits Ready", WAIT, || async { h.ready("fits").await.is_some_and(|(s, _)| s == "True") }).await;
+    let ready = h.token("fits").await.status.unwrap().conditions.remove(0);
+    assert!(!ready.message.contains("refreshBefore"), "{}", ready.message);
+    assert!(h.events("fits").await.iter().all(|(kind, _)| kind != "Warning"));
     h.finish().await;
 }

@@ -15,10 +15,10 @@ use super::plan::{self, CurrentToken, IssueReason, TargetSecret};
 use super::reconcile::{Credentials, jitter_seed, requeue_at};
 use super::secret::{self, TokenMaterial, TokenTimes};
 use super::status::{self, REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
-use crate::Error;
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::{RequestLabels, TokenLabels};
 use crate::token::{RetryClass, TokenRequest};
+use crate::{Error, duration};
 
 /// One reconcile's acting half: writes and events for a decision already taken.
 pub(super) struct Actor<'a> {
@@ -130,22 +130,39 @@ impl Actor<'_> {
             return self.fail(failure.reason, &failure.message, RetryClass::Transient).await;
         }
         let refresh_at = plan::refresh_at(times.issued_at, times.expires_at, refresh_before, jitter_seed(self.token));
+        let lifetime: Duration = times.expires_at.duration_since(times.issued_at).try_into().unwrap_or_default();
         let mut status = NavigatorTokenStatus {
             observed_generation: self.token.metadata.generation,
             secret_name: Some(self.token.target_secret_name()),
             issued_at: Some(status::rfc3339(times.issued_at)),
             expires_at: Some(status::rfc3339(times.expires_at)),
             next_refresh_at: Some(status::rfc3339(refresh_at)),
+            granted_lifetime: Some(duration::format(lifetime)),
             inputs_fingerprint: Some(self.inputs_fp.to_owned()),
             ..NavigatorTokenStatus::default()
         };
-        let message = format!("Secret {} holds a token valid until {}", self.token.target_secret_name(), status::rfc3339(times.expires_at));
-        status::set_ready(&mut status, self.previous, true, REASON_TOKEN_VALID, message, self.token.metadata.generation, self.now);
+        let mut message =
+            format!("Secret {} holds a token valid until {}", self.token.target_secret_name(), status::rfc3339(times.expires_at));
+        let misfit = refresh_before.filter(|_| !plan::honours_refresh_before(times.issued_at, times.expires_at, refresh_before));
+        if let Some(lead) = misfit {
+            message.push_str(&format!(
+                ". spec.refreshBefore {} is more than half the {} the endpoint granted, so it is refreshed at {} instead; lower refreshBefore or raise the client's token lifetime",
+                duration::format(lead),
+                duration::format(lifetime),
+                status::rfc3339(refresh_at)
+            ));
+        }
+        status::set_ready(&mut status, self.previous, true, REASON_TOKEN_VALID, message.clone(), self.token.metadata.generation, self.now);
+        let status_lifetime = status.granted_lifetime.clone();
         self.write_status(status).await?;
         self.ctx.metrics.token_expiry.get_or_create(self.labels).set(times.expires_at.as_second());
         // The failure series exists only while failing: 10,000 zeros would cost memory and scrapes.
         self.ctx.metrics.consecutive_failures.remove(self.labels);
 
+        // Once per change of the granted lifetime, not at every refresh.
+        if misfit.is_some() && issued.is_some() && self.previous.and_then(|p| p.granted_lifetime.as_ref()) != status_lifetime.as_ref() {
+            self.event(EventType::Warning, "RefreshBeforeNotHonoured", &message).await;
+        }
         let failures_before = self.previous.map_or(0, |s| s.consecutive_failures);
         let note = format!("token valid until {}", status::rfc3339(times.expires_at));
         if failures_before > 0 && issued.is_some() {

@@ -184,6 +184,14 @@ pub fn refresh_at(issued_at: Timestamp, expires_at: Timestamp, refresh_before: O
     at.max(add(issued_at, lifetime / 2))
 }
 
+/// False when `refreshBefore` does not fit the lifetime the endpoint granted: more than half of
+/// it, so that [`refresh_at`] refreshes later than `refreshBefore` ahead of expiry (at half the
+/// lifetime, or a third ahead when `refreshBefore` exceeds the whole lifetime).
+pub fn honours_refresh_before(issued_at: Timestamp, expires_at: Timestamp, refresh_before: Option<Duration>) -> bool {
+    let lifetime: Duration = expires_at.duration_since(issued_at).try_into().unwrap_or(Duration::ZERO);
+    refresh_before.is_none_or(|lead| lead.saturating_mul(2) <= lifetime)
+}
+
 /// The jitter seed of an object: SHA-256 of its uid, so that planned refresh times (written to
 /// status) stay the same across restarts, hosts and Rust releases.
 pub fn jitter_seed(uid: &str) -> u64 {
@@ -423,5 +431,20 @@ mod tests {
         // turns False: the Secret holds no token now).
         o.failures.secret_write = false;
         assert_eq!(decide(&o, at(T0)).step, Step::Lapsed);
+    }
+
+    #[test]
+    fn refresh_before_is_honoured_only_within_half_the_granted_lifetime() {
+        let (issued, expires) = (at(T0), at("2026-11-22T10:10:00Z"));
+        let minutes = |m: u64| Some(Duration::from_secs(m * 60));
+        assert!(honours_refresh_before(issued, expires, None));
+        assert!(honours_refresh_before(issued, expires, minutes(5)));
+        // 30m asked, 10m granted, refreshBefore 10m: refreshed at half the lifetime instead.
+        assert!(!honours_refresh_before(issued, expires, minutes(6)));
+        assert!(!honours_refresh_before(issued, expires, minutes(10)));
+        for seed in 0..50 {
+            let r = refresh_at(issued, expires, minutes(6), seed);
+            assert!(r > sub(expires, Duration::from_secs(360)), "not honoured means later than refreshBefore ahead: {r}");
+        }
     }
 }
