@@ -5,9 +5,12 @@
 //! (uids, timestamps and resourceVersions naturally differ). Every test binds 127.0.0.1 only and
 //! runs under a time bound.
 
+mod common;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use common::Watch;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use testkit::apiserver::{ApiServer, Fault, FaultKind, FieldError};
@@ -93,51 +96,7 @@ impl Api {
     async fn watch(&self, path: &str) -> Watch {
         let response = self.http.get(format!("{}{path}", self.server.url())).send().await.expect("open watch");
         assert_eq!(response.status().as_u16(), 200, "watch {path}");
-        Watch { response, buffer: Vec::new() }
-    }
-}
-
-/// Reads a watch stream line by line.
-struct Watch {
-    response: reqwest::Response,
-    buffer: Vec<u8>,
-}
-
-impl Watch {
-    /// The next event, or None once the server ended the stream.
-    async fn next(&mut self) -> Option<Value> {
-        loop {
-            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                return Some(serde_json::from_slice(&line).expect("a watch line is JSON"));
-            }
-            match self.response.chunk().await {
-                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => return None,
-            }
-        }
-    }
-
-    /// The next event that is not a bookmark.
-    async fn next_change(&mut self) -> Value {
-        loop {
-            let event = self.next().await.expect("watch ended early");
-            if event["type"] != "BOOKMARK" {
-                return event;
-            }
-        }
-    }
-
-    /// Asserts that no event other than bookmarks arrives within `wait`.
-    async fn expect_quiet(&mut self, wait: Duration) {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            match tokio::time::timeout_at(deadline, self.next()).await {
-                Err(_) => return,
-                Ok(Some(event)) if event["type"] == "BOOKMARK" => continue,
-                Ok(other) => panic!("expected no event, got {other:?}"),
-            }
-        }
+        Watch::new(response)
     }
 }
 

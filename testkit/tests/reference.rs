@@ -6,10 +6,13 @@
 //! answer that clients act on (for `Status` bodies: status, reason, code, message, details.name,
 //! group, kind and causes). uids, timestamps and resourceVersions naturally differ.
 
+mod common;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::Watch;
 use serde_json::{Value, json};
 use testkit::apiserver::{ApiServer, FieldError};
 
@@ -301,7 +304,7 @@ async fn ref_01_to_18_replayed_in_order() {
         let target = with_query(&t.target, "resourceVersion", &watch_from.to_string());
         let response = api.http.get(format!("{}{target}", api.server.url())).send().await.expect("open watch");
         assert_eq!(response.status().as_u16(), t.status);
-        let mut lines = Lines { response, buffer: Vec::new() };
+        let mut lines = Watch::new(response);
         for want in t.events() {
             let got = lines.next().await.expect("05: the watch ended early");
             assert_eq!(got["type"], want["type"], "05: {got}");
@@ -323,7 +326,7 @@ async fn ref_01_to_18_replayed_in_order() {
         let t = transcript(12);
         let response = api.http.get(format!("{}{}", api.server.url(), t.target)).send().await.expect("open watch");
         assert_eq!(response.status().as_u16(), t.status);
-        let error = Lines { response, buffer: Vec::new() }.next().await.expect("12: an ERROR event");
+        let error = Watch::new(response).next().await.expect("12: an ERROR event");
         let recorded = t.response.replace("(741)", &format!("({})", api.server.resource_version()));
         let want: Value = serde_json::from_str(&recorded).unwrap();
         assert_eq!(error["type"], want["type"]);
@@ -554,7 +557,7 @@ async fn ref_32_watch_with_label_selector_sees_objects_leave_and_enter() {
         api.merge(&format!("{SECRETS}/page-0"), &json!({"metadata": {"labels": label}})).await;
 
         let expected = t.events();
-        let mut lines = Lines { response, buffer: Vec::new() };
+        let mut lines = Watch::new(response);
         let mut changes = Vec::new();
         let mut bookmark = None;
         while changes.len() < 3 || bookmark.is_none() {
@@ -584,27 +587,6 @@ async fn ref_32_watch_with_label_selector_sees_objects_leave_and_enter() {
         assert_eq!(bookmark, shape);
     })
     .await;
-}
-
-/// Reads a watch stream line by line.
-struct Lines {
-    response: reqwest::Response,
-    buffer: Vec<u8>,
-}
-
-impl Lines {
-    async fn next(&mut self) -> Option<Value> {
-        loop {
-            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                return Some(serde_json::from_slice(&line).expect("a watch line is JSON"));
-            }
-            match self.response.chunk().await {
-                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => return None,
-            }
-        }
-    }
 }
 
 // --- authorization and admission --------------------------------------------------------------
