@@ -27,7 +27,9 @@ pub const CSP_DEFAULT_URL: &str = "https://console.cloud.vmware.com";
     printcolumn(name = "Org", type_ = "string", json_path = ".spec.orgId"),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
     printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    // A string, not a date: kubectl shows a date as an age, and a future time as `<invalid>`.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("!has(self.scope) || (has(self.endpoint) && has(self.endpoint.type) && self.endpoint.type == 'CSP')").message("scope is supported only with endpoint.type CSP"))]

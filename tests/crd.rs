@@ -110,3 +110,24 @@ fn spec_defaults_are_applied_in_code_not_the_schema() {
     assert_eq!(spec.target().access_token_key(), "token");
     assert_eq!(token(base()).target_secret_name(), "t");
 }
+
+fn crd() -> Value {
+    serde_json::to_value(NavigatorToken::crd()).unwrap()
+}
+
+#[test]
+fn printer_columns_read_right_for_future_times() {
+    let crd = crd();
+    let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"].as_array().unwrap().clone();
+    // kubectl renders a `date` column as an age: a future time shows `<invalid>`, a past one `117s`.
+    for column in &columns {
+        let path = column["jsonPath"].as_str().unwrap();
+        if column["type"] == "date" {
+            assert!(!["expiresAt", "nextRefreshAt"].iter().any(|f| path.ends_with(f)), "{path} is a future time shown as an age");
+        }
+    }
+    let column = |name: &str| columns.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no {name} column")).clone();
+    assert_eq!(column("Expires")["jsonPath"], ".status.expiresAt");
+    assert_eq!(column("Expires")["type"], "string");
+    assert_eq!(column("Reason")["jsonPath"], r#".status.conditions[?(@.type=="Ready")].reason"#);
+}
