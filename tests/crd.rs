@@ -101,14 +101,81 @@ fn cel_rejects_contradictions_with_readable_messages() {
 }
 
 #[test]
-fn spec_defaults_are_applied_in_code_not_the_schema() {
-    // No schema defaults: what users apply is what the API server stores (no GitOps drift).
-    assert!(!serde_json::to_string(&NavigatorToken::crd()).unwrap().contains("\"default\""));
+fn only_the_enums_have_schema_defaults_the_rest_is_defaulted_in_code() {
+    let text = serde_json::to_string(&NavigatorToken::crd()).unwrap();
+    assert_eq!(text.matches("\"default\"").count(), 2, "defaults: endpoint.type and target.deletionPolicy only");
     let spec: NavigatorTokenSpec = serde_json::from_value(base()).unwrap();
     assert_eq!(spec.endpoint_url(), "https://console.navigator.vmware.com");
     assert_eq!(spec.credentials_secret_ref.client_id_key(), "client_id");
     assert_eq!(spec.target().access_token_key(), "token");
     assert_eq!(token(base()).target_secret_name(), "t");
+}
+
+#[test]
+fn enum_fields_show_values_and_default_in_kubectl_explain_and_are_defaulted_by_the_api_server() {
+    let spec = schema();
+    let fields = [
+        (&spec["properties"]["endpoint"]["properties"]["type"], ["Navigator", "CSP"], "Navigator"),
+        (&spec["properties"]["target"]["properties"]["deletionPolicy"], ["Delete", "Retain"], "Delete"),
+    ];
+    for (field, values, default) in fields {
+        assert_eq!(field["enum"], json!(values));
+        assert_eq!(field["default"], default);
+        // A defaulted field must not be nullable: the API server keeps an explicit null instead.
+        assert!(field.get("nullable").is_none(), "{field}");
+        // kubectl explain (OpenAPI v2, as in kubectl 1.28) prints only the description.
+        let description = field["description"].as_str().unwrap();
+        for value in values {
+            assert!(description.contains(value), "{description} does not name {value}");
+        }
+        assert!(description.contains(&format!("default {default}")), "{description}");
+    }
+    // Objects stored before the defaults (field absent) and after (field set) both read.
+    let before = token(with(json!({"endpoint": {}, "target": {}}))).spec;
+    let after = token(with(json!({"endpoint": {"type": "Navigator"}, "target": {"deletionPolicy": "Delete"}}))).spec;
+    assert_eq!(before.endpoint_type(), after.endpoint_type());
+    assert_eq!(before.target().deletion_policy.unwrap_or_default(), after.target().deletion_policy.unwrap());
+    // The defaults pass the CEL rules (the API server validates them).
+    assert_eq!(cel_errors(with(json!({"endpoint": {"type": "Navigator"}, "target": {"deletionPolicy": "Delete"}}))), "");
+}
+
+#[test]
+fn duration_rules_are_guarded_so_a_bad_duration_gives_only_the_pattern_error() {
+    // CEL rules run even when the OpenAPI pattern fails: an unguarded duration() on `30 minutes`
+    // added "type conversion error from 'string' to 'google.protobuf.Duration'".
+    let text = serde_json::to_string(&crd()).unwrap();
+    let rules: Vec<String> = serde_json::from_str::<Value>(&text)
+        .map(|v| collect_rules(&v))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.contains("duration(self"))
+        .collect();
+    assert_eq!(rules.len(), 3, "{rules:?}");
+    for rule in &rules {
+        assert!(rule.contains(".matches("), "unguarded duration() in {rule}");
+    }
+    for patch in [
+        json!({"validity": "30 minutes"}),
+        json!({"refreshBefore": "1 hour"}),
+        json!({"validity": "30 minutes", "refreshBefore": "10m"}),
+        json!({"validity": "30m", "refreshBefore": "ten minutes"}),
+    ] {
+        assert_eq!(cel_errors(with(patch.clone())), "", "{patch}: only the OpenAPI pattern may complain");
+    }
+}
+
+/// Every CEL rule in the CRD.
+fn collect_rules(node: &Value) -> Vec<String> {
+    match node {
+        Value::Object(map) => {
+            let own = map.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten();
+            let mut rules: Vec<String> = own.filter_map(|v| v["rule"].as_str().map(str::to_owned)).collect();
+            rules.extend(map.values().flat_map(collect_rules));
+            rules
+        }
+        Value::Array(items) => items.iter().flat_map(collect_rules).collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn crd() -> Value {
