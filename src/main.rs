@@ -158,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    let admin_listener = bind_admin(args.admin_addr).await?;
     let metrics = Arc::new(Metrics::default());
     let config = kube::Config::infer().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
     let client = api_counter::client(config, ApiCounter::new(metrics.kube_api_requests.clone()))?;
@@ -174,7 +175,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     let identity = args.identity.clone().unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "navigator-token-operator".into()));
 
-    let admin = tokio::spawn(admin::serve(args.admin_addr, admin::router(metrics.clone(), readiness.clone()), shutdown.clone().wait()));
+    let admin = tokio::spawn(admin::serve(admin_listener, admin::router(metrics.clone(), readiness.clone()), shutdown.clone().wait()));
     info!(admin = %args.admin_addr, namespaces = ?args.namespaces, "starting");
 
     let lease = if args.leader_elect {
@@ -217,6 +218,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     admin.await??;
     info!("stopped");
     Ok(())
+}
+
+/// Binds the admin server before the cluster connection: a taken port is an error at start,
+/// naming the address and the flag, not a server that silently never serves.
+async fn bind_admin(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = admin::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr}, given by --admin-addr (NAVIGATOR_ADMIN_ADDR), for /metrics, /livez and /readyz")
+    })?;
+    info!(admin = %listener.local_addr()?, "admin server listening");
+    Ok(listener)
 }
 
 fn init_tracing(format: LogFormat) {

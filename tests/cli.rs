@@ -66,3 +66,35 @@ fn crd_command_prints_the_committed_crd() {
     let printed = String::from_utf8(output.stdout).unwrap();
     assert!(printed == committed, "crds/navigatortoken.yaml is stale: run `cargo run -- crd > crds/navigatortoken.yaml`");
 }
+
+/// Runs `run` with no cluster configuration, killed after 30 s so a hang fails instead of blocking.
+fn run_without_cluster(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(BIN);
+    command.arg("run").args(args);
+    // Whatever the caller's environment, there is no cluster: the kubeconfig does not exist and
+    // there is no in-cluster configuration either.
+    command.env("KUBECONFIG", concat!(env!("CARGO_MANIFEST_DIR"), "/target/no-such-kubeconfig"));
+    command.env_remove("KUBERNETES_SERVICE_HOST").env_remove("NO_COLOR").env_remove("RUST_LOG");
+    command.envs(envs.iter().copied());
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_busy_admin_port_fails_at_start_naming_the_address_and_the_flag() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let output = run_without_cluster(&["--admin-addr", &addr], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&addr) && stderr.contains("--admin-addr") && stderr.contains("in use"), "{stderr}");
+}
