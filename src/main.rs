@@ -232,11 +232,18 @@ async fn bind_admin(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener>
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour_logs());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// Colour only on a terminal (logs go to stdout): escape codes garble log files and pipes.
+/// `NO_COLOR` (set and not empty) turns it off there too, as no-color.org asks.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Fires on SIGTERM or Ctrl-C, or when triggered.

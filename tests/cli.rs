@@ -98,3 +98,12 @@ fn a_busy_admin_port_fails_at_start_naming_the_address_and_the_flag() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&addr) && stderr.contains("--admin-addr") && stderr.contains("in use"), "{stderr}");
 }
+
+#[test]
+fn text_logs_have_no_colour_codes_when_not_on_a_terminal() {
+    // Port 0: any free port. The admin listener logs once bound, then the missing cluster stops it.
+    let output = run_without_cluster(&["--admin-addr", "127.0.0.1:0", "--log-format", "text"], &[]);
+    let logs = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(logs.contains("INFO"), "no log line to check: {logs}");
+    assert!(!logs.contains("\x1b["), "ANSI escapes in piped logs: {logs:?}");
+}
