@@ -288,7 +288,7 @@ async fn issue_one(args: TokenArgs) -> anyhow::Result<()> {
         validity: args.validity,
         ca_bundle,
     };
-    let token = client.issue(&request).await?;
+    let token = client.issue(&request).await.map_err(|e| anyhow::anyhow!(e.command_line_message()))?;
     println!("issued-at:     {}", token.issued_at);
     println!("expires-at:    {}", token.expires_at);
     println!("expiry-source: {:?}", token.expiry_source);

@@ -57,6 +57,8 @@ async fn token_command_reports_upstream_errors_without_the_secret() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("HTTP 401"), "{stderr}");
     assert!(!stderr.contains("wrong-secret-value"));
+    // The command has no Secret: the advice names what was given on the command line.
+    assert!(!stderr.contains("Secret") && stderr.contains("--client-id") && stderr.contains("NAVIGATOR_CLIENT_SECRET"), "{stderr}");
 }
 
 #[test]
