@@ -52,6 +52,8 @@ struct RunArgs {
     #[arg(long, env = "NAVIGATOR_TOKEN_RATE_LIMIT", default_value_t = 10.0)]
     token_rate_limit: f64,
     /// Hosts NavigatorTokens may send credentials to (comma-separated; loopback only when listed).
+    /// The list replaces the default, it does not add to it: to add a host, list the VMware hosts
+    /// too, e.g. console.navigator.vmware.com,console.cloud.vmware.com,my-proxy.example
     #[arg(
         long,
         env = "NAVIGATOR_ALLOWED_ENDPOINT_HOSTS",

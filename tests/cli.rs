@@ -109,3 +109,10 @@ fn text_logs_have_no_colour_codes_when_not_on_a_terminal() {
     assert!(logs.contains("INFO"), "no log line to check: {logs}");
     assert!(!logs.contains("\x1b["), "ANSI escapes in piped logs: {logs:?}");
 }
+
+#[test]
+fn help_says_the_allowed_hosts_replace_the_default() {
+    let output = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("replaces the default") && help.contains("console.cloud.vmware.com,my-proxy.example"), "{help}");
+}
