@@ -198,3 +198,189 @@ fn printer_columns_read_right_for_future_times() {
     assert_eq!(column("Expires")["type"], "string");
     assert_eq!(column("Reason")["jsonPath"], r#".status.conditions[?(@.type=="Ready")].reason"#);
 }
+
+/// The oldest supported Kubernetes minor version (1.x), as docs/operations.md states it.
+const KUBERNETES_FLOOR: u32 = 27;
+
+/// Fields of an `x-kubernetes-validations` rule and the 1.x release each appeared in (on by
+/// default): messageExpression 1.27, reason and fieldPath 1.28, optionalOldSelf with validation
+/// ratcheting (beta, on by default) 1.30.
+const RULE_FIELDS: &[(&str, u32)] =
+    &[("rule", 25), ("message", 25), ("messageExpression", 27), ("reason", 28), ("fieldPath", 28), ("optionalOldSelf", 30)];
+
+/// CEL functions and macros in every Kubernetes release with CRD validation rules (1.25+): the
+/// standard definitions and macros, extended strings v1, and the Kubernetes list, regex and URL
+/// libraries. Newer ones (quantity and optional types 1.29, strings v2 1.30, IP/CIDR 1.31,
+/// format 1.32, two-variable comprehensions 1.33, semver 1.34) are missing on purpose: using
+/// one fails below until the floor is raised.
+const CEL_FUNCTIONS_SINCE_1_25: &[&str] = &[
+    "has",
+    "all",
+    "exists",
+    "exists_one",
+    "map",
+    "filter",
+    "size",
+    "matches",
+    "startsWith",
+    "endsWith",
+    "contains",
+    "duration",
+    "timestamp",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bytes",
+    "bool",
+    "type",
+    "dyn",
+    "charAt",
+    "indexOf",
+    "lastIndexOf",
+    "lowerAscii",
+    "upperAscii",
+    "replace",
+    "split",
+    "join",
+    "substring",
+    "trim",
+    "isSorted",
+    "sum",
+    "min",
+    "max",
+    "find",
+    "findAll",
+    "isURL",
+    "url",
+    "getScheme",
+    "getHost",
+    "getHostname",
+    "getPort",
+    "getEscapedPath",
+    "getQuery",
+];
+
+/// Schema keywords of apiextensions.k8s.io/v1 (1.16) and CEL rules (1.25). Anything else, such as
+/// a CRD feature from a later release, fails until it is checked against the floor and added.
+const SCHEMA_KEYWORDS: &[&str] = &[
+    "type",
+    "description",
+    "properties",
+    "required",
+    "items",
+    "additionalProperties",
+    "nullable",
+    "default",
+    "enum",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "title",
+    "x-kubernetes-validations",
+];
+
+#[test]
+fn the_crd_uses_nothing_newer_than_the_supported_kubernetes_floor() {
+    let crd = crd();
+    let mut problems = Vec::new();
+    for version in crd["spec"]["versions"].as_array().unwrap() {
+        for key in version.as_object().unwrap().keys() {
+            // selectableFields (1.31) and the like are not among these.
+            if !["name", "served", "storage", "schema", "subresources", "additionalPrinterColumns", "deprecated"].contains(&key.as_str()) {
+                problems.push(format!("spec.versions[].{key} is not checked against the floor"));
+            }
+        }
+        check_schema("", &version["schema"]["openAPIV3Schema"], &mut problems);
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+fn check_schema(path: &str, node: &Value, problems: &mut Vec<String>) {
+    for (key, value) in node.as_object().unwrap() {
+        if !SCHEMA_KEYWORDS.contains(&key.as_str()) {
+            problems.push(format!("{path}: schema keyword {key} is not checked against the floor"));
+        }
+        match key.as_str() {
+            "properties" => {
+                value.as_object().unwrap().iter().for_each(|(name, child)| check_schema(&format!("{path}.{name}"), child, problems))
+            }
+            "items" | "additionalProperties" if value.is_object() => check_schema(&format!("{path}[]"), value, problems),
+            "x-kubernetes-validations" => {
+                for rule in value.as_array().unwrap() {
+                    for field in rule.as_object().unwrap().keys() {
+                        match RULE_FIELDS.iter().find(|(name, _)| name == field) {
+                            Some((_, since)) if *since <= KUBERNETES_FLOOR => {}
+                            Some((_, since)) => problems.push(format!("{path}: rule field {field} needs 1.{since}")),
+                            None => problems.push(format!("{path}: rule field {field} is not checked against the floor")),
+                        }
+                    }
+                    let text = rule["rule"].as_str().unwrap();
+                    for function in cel_calls(text) {
+                        if !CEL_FUNCTIONS_SINCE_1_25.contains(&function.as_str()) {
+                            problems.push(format!("{path}: CEL function {function}() is not known to be in 1.{KUBERNETES_FLOOR}: {text}"));
+                        }
+                    }
+                    if without_literals(text).contains(".?") {
+                        problems.push(format!("{path}: CEL optional field syntax needs 1.29: {text}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// CEL text with the contents of string literals removed (they may hold anything, e.g. regexes).
+fn without_literals(rule: &str) -> String {
+    let (mut out, mut quote, mut escaped) = (String::new(), None, false);
+    for c in rule.chars() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// Names of the functions and macros a CEL expression calls (identifiers followed by `(`).
+fn cel_calls(rule: &str) -> Vec<String> {
+    let text = without_literals(rule);
+    let mut calls = Vec::new();
+    let mut name = String::new();
+    for c in text.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            name.push(c);
+        } else {
+            if c == '(' && !name.is_empty() && !name.starts_with(|d: char| d.is_ascii_digit()) {
+                calls.push(name.clone());
+            }
+            name.clear();
+        }
+    }
+    calls
+}
+
+#[test]
+fn the_floor_check_sees_newer_cel_and_rule_fields() {
+    let mut problems = Vec::new();
+    let schema = json!({"type": "object", "x-kubernetes-validations": [
+        {"rule": "isQuantity(self.q) && self.matches('a(b)?')", "messageExpression": "'x'", "fieldPath": ".q"},
+        {"rule": "self.?q.orValue('') == ''"},
+    ]});
+    check_schema("spec", &schema, &mut problems);
+    let text = format!("{problems:?}");
+    for expected in ["isQuantity()", "orValue()", "fieldPath needs 1.28", "optional field syntax"] {
+        assert!(text.contains(expected), "{expected} not reported: {text}");
+    }
+    assert!(!text.contains("matches()") && !text.contains("messageExpression"), "{text}");
+}
