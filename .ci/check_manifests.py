@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Offline sanity checks of rendered deploy/ manifests and of examples/.
 
-  check_manifests.py rendered --mode cluster-wide|namespaced [--dockerfile Dockerfile] FILE
+  check_manifests.py rendered --mode cluster-wide|namespaced [--namespace NS] [--without-crd]
+                             [--dockerfile Dockerfile] FILE
+  check_manifests.py shards FILE FILE...
   check_manifests.py examples FILE...
 
 `rendered` checks what a client-side dry run cannot without a cluster: references
 between objects (selectors, ServiceAccount, roleRefs, probe ports), the hardening the
 docs promise, and the operator ServiceAccount's effective RBAC, which must be exactly
 the permissions below -- nothing missing, nothing extra, no `*`, no `delete`.
+`shards` checks that the renders of the instances of one sharded install can live in
+one cluster: each selects its NavigatorTokens, the selectors are disjoint, each has its
+own namespace (so its own Lease), and no object of one overwrites another's.
 `examples` checks the conventions the operator relies on in user-written objects.
 Needs PyYAML. Exit status 0 if all checks pass, 1 otherwise.
 """
@@ -96,13 +101,13 @@ def lease_name(container: dict) -> str:
     return name
 
 
-def check_structure(c: Checker, docs: list[dict]) -> str:
+def check_structure(c: Checker, docs: list[dict], want_ns: str = OPERATOR) -> str:
     seen = set()
     op_ns = None
     for d in docs:
         if d.get("kind") == "Namespace":
             op_ns = d["metadata"]["name"]
-    c.check(op_ns == OPERATOR, f"expected a Namespace {OPERATOR}, found {op_ns!r}")
+    c.check(op_ns == want_ns, f"expected a Namespace {want_ns}, found {op_ns!r}")
     for d in docs:
         m = d.get("metadata") or {}
         ok = c.check(bool(d.get("apiVersion")) and bool(d.get("kind")) and bool(m.get("name")),
@@ -209,7 +214,7 @@ def check_deployment(c: Checker, docs: list[dict], op_ns: str, dockerfile: str |
     return dep
 
 
-def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str) -> None:
+def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, with_crd: bool = True) -> None:
     roles = {}
     for d in docs:
         if d.get("kind") in ("Role", "ClusterRole"):
@@ -236,7 +241,8 @@ def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str) -
             f"--mode {mode} but NAVIGATOR_NAMESPACES={raw_ns!r} (empty means all namespaces)")
     has_crd = any(d.get("kind") == "CustomResourceDefinition" for d in docs)
     if mode == "cluster-wide":
-        c.check(has_crd, "the cluster-wide install must include the CRD")
+        c.check(has_crd == with_crd, "the cluster-wide install must include the CRD" if with_crd
+                else "this install must not include the CRD (another instance installs it)")
     else:
         c.check(not has_crd, "the namespaced install must not include the cluster-scoped CRD (admin installs crds/)")
         c.check(not any(d.get("kind") in ("ClusterRole", "ClusterRoleBinding") for d in docs),
@@ -295,9 +301,59 @@ def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str) -
 def cmd_rendered(args) -> Checker:
     c = Checker()
     docs = [d for _, d in load([args.file])]
-    op_ns = check_structure(c, docs)
+    op_ns = check_structure(c, docs, args.namespace)
     dep = check_deployment(c, docs, op_ns, args.dockerfile)
-    check_rbac(c, docs, op_ns, dep, args.mode)
+    check_rbac(c, docs, op_ns, dep, args.mode, not args.without_crd)
+    return c
+
+
+def selector_terms(selector: str) -> list[tuple[str, str, str]] | None:
+    """`key=value`, `key==value` and `key!=value` terms; None for any other selector syntax."""
+    terms = []
+    for part in selector.split(","):
+        m = re.fullmatch(r"\s*([\w./-]+)\s*(==|=|!=)\s*([\w.-]*)\s*", part)
+        if not m:
+            return None
+        terms.append((m[1], "!=" if m[2] == "!=" else "=", m[3]))
+    return terms
+
+
+def disjoint(a: str, b: str) -> bool:
+    """True if no labels can match both selectors (for the equality forms only)."""
+    ta, tb = selector_terms(a), selector_terms(b)
+    if ta is None or tb is None:
+        return False
+    for ka, opa, va in ta:
+        for kb, opb, vb in tb:
+            if ka == kb and ((opa, opb) == ("=", "=") and va != vb or opa != opb and va == vb):
+                return True
+    return False
+
+
+def cmd_shards(args) -> Checker:
+    c = Checker()
+    instances = []  # (file, operator namespace, selector, docs)
+    for path in args.files:
+        docs = [d for _, d in load([path])]
+        nss = [d["metadata"]["name"] for d in docs if d.get("kind") == "Namespace"]
+        deps = [d for d in docs if d.get("kind") == "Deployment"]
+        ctr = deps[0]["spec"]["template"]["spec"]["containers"][0] if deps else {}
+        selector = env_map(ctr).get("NAVIGATOR_SELECTOR", {}).get("value", "")
+        c.check(bool(selector), f"{path}: a shard must set NAVIGATOR_SELECTOR")
+        instances.append((path, nss[0] if nss else None, selector, docs))
+    for i, (pa, nsa, sa, da) in enumerate(instances):
+        for pb, nsb, sb, db in instances[i + 1:]:
+            c.check(nsa != nsb, f"{pa} and {pb} share the namespace {nsa} (and so the Lease)")
+            c.check(disjoint(sa, sb), f"{pa} ({sa!r}) and {pb} ({sb!r}): selectors not provably disjoint; "
+                                      "a NavigatorToken matching both would be refreshed by both")
+            # Same identity in both renders: applying one would overwrite the other's object,
+            # which is harmless only for identical cluster-scoped objects (the CRD).
+            ids_b = {(group_of(d["apiVersion"]), d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d for d in db}
+            for d in da:
+                key = (group_of(d["apiVersion"]), d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
+                other = ids_b.get(key)
+                c.check(other is None or (d["kind"] in CLUSTER_SCOPED and d["kind"] != "Namespace" and other == d),
+                        f"{pa} and {pb} both render {ident(d)} (one would overwrite the other)")
     return c
 
 
@@ -320,15 +376,20 @@ def main() -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("rendered")
     r.add_argument("--mode", choices=("cluster-wide", "namespaced"), required=True)
+    r.add_argument("--namespace", default=OPERATOR, help="the operator's namespace")
+    r.add_argument("--without-crd", action="store_true", help="cluster-wide, but another instance installs the CRD")
     r.add_argument("--dockerfile")
     r.add_argument("file")
+    sh = sub.add_parser("shards")
+    sh.add_argument("files", nargs="+")
     e = sub.add_parser("examples")
     e.add_argument("files", nargs="*")
     args = ap.parse_args()
-    c = cmd_rendered(args) if args.cmd == "rendered" else cmd_examples(args)
+    c = {"rendered": cmd_rendered, "shards": cmd_shards, "examples": cmd_examples}[args.cmd](args)
     for err in c.errors:
         print(f"error: {err}", file=sys.stderr)
-    label = f"{args.mode} manifests" if args.cmd == "rendered" else "examples"
+    label = {"rendered": lambda: f"{args.mode} manifests", "shards": lambda: "shards",
+             "examples": lambda: "examples"}[args.cmd]()
     print(f"sanity ({label}): {c.count} checks, {len(c.errors)} error(s)")
     return 1 if c.errors else 0
 

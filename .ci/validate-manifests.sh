@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Offline validation of the deployment manifests (deploy/, crds/, examples/).
+# Offline validation of the deployment manifests (deploy/, crds/, examples/, including the
+# sharding example examples/sharding/).
 #
 #   bash .ci/validate-manifests.sh          # from the repository root
 #
@@ -8,19 +9,23 @@
 # later runs use that venv and need no network. No cluster is used or contacted.
 #
 # Steps:
-#  1. render deploy/ and deploy/overlays/namespaced/ twice each: must succeed without
-#     warnings and give identical bytes (determinism); outputs in target/manifests/;
+#  1. render deploy/, deploy/overlays/namespaced/ and the two instances of
+#     examples/sharding/ twice each: must succeed without warnings and give identical
+#     bytes (determinism); outputs in target/manifests/;
 #  2. kubernetes-validate --strict: built-in kinds in the rendered objects and in
 #     examples/*.yaml against the Kubernetes JSON schemas of $KUBE_VERSIONS (the oldest
-#     and newest the k8s-openapi in Cargo.lock supports); any kind without a schema
-#     other than the CRD's fails;
+#     supported Kubernetes, see docs/operations.md#kubernetes-versions, and the newest
+#     the k8s-openapi in Cargo.lock supports); any kind without a schema other than the
+#     CRD's fails;
 #  3. .ci/validate_custom_resources.py: NavigatorTokens in examples/ against the
 #     openAPIV3Schema of crds/navigatortoken.yaml, plus the CRD's contract;
 #  4. kubectl's client-side decode of every object (`kubectl label --local`: what a
 #     client dry run can do without a cluster -- `kubectl apply --dry-run=client`
 #     needs API discovery, so it is not used);
 #  5. .ci/check_manifests.py: cross-object references, hardening, and the operator's
-#     effective RBAC (exactly what it needs: no `*`, no delete on Secrets or anything).
+#     effective RBAC (exactly what it needs: no `*`, no delete on Secrets or anything);
+#     for the sharding example also that its instances can share a cluster (disjoint
+#     selectors, own namespaces and Leases, no object of one overwriting another's).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -31,7 +36,7 @@ CR_KIND=NavigatorToken
 OUT=target/manifests
 VENV=target/ci-venv
 REQS=.ci/requirements-manifests.txt
-KUBE_VERSIONS=${KUBE_VERSIONS:-"1.33 1.37"}
+KUBE_VERSIONS=${KUBE_VERSIONS:-"1.27 1.37"}
 
 # Make sure nothing here can reach a cluster, whatever the caller's kubeconfig says.
 export KUBECONFIG=/dev/null
@@ -72,9 +77,10 @@ render() { # DIR OUTFILE
   fi
   rm -f "$out.stderr"
 }
-declare -A MODES=([cluster-wide]=deploy/ [namespaced]=deploy/overlays/namespaced/)
+declare -A MODES=([cluster-wide]=deploy/ [namespaced]=deploy/overlays/namespaced/
+                  [shard-a]=examples/sharding/a/ [shard-b]=examples/sharding/b/)
 RENDERED=()
-for mode in cluster-wide namespaced; do
+for mode in cluster-wide namespaced shard-a shard-b; do
   step "rendering ${MODES[$mode]} -> $OUT/$mode.yaml"
   render "${MODES[$mode]}" "$OUT/$mode.yaml"
   render "${MODES[$mode]}" "$OUT/$mode.again.yaml"
@@ -132,6 +138,10 @@ step "sanity, hardening and RBAC"
 for mode in cluster-wide namespaced; do
   "$PY" .ci/check_manifests.py rendered --mode "$mode" --dockerfile Dockerfile "$OUT/$mode.yaml"
 done
+"$PY" .ci/check_manifests.py rendered --mode cluster-wide --dockerfile Dockerfile "$OUT/shard-a.yaml"
+"$PY" .ci/check_manifests.py rendered --mode cluster-wide --namespace navigator-token-operator-shard-b \
+  --without-crd --dockerfile Dockerfile "$OUT/shard-b.yaml"
+"$PY" .ci/check_manifests.py shards "$OUT/shard-a.yaml" "$OUT/shard-b.yaml"
 if ((${#EXAMPLES[@]} > 0)); then
   "$PY" .ci/check_manifests.py examples "${EXAMPLES[@]}"
 fi

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
 
@@ -43,9 +44,14 @@ pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
         .with_state(AdminState { metrics, readiness })
 }
 
-/// Serves the admin routes until `shutdown` resolves.
-pub async fn serve(addr: SocketAddr, app: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+/// Binds the admin address. Done before anything else starts, so that a taken port stops the
+/// process at once instead of leaving it running without probes or metrics.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves the admin routes on a bound listener until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 

@@ -11,6 +11,12 @@ pub const NAVIGATOR_DEFAULT_URL: &str = "https://console.navigator.vmware.com";
 /// Default base URL of the Cloud Services Platform endpoint.
 pub const CSP_DEFAULT_URL: &str = "https://console.cloud.vmware.com";
 
+/// A Go duration (`30m`, `1h30m`), as CEL's `duration()` parses it. Both the OpenAPI pattern and
+/// the guard in front of each `duration()` call: CEL rules run even when the pattern fails, and an
+/// unguarded `duration('30 minutes')` adds a type conversion error to the pattern's. `[.]`, not
+/// `\.`: the same text is a valid CEL string literal.
+const GO_DURATION: &str = "^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+
 /// Asks the operator to keep an access token for one VMware organization in a Secret.
 // kube's printcolumn(...) repeats `type_`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
@@ -27,11 +33,13 @@ pub const CSP_DEFAULT_URL: &str = "https://console.cloud.vmware.com";
     printcolumn(name = "Org", type_ = "string", json_path = ".spec.orgId"),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
     printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    // A string, not a date: kubectl shows a date as an age, and a future time as `<invalid>`.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("!has(self.scope) || (has(self.endpoint) && has(self.endpoint.type) && self.endpoint.type == 'CSP')").message("scope is supported only with endpoint.type CSP"))]
-#[x_kube(validation = Rule::new("!has(self.refreshBefore) || !has(self.validity) || duration(self.refreshBefore) < duration(self.validity)").message("refreshBefore must be shorter than validity"))]
+#[x_kube(validation = Rule::new(format!("!has(self.refreshBefore) || !has(self.validity) || !self.refreshBefore.matches('{GO_DURATION}') || !self.validity.matches('{GO_DURATION}') || duration(self.refreshBefore) < duration(self.validity)")).message("refreshBefore must be shorter than validity"))]
 #[serde(rename_all = "camelCase")]
 pub struct NavigatorTokenSpec {
     /// Organization (GUID) the token is issued for.
@@ -50,13 +58,13 @@ pub struct NavigatorTokenSpec {
     pub scope: Option<String>,
     /// Requested token lifetime as a Go duration (e.g. 30m), sent as accessTokenValiditySeconds. The endpoint may grant less; default: what the OAuth client is configured for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("validity must be at least 1s"))]
+    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{GO_DURATION}') || duration(self) >= duration('1s')")).message("validity must be at least 1s"))]
     pub validity: Option<String>,
     /// How long before expiry to refresh, as a Go duration; default: once 2/3 of the lifetime has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"))]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("refreshBefore must be positive"))]
+    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{GO_DURATION}') || duration(self) > duration('0s')")).message("refreshBefore must be positive"))]
     pub refresh_before: Option<String>,
     /// The Secret the token is written to; default: a Secret named like this NavigatorToken with the key token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,8 +100,10 @@ pub struct CredentialsSecretRef {
 #[x_kube(validation = Rule::new("!has(self.url) || self.url.startsWith('https://') || self.url.matches('^http://(127\\\\.[0-9]+\\\\.[0-9]+\\\\.[0-9]+|localhost|\\\\[::1\\\\])(:[0-9]+)?(/.*)?$')").message("url must be https (plain http is allowed only for loopback hosts, for testing)"))]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
-    /// Navigator (default): Cloud Partner Navigator authorize API; CSP: Cloud Services Platform OAuth token API.
+    /// Navigator or CSP; default Navigator. Navigator: Cloud Partner Navigator authorize API; CSP: Cloud Services Platform OAuth token API.
+    // Defaulted by the API server too; still an Option, for objects stored before the default.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "endpoint_type_schema")]
     pub type_: Option<EndpointType>,
     /// Base URL (scheme and host, optional port and path prefix); default per type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,8 +155,10 @@ pub struct Target {
     /// Annotations merged into the Secret's annotations.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-    /// Delete (default): the Secret is garbage-collected with the NavigatorToken; Retain: it is left behind.
+    /// Delete or Retain; default Delete. Delete: the Secret is garbage-collected with the NavigatorToken; Retain: it is left behind.
+    // Defaulted by the API server too; still an Option, for objects stored before the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "deletion_policy_schema")]
     pub deletion_policy: Option<DeletionPolicy>,
 }
 
@@ -193,7 +205,7 @@ pub struct NavigatorTokenStatus {
     /// The most recent failure, kept until the next success.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<Box<Failure>>,
-    /// Fingerprint of the spec and credentials the last attempt used; a change retries at once.
+    /// Opaque fingerprint of the inputs the last token was issued, or last attempted, from: the spec fields the token depends on, a fingerprint of the credential values, and the navigator.dev/refresh-requested-at annotation. For change detection only (a change requests a new token at once); no value can be recovered from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs_fingerprint: Option<String>,
 }
@@ -208,6 +220,22 @@ pub struct Failure {
     pub reason: String,
     /// What went wrong and what to do about it.
     pub message: String,
+}
+
+/// `endpoint.type`'s schema: the enum with its default (not `Option`'s nullable enum).
+fn endpoint_type_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    enum_with_default(&[EndpointType::Navigator, EndpointType::Csp], EndpointType::default())
+}
+
+/// `target.deletionPolicy`'s schema: the enum with its default (not `Option`'s nullable enum).
+fn deletion_policy_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    enum_with_default(&[DeletionPolicy::Delete, DeletionPolicy::Retain], DeletionPolicy::default())
+}
+
+/// A string enum whose default the API server fills in. A default must not be nullable: the API
+/// server would keep an explicit null instead of defaulting it.
+fn enum_with_default<T: Serialize>(values: &[T], default: T) -> schemars::Schema {
+    schemars::json_schema!({"type": "string", "enum": values, "default": default})
 }
 
 fn is_zero(n: &u32) -> bool {

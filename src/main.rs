@@ -53,6 +53,8 @@ struct RunArgs {
     #[arg(long, env = "NAVIGATOR_TOKEN_RATE_LIMIT", default_value_t = 10.0)]
     token_rate_limit: f64,
     /// Hosts NavigatorTokens may send credentials to (comma-separated; loopback only when listed).
+    /// The list replaces the default, it does not add to it: to add a host, list the VMware hosts
+    /// too, e.g. console.navigator.vmware.com,console.cloud.vmware.com,my-proxy.example
     #[arg(
         long,
         env = "NAVIGATOR_ALLOWED_ENDPOINT_HOSTS",
@@ -160,6 +162,7 @@ async fn main() -> anyhow::Result<ExitCode> {
 /// Exits 0 after a signal, non-zero when leadership was lost (see `leader::Outcome`).
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
+    let admin_listener = bind_admin(args.admin_addr).await?;
     let metrics = Arc::new(Metrics::default());
     let config = kube::Config::infer().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
     let counter = ApiCounter::new(metrics.kube_api_requests.clone());
@@ -177,7 +180,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal();
     let identity = args.identity.clone().unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "navigator-token-operator".into()));
 
-    let admin = tokio::spawn(admin::serve(args.admin_addr, admin::router(metrics.clone(), readiness.clone()), shutdown.clone().wait()));
+    let admin = tokio::spawn(admin::serve(admin_listener, admin::router(metrics.clone(), readiness.clone()), shutdown.clone().wait()));
     info!(admin = %args.admin_addr, namespaces = ?args.namespaces, "starting");
 
     let lease = if args.leader_elect {
@@ -229,13 +232,30 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(outcome.exit_code()))
 }
 
+/// Binds the admin server before the cluster connection: a taken port is an error at start,
+/// naming the address and the flag, not a server that silently never serves.
+async fn bind_admin(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = admin::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr}, given by --admin-addr (NAVIGATOR_ADMIN_ADDR), for /metrics, /livez and /readyz")
+    })?;
+    info!(admin = %listener.local_addr()?, "admin server listening");
+    Ok(listener)
+}
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(colour_logs());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// Colour only on a terminal (logs go to stdout): escape codes garble log files and pipes.
+/// `NO_COLOR` (set and not empty) turns it off there too, as no-color.org asks.
+fn colour_logs() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Fires on SIGTERM or Ctrl-C, or when triggered.
@@ -280,7 +300,7 @@ async fn issue_one(args: TokenArgs) -> anyhow::Result<()> {
         validity: args.validity,
         ca_bundle,
     };
-    let token = client.issue(&request).await?;
+    let token = client.issue(&request).await.map_err(|e| anyhow::anyhow!(e.command_line_message()))?;
     println!("issued-at:     {}", token.issued_at);
     println!("expires-at:    {}", token.expires_at);
     println!("expiry-source: {:?}", token.expiry_source);

@@ -57,6 +57,8 @@ async fn token_command_reports_upstream_errors_without_the_secret() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("HTTP 401"), "{stderr}");
     assert!(!stderr.contains("wrong-secret-value"));
+    // The command has no Secret: the advice names what was given on the command line.
+    assert!(!stderr.contains("Secret") && stderr.contains("--client-id") && stderr.contains("NAVIGATOR_CLIENT_SECRET"), "{stderr}");
 }
 
 #[test]
@@ -65,4 +67,52 @@ fn crd_command_prints_the_committed_crd() {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/navigatortoken.yaml")).unwrap();
     let printed = String::from_utf8(output.stdout).unwrap();
     assert!(printed == committed, "crds/navigatortoken.yaml is stale: run `cargo run -- crd > crds/navigatortoken.yaml`");
+}
+
+/// Runs `run` with no cluster configuration, killed after 30 s so a hang fails instead of blocking.
+fn run_without_cluster(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(BIN);
+    command.arg("run").args(args);
+    // Whatever the caller's environment, there is no cluster: the kubeconfig does not exist and
+    // there is no in-cluster configuration either.
+    command.env("KUBECONFIG", concat!(env!("CARGO_MANIFEST_DIR"), "/target/no-such-kubeconfig"));
+    command.env_remove("KUBERNETES_SERVICE_HOST").env_remove("NO_COLOR").env_remove("RUST_LOG");
+    command.envs(envs.iter().copied());
+    command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_busy_admin_port_fails_at_start_naming_the_address_and_the_flag() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let output = run_without_cluster(&["--admin-addr", &addr], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&addr) && stderr.contains("--admin-addr") && stderr.contains("in use"), "{stderr}");
+}
+
+#[test]
+fn text_logs_have_no_colour_codes_when_not_on_a_terminal() {
+    // Port 0: any free port. The admin listener logs once bound, then the missing cluster stops it.
+    let output = run_without_cluster(&["--admin-addr", "127.0.0.1:0", "--log-format", "text"], &[]);
+    let logs = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(logs.contains("INFO"), "no log line to check: {logs}");
+    assert!(!logs.contains("\x1b["), "ANSI escapes in piped logs: {logs:?}");
+}
+
+#[test]
+fn help_says_the_allowed_hosts_replace_the_default() {
+    let output = Command::new(BIN).args(["run", "--help"]).output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("replaces the default") && help.contains("console.cloud.vmware.com,my-proxy.example"), "{help}");
 }

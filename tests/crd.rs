@@ -101,12 +101,286 @@ fn cel_rejects_contradictions_with_readable_messages() {
 }
 
 #[test]
-fn spec_defaults_are_applied_in_code_not_the_schema() {
-    // No schema defaults: what users apply is what the API server stores (no GitOps drift).
-    assert!(!serde_json::to_string(&NavigatorToken::crd()).unwrap().contains("\"default\""));
+fn only_the_enums_have_schema_defaults_the_rest_is_defaulted_in_code() {
+    let text = serde_json::to_string(&NavigatorToken::crd()).unwrap();
+    assert_eq!(text.matches("\"default\"").count(), 2, "defaults: endpoint.type and target.deletionPolicy only");
     let spec: NavigatorTokenSpec = serde_json::from_value(base()).unwrap();
     assert_eq!(spec.endpoint_url(), "https://console.navigator.vmware.com");
     assert_eq!(spec.credentials_secret_ref.client_id_key(), "client_id");
     assert_eq!(spec.target().access_token_key(), "token");
     assert_eq!(token(base()).target_secret_name(), "t");
+}
+
+#[test]
+fn enum_fields_show_values_and_default_in_kubectl_explain_and_are_defaulted_by_the_api_server() {
+    let spec = schema();
+    let fields = [
+        (&spec["properties"]["endpoint"]["properties"]["type"], ["Navigator", "CSP"], "Navigator"),
+        (&spec["properties"]["target"]["properties"]["deletionPolicy"], ["Delete", "Retain"], "Delete"),
+    ];
+    for (field, values, default) in fields {
+        assert_eq!(field["enum"], json!(values));
+        assert_eq!(field["default"], default);
+        // A defaulted field must not be nullable: the API server keeps an explicit null instead.
+        assert!(field.get("nullable").is_none(), "{field}");
+        // kubectl explain (OpenAPI v2, as in kubectl 1.28) prints only the description.
+        let description = field["description"].as_str().unwrap();
+        for value in values {
+            assert!(description.contains(value), "{description} does not name {value}");
+        }
+        assert!(description.contains(&format!("default {default}")), "{description}");
+    }
+    // Objects stored before the defaults (field absent) and after (field set) both read.
+    let before = token(with(json!({"endpoint": {}, "target": {}}))).spec;
+    let after = token(with(json!({"endpoint": {"type": "Navigator"}, "target": {"deletionPolicy": "Delete"}}))).spec;
+    assert_eq!(before.endpoint_type(), after.endpoint_type());
+    assert_eq!(before.target().deletion_policy.unwrap_or_default(), after.target().deletion_policy.unwrap());
+    // The defaults pass the CEL rules (the API server validates them).
+    assert_eq!(cel_errors(with(json!({"endpoint": {"type": "Navigator"}, "target": {"deletionPolicy": "Delete"}}))), "");
+}
+
+#[test]
+fn duration_rules_are_guarded_so_a_bad_duration_gives_only_the_pattern_error() {
+    // CEL rules run even when the OpenAPI pattern fails: an unguarded duration() on `30 minutes`
+    // added "type conversion error from 'string' to 'google.protobuf.Duration'".
+    let text = serde_json::to_string(&crd()).unwrap();
+    let rules: Vec<String> = serde_json::from_str::<Value>(&text)
+        .map(|v| collect_rules(&v))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.contains("duration(self"))
+        .collect();
+    assert_eq!(rules.len(), 3, "{rules:?}");
+    for rule in &rules {
+        assert!(rule.contains(".matches("), "unguarded duration() in {rule}");
+    }
+    for patch in [
+        json!({"validity": "30 minutes"}),
+        json!({"refreshBefore": "1 hour"}),
+        json!({"validity": "30 minutes", "refreshBefore": "10m"}),
+        json!({"validity": "30m", "refreshBefore": "ten minutes"}),
+    ] {
+        assert_eq!(cel_errors(with(patch.clone())), "", "{patch}: only the OpenAPI pattern may complain");
+    }
+}
+
+/// Every CEL rule in the CRD.
+fn collect_rules(node: &Value) -> Vec<String> {
+    match node {
+        Value::Object(map) => {
+            let own = map.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten();
+            let mut rules: Vec<String> = own.filter_map(|v| v["rule"].as_str().map(str::to_owned)).collect();
+            rules.extend(map.values().flat_map(collect_rules));
+            rules
+        }
+        Value::Array(items) => items.iter().flat_map(collect_rules).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn crd() -> Value {
+    serde_json::to_value(NavigatorToken::crd()).unwrap()
+}
+
+#[test]
+fn printer_columns_read_right_for_future_times() {
+    let crd = crd();
+    let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"].as_array().unwrap().clone();
+    // kubectl renders a `date` column as an age: a future time shows `<invalid>`, a past one `117s`.
+    for column in &columns {
+        let path = column["jsonPath"].as_str().unwrap();
+        if column["type"] == "date" {
+            assert!(!["expiresAt", "nextRefreshAt"].iter().any(|f| path.ends_with(f)), "{path} is a future time shown as an age");
+        }
+    }
+    let column = |name: &str| columns.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no {name} column")).clone();
+    assert_eq!(column("Expires")["jsonPath"], ".status.expiresAt");
+    assert_eq!(column("Expires")["type"], "string");
+    assert_eq!(column("Reason")["jsonPath"], r#".status.conditions[?(@.type=="Ready")].reason"#);
+}
+
+/// The oldest supported Kubernetes minor version (1.x), as docs/operations.md states it.
+const KUBERNETES_FLOOR: u32 = 27;
+
+/// Fields of an `x-kubernetes-validations` rule and the 1.x release each appeared in (on by
+/// default): messageExpression 1.27, reason and fieldPath 1.28, optionalOldSelf with validation
+/// ratcheting (beta, on by default) 1.30.
+const RULE_FIELDS: &[(&str, u32)] =
+    &[("rule", 25), ("message", 25), ("messageExpression", 27), ("reason", 28), ("fieldPath", 28), ("optionalOldSelf", 30)];
+
+/// CEL functions and macros in every Kubernetes release with CRD validation rules (1.25+): the
+/// standard definitions and macros, extended strings v1, and the Kubernetes list, regex and URL
+/// libraries. Newer ones (quantity and optional types 1.29, strings v2 1.30, IP/CIDR 1.31,
+/// format 1.32, two-variable comprehensions 1.33, semver 1.34) are missing on purpose: using
+/// one fails below until the floor is raised.
+const CEL_FUNCTIONS_SINCE_1_25: &[&str] = &[
+    "has",
+    "all",
+    "exists",
+    "exists_one",
+    "map",
+    "filter",
+    "size",
+    "matches",
+    "startsWith",
+    "endsWith",
+    "contains",
+    "duration",
+    "timestamp",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "bytes",
+    "bool",
+    "type",
+    "dyn",
+    "charAt",
+    "indexOf",
+    "lastIndexOf",
+    "lowerAscii",
+    "upperAscii",
+    "replace",
+    "split",
+    "join",
+    "substring",
+    "trim",
+    "isSorted",
+    "sum",
+    "min",
+    "max",
+    "find",
+    "findAll",
+    "isURL",
+    "url",
+    "getScheme",
+    "getHost",
+    "getHostname",
+    "getPort",
+    "getEscapedPath",
+    "getQuery",
+];
+
+/// Schema keywords of apiextensions.k8s.io/v1 (1.16) and CEL rules (1.25). Anything else, such as
+/// a CRD feature from a later release, fails until it is checked against the floor and added.
+const SCHEMA_KEYWORDS: &[&str] = &[
+    "type",
+    "description",
+    "properties",
+    "required",
+    "items",
+    "additionalProperties",
+    "nullable",
+    "default",
+    "enum",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "title",
+    "x-kubernetes-validations",
+];
+
+#[test]
+fn the_crd_uses_nothing_newer_than_the_supported_kubernetes_floor() {
+    let crd = crd();
+    let mut problems = Vec::new();
+    for version in crd["spec"]["versions"].as_array().unwrap() {
+        for key in version.as_object().unwrap().keys() {
+            // selectableFields (1.31) and the like are not among these.
+            if !["name", "served", "storage", "schema", "subresources", "additionalPrinterColumns", "deprecated"].contains(&key.as_str()) {
+                problems.push(format!("spec.versions[].{key} is not checked against the floor"));
+            }
+        }
+        check_schema("", &version["schema"]["openAPIV3Schema"], &mut problems);
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+fn check_schema(path: &str, node: &Value, problems: &mut Vec<String>) {
+    for (key, value) in node.as_object().unwrap() {
+        if !SCHEMA_KEYWORDS.contains(&key.as_str()) {
+            problems.push(format!("{path}: schema keyword {key} is not checked against the floor"));
+        }
+        match key.as_str() {
+            "properties" => {
+                value.as_object().unwrap().iter().for_each(|(name, child)| check_schema(&format!("{path}.{name}"), child, problems))
+            }
+            "items" | "additionalProperties" if value.is_object() => check_schema(&format!("{path}[]"), value, problems),
+            "x-kubernetes-validations" => {
+                for rule in value.as_array().unwrap() {
+                    for field in rule.as_object().unwrap().keys() {
+                        match RULE_FIELDS.iter().find(|(name, _)| name == field) {
+                            Some((_, since)) if *since <= KUBERNETES_FLOOR => {}
+                            Some((_, since)) => problems.push(format!("{path}: rule field {field} needs 1.{since}")),
+                            None => problems.push(format!("{path}: rule field {field} is not checked against the floor")),
+                        }
+                    }
+                    let text = rule["rule"].as_str().unwrap();
+                    for function in cel_calls(text) {
+                        if !CEL_FUNCTIONS_SINCE_1_25.contains(&function.as_str()) {
+                            problems.push(format!("{path}: CEL function {function}() is not known to be in 1.{KUBERNETES_FLOOR}: {text}"));
+                        }
+                    }
+                    if without_literals(text).contains(".?") {
+                        problems.push(format!("{path}: CEL optional field syntax needs 1.29: {text}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// CEL text with the contents of string literals removed (they may hold anything, e.g. regexes).
+fn without_literals(rule: &str) -> String {
+    let (mut out, mut quote, mut escaped) = (String::new(), None, false);
+    for c in rule.chars() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// Names of the functions and macros a CEL expression calls (identifiers followed by `(`).
+fn cel_calls(rule: &str) -> Vec<String> {
+    let text = without_literals(rule);
+    let mut calls = Vec::new();
+    let mut name = String::new();
+    for c in text.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            name.push(c);
+        } else {
+            if c == '(' && !name.is_empty() && !name.starts_with(|d: char| d.is_ascii_digit()) {
+                calls.push(name.clone());
+            }
+            name.clear();
+        }
+    }
+    calls
+}
+
+#[test]
+fn the_floor_check_sees_newer_cel_and_rule_fields() {
+    let mut problems = Vec::new();
+    let schema = json!({"type": "object", "x-kubernetes-validations": [
+        {"rule": "isQuantity(self.q) && self.matches('a(b)?')", "messageExpression": "'x'", "fieldPath": ".q"},
+        {"rule": "self.?q.orValue('') == ''"},
+    ]});
+    check_schema("spec", &schema, &mut problems);
+    let text = format!("{problems:?}");
+    for expected in ["isQuantity()", "orValue()", "fieldPath needs 1.28", "optional field syntax"] {
+        assert!(text.contains(expected), "{expected} not reported: {text}");
+    }
+    assert!(!text.contains("matches()") && !text.contains("messageExpression"), "{text}");
 }

@@ -223,6 +223,24 @@ impl TokenError {
         }
     }
 
+    /// The message for the `token` command, which has no NavigatorToken: where [`Display`](fmt::Display)
+    /// points at the credentials Secret or a spec field, this names the command's flags instead.
+    pub fn command_line_message(&self) -> String {
+        use TokenError::*;
+        match self {
+            Unauthorized(detail) => format!(
+                "the token endpoint rejected the client credentials (HTTP 401){detail}; check the client id (--client-id) and secret (NAVIGATOR_CLIENT_SECRET or --client-secret) given"
+            ),
+            NotFound(detail) => format!("organization or endpoint not found (HTTP 404){detail}; check --org-id and --url"),
+            BadRequest(detail) => format!(
+                "the token endpoint rejected the request (HTTP 400){detail}; check --org-id, --scope and the client id and secret given"
+            ),
+            Tls(cause) => format!("TLS with the token endpoint failed: {cause}; if it uses a private CA, pass it with --ca-bundle"),
+            UnknownExpiry => "the token's expiry cannot be known (no expires_in, no JWT exp claim); pass --validity".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
     /// The status condition / Event reason for this error.
     pub fn reason(&self) -> &'static str {
         use TokenError::*;
