@@ -14,27 +14,8 @@ use testkit::token_server::{Scripted, TokenServer, TokenServerConfig};
 const LONG: Duration = Duration::from_secs(600);
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn reason_becomes(h: &Harness, name: &str, status: &str, reason: &str) {
-    h.wait_until(&format!("{name} Ready={status} reason {reason}"), WAIT, || async {
-        h.ready(name).await == Some((status.to_owned(), reason.to_owned()))
-    })
-    .await;
-}
-
 async fn force_refresh(h: &Harness, name: &str, stamp: &str) {
     h.patch_token(name, json!({"metadata": {"annotations": {"navigator.dev/refresh-requested-at": stamp}}})).await;
-}
-
-/// Events are published after the status write, so they are waited for.
-async fn has_event(h: &Harness, name: &str, kind: &str, reason: &str) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while tokio::time::Instant::now() < deadline {
-        if h.events(name).await.iter().any(|(k, r)| k == kind && r == reason) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +29,7 @@ async fn an_outage_keeps_the_valid_token_backs_off_and_recovers() {
     h.tokens.set_default(Some(Scripted::status(503, "text/html", "<html>maintenance</html>")));
     let before = h.tokens.request_count();
     force_refresh(&h, "outage", "1").await;
-    reason_becomes(&h, "outage", "True", "RefreshFailing").await;
+    h.wait_for_ready("outage", "True", "RefreshFailing").await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     // Exponential backoff from 2s (±20%): attempts near 0s, 2s and 6s in 7s, never a storm.
     let attempts = h.tokens.request_count() - before;
@@ -56,31 +37,24 @@ async fn an_outage_keeps_the_valid_token_backs_off_and_recovers() {
     assert_eq!(h.secret_token("outage", "token").await.unwrap(), good, "the valid token stays");
     let status = h.token("outage").await.status.unwrap();
     assert!(status.consecutive_failures >= 2);
-    let failing = failure_series(&h, "outage").expect("a failure series while failing");
+    let failing = h.series("navigator_token_consecutive_failures", "outage").expect("a failure series while failing");
     let count: u32 = failing.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a count");
     assert!(count >= 1, "{failing}");
     let failure = status.last_failure.unwrap();
     assert_eq!(failure.reason, "UpstreamUnavailable");
     assert!(failure.message.contains("HTTP 503"), "{}", failure.message);
-    assert!(has_event(&h, "outage", "Warning", "UpstreamUnavailable").await);
+    assert!(h.has_event("outage", "Warning", "UpstreamUnavailable").await);
     let warnings = h.events("outage").await.into_iter().filter(|(kind, _)| kind == "Warning").count();
     assert_eq!(warnings, 1, "one Warning per failure episode, not one per attempt");
 
     h.tokens.set_default(None);
     force_refresh(&h, "outage", "2").await; // a change retries at once, whatever the backoff
     h.wait_until("recovered", WAIT, || async { h.secret_token("outage", "token").await.unwrap() != good }).await;
-    reason_becomes(&h, "outage", "True", "TokenValid").await;
-    assert!(has_event(&h, "outage", "Normal", "Recovered").await);
+    h.wait_for_ready("outage", "True", "TokenValid").await;
+    assert!(h.has_event("outage", "Normal", "Recovered").await);
     assert_eq!(h.token("outage").await.status.unwrap().consecutive_failures, 0);
-    assert_eq!(failure_series(&h, "outage"), None, "no failure series once healthy");
+    assert_eq!(h.series("navigator_token_consecutive_failures", "outage"), None, "no failure series once healthy");
     h.finish().await;
-}
-
-/// The `navigator_token_consecutive_failures` line of a NavigatorToken, if any.
-fn failure_series(h: &Harness, name: &str) -> Option<String> {
-    let text = h.metrics.encode();
-    let line = text.lines().find(|l| l.starts_with("navigator_token_consecutive_failures{") && l.contains(&format!("name=\"{name}\"")));
-    line.map(str::to_owned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,15 +63,15 @@ async fn wrong_credentials_retry_slowly_and_at_once_when_fixed() {
     h.tokens.set_credentials("testkit-client", "the-real-secret");
     h.start_operator();
     h.create_token("creds", json!({"endpoint": {"type": "Navigator"}})).await;
-    reason_becomes(&h, "creds", "False", "Unauthorized").await;
+    h.wait_for_ready("creds", "False", "Unauthorized").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(h.tokens.request_count(), 1, "credential errors wait for a change");
     let message = h.token("creds").await.status.unwrap().last_failure.unwrap().message;
     assert!(message.contains("HTTP 401") && message.contains("credentials Secret"), "{message}");
-    assert!(has_event(&h, "creds", "Warning", "Unauthorized").await);
+    assert!(h.has_event("creds", "Warning", "Unauthorized").await);
 
     h.put_credentials("testkit-client", "the-real-secret").await;
-    reason_becomes(&h, "creds", "True", "TokenValid").await;
+    h.wait_for_ready("creds", "True", "TokenValid").await;
     assert_eq!(h.tokens.request_count(), 2);
     h.finish().await;
 }
@@ -113,7 +87,7 @@ async fn rate_limits_honour_retry_after() {
     });
     h.start_operator();
     h.create_token("limited", json!({})).await;
-    reason_becomes(&h, "limited", "False", "RateLimited").await;
+    h.wait_for_ready("limited", "False", "RateLimited").await;
     let message = h.token("limited").await.status.unwrap().last_failure.unwrap().message;
     assert!(message.contains("requestId rq-429") && message.contains("retry after 2s"), "{message}");
     h.wait_for_token_in_secret("limited", 1).await;
@@ -139,8 +113,8 @@ async fn broken_responses_are_reported_with_their_reason() {
         // Persistent, so that earlier tokens' retries cannot take a one-off answer meant for this one.
         h.tokens.set_default(Some(scripted.clone()));
         h.create_token(name, json!({})).await;
-        reason_becomes(&h, name, "False", reason).await;
-        assert!(has_event(&h, name, "Warning", reason).await, "{name}: no Warning event");
+        h.wait_for_ready(name, "False", reason).await;
+        assert!(h.has_event(name, "Warning", reason).await, "{name}: no Warning event");
     }
     h.finish().await;
 }
@@ -174,10 +148,10 @@ async fn bad_credentials_secrets_block_without_a_request() {
     for (name, secret_name, reason, text) in cases {
         let spec = json!({"credentialsSecretRef": {"name": secret_name}, "target": {"secretName": format!("{name}-token")}});
         h.create_token(name, spec).await;
-        reason_becomes(&h, name, "False", reason).await;
+        h.wait_for_ready(name, "False", reason).await;
         let message = h.token(name).await.status.unwrap().last_failure.unwrap().message;
         assert!(message.contains(text), "{name}: {message}");
-        assert!(has_event(&h, name, "Warning", reason).await, "{name}: no Warning event");
+        assert!(h.has_event(name, "Warning", reason).await, "{name}: no Warning event");
     }
     // Blocked NavigatorTokens sit still: no status rewrites, no hot loop.
     let quiet = h.api_counts();
@@ -192,7 +166,7 @@ async fn bad_credentials_secrets_block_without_a_request() {
     // Fixing a Secret (adding the label) retries at once.
     let label = json!({"metadata": {"labels": {"navigator.dev/credentials": "true"}}});
     secrets.patch("unlabelled", &PatchParams::default(), &Patch::Merge(&label)).await.unwrap();
-    reason_becomes(&h, "unlabelled", "True", "TokenValid").await;
+    h.wait_for_ready("unlabelled", "True", "TokenValid").await;
     h.finish().await;
 }
 
@@ -206,10 +180,10 @@ async fn a_secret_the_operator_did_not_create_is_never_overwritten() {
     h.secrets().create(&PostParams::default(), &theirs).await.unwrap();
     h.start_operator();
     h.create_token("conflict", json!({"target": {"secretName": "taken"}})).await;
-    reason_becomes(&h, "conflict", "False", "SecretConflict").await;
+    h.wait_for_ready("conflict", "False", "SecretConflict").await;
     assert_eq!(h.secret_token("taken", "token").await.as_deref(), Some("theirs"));
     assert_eq!(h.tokens.request_count(), 0, "no token is requested for a Secret it cannot write");
-    assert!(has_event(&h, "conflict", "Warning", "SecretConflict").await);
+    assert!(h.has_event("conflict", "Warning", "SecretConflict").await);
     h.finish().await;
 }
 
@@ -219,7 +193,7 @@ async fn endpoints_outside_the_allow_list_get_no_request() {
     h.start_operator();
     let port = h.tokens.base_url().rsplit(':').next().unwrap().to_owned();
     h.create_token("elsewhere", json!({"endpoint": {"url": format!("http://localhost:{port}")}})).await;
-    reason_becomes(&h, "elsewhere", "False", "EndpointNotAllowed").await;
+    h.wait_for_ready("elsewhere", "False", "EndpointNotAllowed").await;
     assert_eq!(h.tokens.request_count(), 0);
     h.finish().await;
 }
@@ -232,7 +206,7 @@ async fn tls_endpoints_need_a_trusted_ca_bundle() {
     h.create_token("trusted", json!({"endpoint": {"url": tls.base_url(), "caBundle": tls.ca_pem().unwrap()}})).await;
     h.create_token("untrusted", json!({"endpoint": {"url": tls.base_url()}})).await;
     h.wait_until("trusted issued", WAIT, || async { h.ready("trusted").await.is_some_and(|(s, _)| s == "True") }).await;
-    reason_becomes(&h, "untrusted", "False", "TLSError").await;
+    h.wait_for_ready("untrusted", "False", "TLSError").await;
     assert_eq!(tls.request_count(), 1, "the untrusted handshake never carried a request");
     h.finish().await;
 }

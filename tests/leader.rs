@@ -246,12 +246,7 @@ async fn the_binary_exits_non_zero_at_once_on_lost_leadership_and_zero_on_sigter
                  "endpoint": {"type": "CSP", "url": tokens.base_url()}},
     }));
     let kubeconfig = std::env::temp_dir().join(format!("nvt-leader-test-{}.kubeconfig", std::process::id()));
-    let yaml = format!(
-        "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\n\
-         contexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n",
-        api.url()
-    );
-    std::fs::write(&kubeconfig, yaml).unwrap();
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
 
     // A leads and has a token request in flight (the endpoint hangs) when another replica takes
     // the Lease: A exits non-zero within a renew interval, without waiting for the request.

@@ -32,12 +32,7 @@ async fn every_json_log_line_of_a_reconcile_names_the_navigator_token() {
         }));
     }
     let kubeconfig = std::env::temp_dir().join(format!("nvt-logs-test-{}.kubeconfig", std::process::id()));
-    let yaml = format!(
-        "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\n\
-         contexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n",
-        api.url()
-    );
-    std::fs::write(&kubeconfig, yaml).unwrap();
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
     let child = tokio::process::Command::new(BIN)
         .args(["run", "--admin-addr", "127.0.0.1:0", "--namespaces", "team-a", "--allowed-endpoint-hosts", "127.0.0.1"])
         .args(["--log-format", "json"])

@@ -15,13 +15,6 @@ use testkit::apiserver::{Fault, FaultKind};
 const LONG: Duration = Duration::from_secs(600);
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn condition_becomes(h: &Harness, name: &str, status: &str, reason: &str) {
-    h.wait_until(&format!("{name} Ready={status} reason {reason}"), WAIT, || async {
-        h.ready(name).await == Some((status.to_owned(), reason.to_owned()))
-    })
-    .await;
-}
-
 async fn last_failure(h: &Harness, name: &str) -> (String, String, u32) {
     let status = h.token(name).await.status.expect("status");
     let failure = status.last_failure.expect("a last failure");
@@ -42,7 +35,7 @@ async fn a_quota_that_leaves_no_room_is_reported_and_the_issued_token_stored_onc
     api.insert(quota.clone());
     h.start_operator();
     h.create_token("quota", json!({})).await;
-    condition_becomes(&h, "quota", "False", "SecretQuotaExceeded").await;
+    h.wait_for_ready("quota", "False", "SecretQuotaExceeded").await;
     let (_, message, _) = last_failure(&h, "quota").await;
     assert!(message.contains("ResourceQuota") && message.contains("Raise the quota"), "{message}");
 
@@ -55,7 +48,7 @@ async fn a_quota_that_leaves_no_room_is_reported_and_the_issued_token_stored_onc
     raised["spec"]["hard"]["count/secrets"] = json!("5");
     api.insert(raised);
     h.wait_for_token_in_secret("quota", 1).await;
-    condition_becomes(&h, "quota", "True", "TokenValid").await;
+    h.wait_for_ready("quota", "True", "TokenValid").await;
     assert_eq!(h.tokens.request_count(), 1, "the token issued before is the one stored");
     h.finish().await;
 }
@@ -66,13 +59,13 @@ async fn an_immutable_target_secret_keeps_the_old_token_until_deleted_then_takes
     h.start_operator();
     h.create_token("frozen", json!({})).await;
     h.wait_for_token_in_secret("frozen", 1).await;
-    condition_becomes(&h, "frozen", "True", "TokenValid").await;
+    h.wait_for_ready("frozen", "True", "TokenValid").await;
     let first = h.secret_token("frozen", "token").await.unwrap();
 
     h.secrets().patch("frozen", &PatchParams::default(), &Patch::Merge(&json!({"immutable": true}))).await.unwrap();
     h.patch_token("frozen", json!({"metadata": {"annotations": {"navigator.dev/refresh-requested-at": "now"}}})).await;
     // The old token is still valid: Ready stays True while the refresh fails.
-    condition_becomes(&h, "frozen", "True", "RefreshFailing").await;
+    h.wait_for_ready("frozen", "True", "RefreshFailing").await;
     let (reason, message, _) = last_failure(&h, "frozen").await;
     assert_eq!(reason, "SecretImmutable");
     assert!(message.contains("Delete it and the operator recreates it"), "{message}");
@@ -84,7 +77,7 @@ async fn an_immutable_target_secret_keeps_the_old_token_until_deleted_then_takes
     // As the message says: delete it, and the token already issued lands at once.
     h.secrets().delete("frozen", &DeleteParams::default()).await.unwrap();
     h.wait_for_token_in_secret("frozen", 2).await;
-    condition_becomes(&h, "frozen", "True", "TokenValid").await;
+    h.wait_for_ready("frozen", "True", "TokenValid").await;
     assert_eq!(h.tokens.request_count(), 2, "no token is requested twice for one window");
     h.finish().await;
 }
@@ -94,14 +87,14 @@ async fn invalid_target_labels_are_reported_and_a_fixed_spec_retries_at_once() {
     let mut h = Harness::new(LONG).await;
     h.start_operator();
     h.create_token("labels", json!({"target": {"labels": {"bad key!": "x"}}})).await;
-    condition_becomes(&h, "labels", "False", "SecretInvalid").await;
+    h.wait_for_ready("labels", "False", "SecretInvalid").await;
     let (_, message, _) = last_failure(&h, "labels").await;
     assert!(message.contains("bad key!") && message.contains("spec.target"), "{message}");
 
     // A spec change is a new generation: no waiting for the backoff.
     h.patch_token("labels", json!({"spec": {"target": {"labels": {"bad key!": null, "team": "a"}}}})).await;
     h.wait_for_token_in_secret("labels", 1).await;
-    condition_becomes(&h, "labels", "True", "TokenValid").await;
+    h.wait_for_ready("labels", "True", "TokenValid").await;
     assert_eq!(h.tokens.request_count(), 1, "labels are not an input of the token: the issued one is stored");
     h.finish().await;
 }
@@ -113,12 +106,12 @@ async fn a_forbidden_secret_write_backs_off_exponentially_with_one_event() {
     h.start_operator();
     h.create_token("denied", json!({})).await;
     h.wait_for_token_in_secret("denied", 1).await;
-    condition_becomes(&h, "denied", "True", "TokenValid").await;
+    h.wait_for_ready("denied", "True", "TokenValid").await;
 
     api.inject(Fault::new(Some("patch"), Some("secrets"), FaultKind::Status(403), 1_000));
     let before = h.api_counts();
     h.patch_token("denied", json!({"metadata": {"annotations": {"navigator.dev/refresh-requested-at": "now"}}})).await;
-    condition_becomes(&h, "denied", "True", "RefreshFailing").await;
+    h.wait_for_ready("denied", "True", "RefreshFailing").await;
     assert_eq!(last_failure(&h, "denied").await.0, "SecretWriteForbidden");
     tokio::time::sleep(Duration::from_secs(7)).await;
     // Attempts near 0s, 2s and 6s (±20 %), not one every 5 s, and not a storm.

@@ -11,14 +11,9 @@ use serde_json::json;
 use support::{CREDS, Harness};
 use testkit::token_server::Scripted;
 
+const EXPIRY: &str = "navigator_token_expiry_timestamp_seconds";
 /// Long enough that no refresh falls inside a test.
 const LONG: Duration = Duration::from_secs(600);
-
-fn expiry_series(h: &Harness, name: &str) -> Option<String> {
-    let text = h.metrics.encode();
-    let line = text.lines().find(|l| l.starts_with("navigator_token_expiry_timestamp_seconds{") && l.contains(&format!("name=\"{name}\"")));
-    line.map(str::to_owned)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_edits_of_the_credentials_secret_cost_no_token_and_value_changes_do() {
@@ -59,13 +54,13 @@ async fn a_deleted_navigator_token_takes_its_metric_series_with_it() {
     h.create_token("gone", json!({})).await;
     h.create_token("kept", json!({"target": {"secretName": "kept-token"}})).await;
     h.wait_until("both expiry series", Duration::from_secs(20), || async {
-        expiry_series(&h, "gone").is_some() && expiry_series(&h, "kept").is_some()
+        h.series(EXPIRY, "gone").is_some() && h.series(EXPIRY, "kept").is_some()
     })
     .await;
 
     h.delete_token("gone").await;
-    h.wait_until("the deleted token's series is gone", Duration::from_secs(10), || async { expiry_series(&h, "gone").is_none() }).await;
-    assert!(expiry_series(&h, "kept").is_some(), "other tokens keep theirs");
+    h.wait_until("the deleted token's series is gone", Duration::from_secs(10), || async { h.series(EXPIRY, "gone").is_none() }).await;
+    assert!(h.series(EXPIRY, "kept").is_some(), "other tokens keep theirs");
     h.finish().await;
 }
 
@@ -107,10 +102,7 @@ async fn a_restart_with_a_corrected_allow_list_retries_blocked_tokens_at_once() 
     let mut h = Harness::new(LONG).await;
     h.start_operator_allowing(&["console.cloud.vmware.com"]);
     h.create_token("blocked", json!({})).await;
-    h.wait_until("EndpointNotAllowed", Duration::from_secs(20), || async {
-        h.ready("blocked").await == Some(("False".to_owned(), "EndpointNotAllowed".to_owned()))
-    })
-    .await;
+    h.wait_for_ready("blocked", "False", "EndpointNotAllowed").await;
     h.stop_operator().await;
 
     // The admin adds the host and restarts the operator: no waiting for the 10-minute retry.
@@ -126,15 +118,12 @@ async fn a_restarted_operator_exports_the_failure_series_of_failing_tokens_at_on
     h.tokens.set_credentials("testkit-client", "not-what-the-secret-holds");
     h.start_operator();
     h.create_token("failing", json!({"endpoint": {"type": "Navigator"}})).await;
-    h.wait_until("Unauthorized", Duration::from_secs(20), || async {
-        h.ready("failing").await == Some(("False".to_owned(), "Unauthorized".to_owned()))
-    })
-    .await;
+    h.wait_for_ready("failing", "False", "Unauthorized").await;
     h.stop_operator().await;
 
     h.start_operator();
     h.wait_until("the failure series after the restart", Duration::from_secs(5), || async {
-        h.metrics.encode().lines().any(|l| l.starts_with("navigator_token_consecutive_failures{") && l.ends_with(" 1"))
+        h.series("navigator_token_consecutive_failures", "failing").is_some_and(|line| line.ends_with(" 1"))
     })
     .await;
     assert_eq!(h.tokens.request_count(), 1, "the series comes from status, not from a new attempt");

@@ -238,6 +238,34 @@ impl Harness {
         Some((condition.status, condition.reason))
     }
 
+    /// Waits until the Ready condition is (`status`, `reason`).
+    pub async fn wait_for_ready(&self, name: &str, status: &str, reason: &str) {
+        self.wait_until(&format!("{name} Ready={status} reason {reason}"), Duration::from_secs(20), || async {
+            self.ready(name).await == Some((status.to_owned(), reason.to_owned()))
+        })
+        .await;
+    }
+
+    /// Waits (up to 5 s: Events are published after the status write) for an Event of `kind`
+    /// and `reason` about `name`.
+    pub async fn has_event(&self, name: &str, kind: &str, reason: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            if self.events(name).await.iter().any(|(k, r)| k == kind && r == reason) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// The running operator's exposition line of `metric` for NavigatorToken `name`, if any.
+    pub fn series(&self, metric: &str, name: &str) -> Option<String> {
+        let text = self.metrics.encode();
+        let line = text.lines().find(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&format!("name=\"{name}\"")));
+        line.map(str::to_owned)
+    }
+
     /// Waits until the Secret holds the token the stand-in issued last.
     pub async fn wait_for_token_in_secret(&self, secret: &str, issued: usize) {
         let timeout = Duration::from_secs(20);

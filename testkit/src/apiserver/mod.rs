@@ -227,6 +227,16 @@ impl ApiServer {
         format!("http://{}", self.handle.addr)
     }
 
+    /// A kubeconfig (YAML) whose current context is this server, for running the operator's
+    /// binary against it.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: t, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: t, user: {{}}}}]\n\
+             contexts: [{{name: t, context: {{cluster: t, user: t}}}}]\ncurrent-context: t\n",
+            self.url()
+        )
+    }
+
     /// Stops accepting connections and ends every watch; idle connections are closed.
     pub fn shutdown(&self) {
         self.shared().shutdown();
