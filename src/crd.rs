@@ -40,6 +40,7 @@ const GO_DURATION: &str = "^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 )]
 #[x_kube(validation = Rule::new("!has(self.scope) || (has(self.endpoint) && has(self.endpoint.type) && self.endpoint.type == 'CSP')").message("scope is supported only with endpoint.type CSP"))]
 #[x_kube(validation = Rule::new(format!("!has(self.refreshBefore) || !has(self.validity) || !self.refreshBefore.matches('{GO_DURATION}') || !self.validity.matches('{GO_DURATION}') || duration(self.refreshBefore) < duration(self.validity)")).message("refreshBefore must be shorter than validity"))]
+#[x_kube(validation = Rule::new(secret_type_unchanged_rule()).message("target.template.type cannot change while target.secretName stays the same: the type of an existing Secret is immutable. Change secretName too, or delete and re-create the NavigatorToken"))]
 #[serde(rename_all = "camelCase")]
 pub struct NavigatorTokenSpec {
     /// Organization (GUID) the token is issued for.
@@ -72,6 +73,85 @@ pub struct NavigatorTokenSpec {
     /// When true the operator stops refreshing (the current token stays until it expires).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+    /// Workloads in this namespace whose pods read the token only at start (for example from an environment variable): after each new token is stored, the operator sets the annotation navigator.dev/restarted-at on their pod template, so they roll. Needs the opt-in RBAC component deploy/components/rollout-restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub rollout_restart_targets: Vec<RolloutTarget>,
+}
+
+/// A workload to restart after each new token.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutTarget {
+    /// Deployment, StatefulSet or DaemonSet.
+    pub kind: RolloutKind,
+    /// Its name, in the NavigatorToken's namespace.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    pub name: String,
+}
+
+/// The workload kinds a rollout restart applies to (API group apps/v1).
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 DaemonSet.
+    DaemonSet,
+}
+
+/// The Secret's shape for its consumers: more keys rendered from templates, its type, metadata.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    /// The Secret type; default Opaque (e.g. kubernetes.io/dockerconfigjson). The type of an existing Secret cannot change.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9/]+$"))]
+    pub type_: Option<String>,
+    /// Keys rendered from templates, written next to the raw token. Jinja-like syntax: {{ accessToken }}, {{ expiresAt | tojson }}, {% if idToken %}...{% endif %}. Variables: accessToken, idToken ("" when none), tokenType (Bearer), issuedAt and expiresAt (RFC 3339), issuedAtUnix and expiresAtUnix (Unix seconds), orgId, scope ("" when none), name and namespace (of this NavigatorToken). Filters: tojson, b64encode, upper, lower, trim. No arithmetic, file or network access; each rendered value is at most 64 KiB. Write `}} }` rather than `}}}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "template_data_schema")]
+    #[x_kube(validation = Rule::new("self.all(k, k.size() <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))").message("template.data keys must be valid Secret keys: letters, digits, '-', '_' and '.'"))]
+    pub data: BTreeMap<String, String>,
+    /// Labels and annotations merged into the Secret's, like target.labels and target.annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<TemplateMetadata>,
+}
+
+/// Labels and annotations of a [`SecretTemplate`].
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateMetadata {
+    /// Labels merged into the Secret's labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations merged into the Secret's annotations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `template.data`: at most 32 keys of at most 16 KiB of template text each (bounds the work and
+/// the CEL cost of the key rule).
+fn template_data_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "maxProperties": 32, "additionalProperties": {"type": "string", "maxLength": 16384}})
+}
+
+/// CEL: the Secret type a spec (`self` or `oldSelf`) asks for, defaulted.
+fn template_type(spec: &str) -> String {
+    format!(
+        "(has({spec}.target) && has({spec}.target.template) && has({spec}.target.template.type) ? {spec}.target.template.type : 'Opaque')"
+    )
+}
+
+/// CEL: the target Secret name a spec asks for ('' for the default, the object's name).
+fn secret_name(spec: &str) -> String {
+    format!("(has({spec}.target) && has({spec}.target.secretName) ? {spec}.target.secretName : '')")
+}
+
+/// A transition rule: the Secret type changes only together with the Secret's name.
+fn secret_type_unchanged_rule() -> String {
+    format!("{} == {} || {} != {}", template_type("self"), template_type("oldSelf"), secret_name("self"), secret_name("oldSelf"))
 }
 
 /// Where the OAuth client credentials are. Same namespace only: there is deliberately no namespace field.
@@ -131,6 +211,7 @@ pub enum EndpointType {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new("!has(self.idTokenKey) || self.idTokenKey != (has(self.accessTokenKey) ? self.accessTokenKey : 'token')").message("idTokenKey must differ from accessTokenKey"))]
 #[x_kube(validation = Rule::new("!has(self.expiresAtKey) || (self.expiresAtKey != (has(self.accessTokenKey) ? self.accessTokenKey : 'token') && (!has(self.idTokenKey) || self.expiresAtKey != self.idTokenKey))").message("expiresAtKey must differ from the token keys"))]
+#[x_kube(validation = Rule::new("!has(self.template) || !has(self.template.data) || (!((has(self.accessTokenKey) ? self.accessTokenKey : 'token') in self.template.data) && (!has(self.idTokenKey) || !(self.idTokenKey in self.template.data)) && (!has(self.expiresAtKey) || !(self.expiresAtKey in self.template.data)))").message("template.data keys must differ from accessTokenKey, idTokenKey and expiresAtKey"))]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     /// Secret name; default: the NavigatorToken's name.
@@ -160,6 +241,9 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "deletion_policy_schema")]
     pub deletion_policy: Option<DeletionPolicy>,
+    /// More keys rendered from templates, the Secret type, and more metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<SecretTemplate>,
 }
 
 /// What happens to the Secret when the NavigatorToken is deleted.

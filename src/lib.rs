@@ -10,6 +10,7 @@ pub mod duration;
 pub mod leader;
 pub mod metrics;
 pub mod redact;
+pub mod template;
 pub mod token;
 
 /// Field manager for every server-side apply this operator makes.

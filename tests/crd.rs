@@ -281,6 +281,8 @@ const SCHEMA_KEYWORDS: &[&str] = &[
     "maxLength",
     "minItems",
     "maxItems",
+    // In apiextensions.k8s.io/v1's JSONSchemaProps since it became GA (1.16).
+    "maxProperties",
     "title",
     "x-kubernetes-validations",
 ];
@@ -383,4 +385,44 @@ fn the_floor_check_sees_newer_cel_and_rule_fields() {
         assert!(text.contains(expected), "{expected} not reported: {text}");
     }
     assert!(!text.contains("matches()") && !text.contains("messageExpression"), "{text}");
+}
+
+#[test]
+fn templates_and_rollout_targets_are_checked_at_apply_time() {
+    let template = |t: Value| with(json!({"target": {"template": t}}));
+    let key_errors = cel_errors(template(json!({"data": {"bad key!": "{{ accessToken }}"}})));
+    assert!(key_errors.contains("template.data keys must be valid Secret keys"), "{key_errors}");
+    let clash = cel_errors(template(json!({"data": {"token": "Bearer {{ accessToken }}"}})));
+    assert!(clash.contains("template.data keys must differ from accessTokenKey"), "{clash}");
+    assert_eq!(cel_errors(template(json!({"type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "{}"}}))), "");
+    let targets = with(json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "app"}, {"kind": "DaemonSet", "name": "agent"}]}));
+    assert_eq!(cel_errors(targets.clone()), "");
+    assert_eq!(token(targets).spec.rollout_restart_targets.len(), 2);
+    let target_schema = &schema()["properties"]["rolloutRestartTargets"];
+    assert_eq!(target_schema["items"]["properties"]["kind"]["enum"], json!(["Deployment", "StatefulSet", "DaemonSet"]));
+    assert_eq!(target_schema["maxItems"], 16);
+}
+
+#[test]
+fn the_secret_type_changes_only_together_with_the_secret_name() {
+    let spec = |t: Option<&str>, name: Option<&str>| {
+        let mut target = json!({});
+        if let Some(t) = t {
+            target["template"] = json!({"type": t});
+        }
+        if let Some(name) = name {
+            target["secretName"] = json!(name);
+        }
+        token(with(json!({"target": target})))
+    };
+    let update = |new: &NavigatorToken, old: &NavigatorToken| match new.validate_cel_update(old) {
+        Ok(()) => String::new(),
+        Err(errors) => format!("{errors:?}"),
+    };
+    let opaque = spec(None, None);
+    let docker = spec(Some("kubernetes.io/dockerconfigjson"), None);
+    assert!(update(&docker, &opaque).contains("target.template.type cannot change"), "Opaque -> dockerconfigjson in place");
+    assert!(update(&opaque, &docker).contains("target.template.type cannot change"));
+    assert_eq!(update(&spec(Some("Opaque"), None), &opaque), "", "an explicit Opaque is the default");
+    assert_eq!(update(&spec(Some("kubernetes.io/dockerconfigjson"), Some("registry")), &opaque), "", "a new Secret may have a new type");
 }

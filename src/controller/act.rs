@@ -13,6 +13,7 @@ use super::events::EventType;
 use super::kube_io::SecretWriteFailure;
 use super::plan::{self, CurrentToken, IssueReason, TargetSecret};
 use super::reconcile::{Credentials, jitter_seed, requeue_at};
+use super::rollout::RolloutOutcome;
 use super::secret::{self, TokenMaterial, TokenTimes};
 use super::status::{self, REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
@@ -33,6 +34,8 @@ pub(super) struct Actor<'a> {
     pub(super) inputs_fp: &'a str,
     /// Fingerprint of the inputs and the operator's settings, kept in status on failure.
     pub(super) attempt_fp: &'a str,
+    /// Set once the rollout targets were restarted for a new token (see `rollout`).
+    pub(super) rollout: Option<RolloutOutcome>,
 }
 
 impl Actor<'_> {
@@ -99,14 +102,15 @@ impl Actor<'_> {
         if let Err(failure) = self.write_secret(&material).await {
             let key = ObjectRef::from_obj(self.token);
             self.ctx.per_token.unstored.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (self.inputs_fp.to_owned(), material));
-            return self.fail(failure.reason, &failure.message, RetryClass::Transient).await;
+            return self.fail(failure.reason, &failure.message, failure.retry_class()).await;
         }
+        self.restart_rollouts(&status::rfc3339(material.times.issued_at)).await;
         self.succeed(material.times, None, None, refresh_before, Some(reason)).await
     }
 
     /// Applies the target Secret; a refusal comes back as a reason a person can act on.
     async fn write_secret(&self, material: &TokenMaterial) -> Result<(), SecretWriteFailure> {
-        let desired = secret::desired(self.token, material, self.inputs_fp);
+        let desired = secret::desired(self.token, material, self.inputs_fp).map_err(SecretWriteFailure::template)?;
         self.ctx.apply_secret(self.token, &desired).await.map_err(|error| {
             let failure = SecretWriteFailure::classify(&error, &self.labels.namespace, &self.token.target_secret_name(), material);
             // The classified message: the server's text with any token value taken out.
@@ -127,7 +131,7 @@ impl Actor<'_> {
         if let Some(material) = rewrite
             && let Err(failure) = self.write_secret(material).await
         {
-            return self.fail(failure.reason, &failure.message, RetryClass::Transient).await;
+            return self.fail(failure.reason, &failure.message, failure.retry_class()).await;
         }
         let refresh_at = plan::refresh_at(times.issued_at, times.expires_at, refresh_before, jitter_seed(self.token));
         let lifetime: Duration = times.expires_at.duration_since(times.issued_at).try_into().unwrap_or_default();
@@ -283,14 +287,15 @@ impl Actor<'_> {
         }
     }
 
-    async fn write_status(&self, status: NavigatorTokenStatus) -> Result<(), Error> {
+    async fn write_status(&self, mut status: NavigatorTokenStatus) -> Result<(), Error> {
+        self.keep_rollout_condition(&mut status);
         if self.previous == Some(&status) {
             return Ok(());
         }
         self.ctx.apply_status(self.token, &status).await
     }
 
-    async fn event(&self, type_: EventType, reason: &str, note: &str) {
+    pub(super) async fn event(&self, type_: EventType, reason: &str, note: &str) {
         if let Err(error) = self.ctx.events.publish(self.token, type_, reason, note).await {
             warn!(%error, "could not publish event");
         }

@@ -12,6 +12,8 @@ use serde_json::json;
 use super::Context;
 use super::secret::TokenMaterial;
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
+use crate::template::TemplateError;
+use crate::token::RetryClass;
 use crate::{Error, FIELD_MANAGER};
 
 /// How long a reconcile waits for the watch caches to show its own writes.
@@ -102,15 +104,28 @@ pub(super) struct SecretWriteFailure {
     pub(super) message: String,
 }
 
-/// Reasons of [`SecretWriteFailure`]; a failure with one of them retries at once when the
-/// target Secret is deleted.
+/// Reasons of [`SecretWriteFailure`] from the API server; a failure with one of them retries at
+/// once when the target Secret is deleted.
 pub(super) const SECRET_WRITE_REASONS: [&str; 6] =
     ["NamespaceTerminating", "SecretQuotaExceeded", "SecretWriteForbidden", "SecretImmutable", "SecretInvalid", "SecretWriteFailed"];
+
+/// Reason: a `spec.target.template` key does not compile or render.
+pub(super) const INVALID_TEMPLATE: &str = "InvalidTemplate";
 
 /// The longest piece of an API server message quoted in status (admission webhooks can say a lot).
 const MAX_QUOTED: usize = 400;
 
 impl SecretWriteFailure {
+    /// A template that does not render: nothing was sent, and only a spec change helps.
+    pub(super) fn template(error: TemplateError) -> SecretWriteFailure {
+        SecretWriteFailure { reason: INVALID_TEMPLATE, message: format!("{error}; the Secret is left as it is") }
+    }
+
+    /// How to retry: API refusals back off like upstream failures; a template waits for a fix.
+    pub(super) fn retry_class(&self) -> RetryClass {
+        if self.reason == INVALID_TEMPLATE { RetryClass::NeedsUserAction } else { RetryClass::Transient }
+    }
+
     /// Classifies a failed apply of Secret `name` in `namespace`. The server's message is quoted
     /// with the token values in `material` taken out: an admission webhook may echo the object.
     pub(super) fn classify(error: &kube::Error, namespace: &str, name: &str, material: &TokenMaterial) -> SecretWriteFailure {

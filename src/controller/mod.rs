@@ -8,6 +8,7 @@ pub mod events;
 mod kube_io;
 pub mod plan;
 mod reconcile;
+pub mod rollout;
 pub mod secret;
 pub mod status;
 mod watches;

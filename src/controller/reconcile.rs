@@ -13,13 +13,14 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::Context;
 use super::act::Actor;
-use super::kube_io::SECRET_WRITE_REASONS;
+use super::kube_io::{INVALID_TEMPLATE, SECRET_WRITE_REASONS};
 use super::plan::{self, FailureState, IssueReason, Observed, Step, TargetSecret};
 use super::secret;
 use super::status;
 use crate::crd::NavigatorToken;
 use crate::metrics::{ReconcileLabels, TokenLabels};
 use crate::redact::Sensitive;
+use crate::template;
 use crate::token::RetryClass;
 use crate::{CREDENTIALS_LABEL, Error};
 
@@ -84,9 +85,10 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     let credentials = ctx.read_credentials(token, &labels.namespace);
     let refresh_before = parse_duration(token.spec.refresh_before.as_deref(), "refreshBefore");
     let validity = parse_duration(token.spec.validity.as_deref(), "validity");
-    let inputs = match (credentials, refresh_before, validity) {
-        (Ok(c), Ok(r), Ok(v)) => Ok((c, r, v)),
-        (Err(b), _, _) | (_, Err(b), _) | (_, _, Err(b)) => Err(b),
+    let template = check_template(token, &labels);
+    let inputs = match (credentials, refresh_before, validity, template) {
+        (Ok(c), Ok(r), Ok(v), Ok(())) => Ok((c, r, v)),
+        (Err(b), ..) | (_, Err(b), ..) | (_, _, Err(b), _) | (.., Err(b)) => Err(b),
     };
     let inputs_fp = match &inputs {
         Ok((c, ..)) => secret::inputs_fingerprint(token, &c.fingerprint),
@@ -114,7 +116,17 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         ready: status::is_ready(previous),
         jitter_seed: jitter_seed(token),
     };
-    let mut action = Actor { token, ctx, previous, now, labels: &labels, target: &target, inputs_fp: &inputs_fp, attempt_fp: &attempt_fp };
+    let mut action = Actor {
+        token,
+        ctx,
+        previous,
+        now,
+        labels: &labels,
+        target: &target,
+        inputs_fp: &inputs_fp,
+        attempt_fp: &attempt_fp,
+        rollout: None,
+    };
     let plan = plan::decide(&observed, now);
     let conflict = || {
         format!(
@@ -217,6 +229,14 @@ fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, 
     value
         .map(|v| crate::duration::parse(v).map_err(|e| Blocked { reason: "InvalidSpec", message: format!("spec.{field}: {e}") }))
         .transpose()
+}
+
+/// Renders `spec.target.template` with placeholder values: a template that cannot work costs
+/// no token request, and the Secret stays as it is.
+fn check_template(token: &NavigatorToken, labels: &TokenLabels) -> Result<(), Blocked> {
+    let Some(template) = token.spec.target.as_ref().and_then(|t| t.template.as_ref()) else { return Ok(()) };
+    template::check(&template.data, &token.spec.org_id, &labels.name, &labels.namespace)
+        .map_err(|e| Blocked { reason: INVALID_TEMPLATE, message: format!("{e}; the Secret is left as it is") })
 }
 
 pub(super) fn jitter_seed(token: &NavigatorToken) -> u64 {

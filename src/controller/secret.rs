@@ -18,6 +18,7 @@ use super::plan::{CurrentToken, TargetSecret};
 use super::status::rfc3339;
 use crate::crd::{DeletionPolicy, NavigatorToken};
 use crate::redact::Sensitive;
+use crate::template::{self, TemplateError};
 use crate::token::ClientOptions;
 use crate::{
     EXPIRES_AT_ANNOTATION, INPUTS_FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
@@ -26,6 +27,9 @@ use crate::{
 
 /// Annotation: fingerprint of the non-token parts of the Secret (labels, annotations, owner).
 pub const TEMPLATE_FINGERPRINT_ANNOTATION: &str = "navigator.dev/template-sha256";
+/// Annotation: fingerprint of all data the operator wrote, so that an edit of a rendered key is
+/// noticed (and repaired with the same token) without caching any value.
+pub const DATA_FINGERPRINT_ANNOTATION: &str = "navigator.dev/data-sha256";
 
 /// The token material written to a Secret.
 #[derive(Clone, Debug)]
@@ -99,29 +103,40 @@ pub fn attempt_fingerprint(inputs_fp: &str, settings_fp: &str) -> String {
 /// Fingerprint of the Secret's non-token parts; a change means a rewrite with the same token.
 pub fn template_fingerprint(token: &NavigatorToken) -> String {
     let target = token.spec.target();
-    let parts = json!({
+    let mut parts = json!({
         "labels": target.labels,
         "annotations": target.annotations,
         "retain": target.deletion_policy == Some(DeletionPolicy::Retain),
         "uid": token.metadata.uid,
     });
+    // Only when set, so that Secrets written before templates existed stay current.
+    if let Some(template) = &target.template {
+        parts["template"] = json!(template);
+    }
     fingerprint(parts.to_string().as_bytes())
 }
 
-/// The Secret as the operator wants it, for server-side apply.
-pub fn desired(token: &NavigatorToken, material: &TokenMaterial, inputs_fp: &str) -> Secret {
+/// Fingerprint of a Secret's data, keys and values in order.
+fn data_fingerprint(data: &BTreeMap<String, ByteString>) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in data {
+        hasher.update((key.len() as u64).to_be_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update((value.0.len() as u64).to_be_bytes());
+        hasher.update(&value.0);
+    }
+    hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The Secret as the operator wants it, for server-side apply: the raw token keys, the keys
+/// rendered from `spec.target.template`, its type and metadata.
+pub fn desired(token: &NavigatorToken, material: &TokenMaterial, inputs_fp: &str) -> Result<Secret, TemplateError> {
     let target = token.spec.target();
+    let template = target.template.clone().unwrap_or_default();
+    let template_metadata = template.metadata.unwrap_or_default();
     let mut labels = target.labels.clone();
+    labels.extend(template_metadata.labels);
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
-    let mut annotations = target.annotations.clone();
-    annotations.extend([
-        (TOKEN_NAME_ANNOTATION.to_owned(), token.name_any()),
-        (ISSUED_AT_ANNOTATION.to_owned(), rfc3339(material.times.issued_at)),
-        (EXPIRES_AT_ANNOTATION.to_owned(), rfc3339(material.times.expires_at)),
-        (TOKEN_FINGERPRINT_ANNOTATION.to_owned(), fingerprint(material.access_token.expose().as_bytes())),
-        (INPUTS_FINGERPRINT_ANNOTATION.to_owned(), inputs_fp.to_owned()),
-        (TEMPLATE_FINGERPRINT_ANNOTATION.to_owned(), template_fingerprint(token)),
-    ]);
     let mut data = BTreeMap::new();
     data.insert(target.access_token_key().to_owned(), ByteString(material.access_token.expose().as_bytes().to_vec()));
     if let (Some(key), Some(id_token)) = (&target.id_token_key, &material.id_token) {
@@ -130,11 +145,37 @@ pub fn desired(token: &NavigatorToken, material: &TokenMaterial, inputs_fp: &str
     if let Some(key) = &target.expires_at_key {
         data.insert(key.clone(), ByteString(rfc3339(material.times.expires_at).into_bytes()));
     }
+    if !template.data.is_empty() {
+        let namespace = token.namespace().unwrap_or_default();
+        let variables = template::Variables {
+            access_token: material.access_token.expose(),
+            id_token: material.id_token.as_ref().map_or("", Sensitive::expose),
+            issued_at: material.times.issued_at,
+            expires_at: material.times.expires_at,
+            org_id: &token.spec.org_id,
+            scope: token.spec.scope.as_deref().unwrap_or_default(),
+            name: token.metadata.name.as_deref().unwrap_or_default(),
+            namespace: &namespace,
+        };
+        let rendered = template::render_all(&template.data, &variables)?;
+        data.extend(rendered.into_iter().map(|(key, text)| (key, ByteString(text.into_bytes()))));
+    }
+    let mut annotations = target.annotations.clone();
+    annotations.extend(template_metadata.annotations);
+    annotations.extend([
+        (TOKEN_NAME_ANNOTATION.to_owned(), token.name_any()),
+        (ISSUED_AT_ANNOTATION.to_owned(), rfc3339(material.times.issued_at)),
+        (EXPIRES_AT_ANNOTATION.to_owned(), rfc3339(material.times.expires_at)),
+        (TOKEN_FINGERPRINT_ANNOTATION.to_owned(), fingerprint(material.access_token.expose().as_bytes())),
+        (INPUTS_FINGERPRINT_ANNOTATION.to_owned(), inputs_fp.to_owned()),
+        (TEMPLATE_FINGERPRINT_ANNOTATION.to_owned(), template_fingerprint(token)),
+        (DATA_FINGERPRINT_ANNOTATION.to_owned(), data_fingerprint(&data)),
+    ]);
     let owner_references = match target.deletion_policy.unwrap_or_default() {
         DeletionPolicy::Delete => token.controller_owner_ref(&()).map(|r| vec![r]),
         DeletionPolicy::Retain => None,
     };
-    Secret {
+    Ok(Secret {
         metadata: ObjectMeta {
             name: Some(token.target_secret_name()),
             namespace: token.namespace(),
@@ -143,10 +184,10 @@ pub fn desired(token: &NavigatorToken, material: &TokenMaterial, inputs_fp: &str
             owner_references,
             ..ObjectMeta::default()
         },
-        type_: Some("Opaque".into()),
+        type_: Some(template.type_.unwrap_or_else(|| "Opaque".into())),
         data: Some(data),
         ..Secret::default()
-    }
+    })
 }
 
 /// True when the Secret was written by this operator for this NavigatorToken.
@@ -179,6 +220,8 @@ pub struct CachedSecret {
     owner_uids: Vec<String>,
     /// Data keys whose value matches the token fingerprint annotation: where an intact token is.
     intact_keys: Vec<String>,
+    /// The data matches its fingerprint annotation (or predates it): no key was edited.
+    data_intact: bool,
 }
 
 /// A managed Secret as its watch decodes it: the object's identity, and the rest already
@@ -204,6 +247,10 @@ impl From<Secret> for ManagedSecret {
             template_fingerprint: annotation(TEMPLATE_FINGERPRINT_ANNOTATION),
             owner_uids: secret.owner_references().iter().map(|r| r.uid.clone()).collect(),
             intact_keys: intact_keys.map(|(key, _)| key.clone()).collect(),
+            data_intact: secret
+                .annotations()
+                .get(DATA_FINGERPRINT_ANNOTATION)
+                .is_none_or(|recorded| secret.data.as_ref().is_some_and(|data| *recorded == data_fingerprint(data))),
         };
         let metadata = ObjectMeta {
             name: secret.metadata.name,
@@ -294,7 +341,7 @@ pub fn observe(secret: Option<&CachedSecret>, token: &NavigatorToken, inputs_fp:
         expires_at,
         intact: secret.intact_keys.iter().any(|key| key == target.access_token_key()),
         inputs_current: current(secret.inputs_fingerprint, inputs_fp),
-        template_current: owner_ok && current(secret.template_fingerprint, &template_fingerprint(token)),
+        template_current: owner_ok && secret.data_intact && current(secret.template_fingerprint, &template_fingerprint(token)),
     }))
 }
 
@@ -365,7 +412,7 @@ mod tests {
             times: TokenTimes { issued_at, expires_at: issued_at + jiff::SignedDuration::from_mins(30) },
         };
         let inputs = fingerprint(b"inputs");
-        let written = desired(&token, &issued, &inputs);
+        let written = desired(&token, &issued, &inputs).unwrap();
         assert_eq!(material(&written, &token).map(|m| m.times), Some(issued.times));
 
         let kept = cached(&written);
@@ -388,5 +435,45 @@ mod tests {
         let mut unlabelled = written;
         unlabelled.labels_mut().remove(MANAGED_BY_LABEL);
         assert!(matches!(observe(Some(&cached(&unlabelled).cached), &token, &inputs), TargetSecret::Foreign));
+    }
+
+    #[test]
+    fn rendered_keys_are_written_next_to_the_token_and_their_edits_are_noticed() {
+        let mut token = token();
+        token.spec.target = Some(Box::new(
+            serde_json::from_value(json!({"template": {
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": r#"{"auths": {"r.example": {"password": {{ accessToken | tojson }} } } }"#},
+                "metadata": {"labels": {"app": "pull"}},
+            }}))
+            .unwrap(),
+        ));
+        let issued_at: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let issued = TokenMaterial {
+            access_token: Sensitive::new("eyJ.the-access-token.sig"),
+            id_token: None,
+            times: TokenTimes { issued_at, expires_at: issued_at + jiff::SignedDuration::from_mins(30) },
+        };
+        let inputs = fingerprint(b"inputs");
+        let written = desired(&token, &issued, &inputs).unwrap();
+        assert_eq!(written.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
+        assert_eq!(written.labels().get("app").map(String::as_str), Some("pull"));
+        let data = written.data.clone().unwrap();
+        let config: serde_json::Value = serde_json::from_slice(&data[".dockerconfigjson"].0).unwrap();
+        assert_eq!(config["auths"]["r.example"]["password"], "eyJ.the-access-token.sig");
+        assert_eq!(data["token"].0, b"eyJ.the-access-token.sig", "the raw token stays, for rewrites without a new token");
+        let c = current(&written, &token, &inputs);
+        assert!(c.intact && c.template_current, "{c:?}");
+
+        // Someone edits a rendered key: the token is intact, the Secret is rewritten with it.
+        let mut edited = written.clone();
+        edited.data.as_mut().unwrap().insert(".dockerconfigjson".into(), ByteString(b"{}".to_vec()));
+        let c = current(&edited, &token, &inputs);
+        assert!(c.intact && !c.template_current, "{c:?}");
+
+        // A Secret written before the data fingerprint existed stays current.
+        let mut legacy = written;
+        legacy.annotations_mut().remove(DATA_FINGERPRINT_ANNOTATION);
+        assert!(current(&legacy, &token, &inputs).template_current);
     }
 }

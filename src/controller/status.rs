@@ -12,6 +12,9 @@ pub const READY: &str = "Ready";
 pub const REASON_TOKEN_VALID: &str = "TokenValid";
 /// Reason: refreshing failed but the token in the Secret is still valid.
 pub const REASON_REFRESH_FAILING: &str = "RefreshFailing";
+/// Condition about `spec.rolloutRestartTargets`: were they restarted for the current token.
+pub const ROLLOUTS_RESTARTED: &str = "RolloutsRestarted";
+
 /// Reason: spec.suspend.
 pub const REASON_SUSPENDED: &str = "Suspended";
 
@@ -25,15 +28,30 @@ pub fn set_ready(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let value = if ready { "True" } else { "False" };
-    let previous_ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
-    let last_transition_time = match previous_ready {
+    set_condition(status, previous, READY, ready, reason, message, generation, now);
+}
+
+/// Sets (or replaces) the condition `type_`, keeping lastTransitionTime unless the status flips.
+#[allow(clippy::too_many_arguments)]
+pub fn set_condition(
+    status: &mut NavigatorTokenStatus,
+    previous: Option<&NavigatorTokenStatus>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let value = if ok { "True" } else { "False" };
+    let previous_condition = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+    let last_transition_time = match previous_condition {
         Some(c) if c.status == value => c.last_transition_time.clone(),
         _ => Time(now),
     };
-    status.conditions.retain(|c| c.type_ != READY);
+    status.conditions.retain(|c| c.type_ != type_);
     status.conditions.push(Condition {
-        type_: READY.into(),
+        type_: type_.into(),
         status: value.into(),
         reason: reason.into(),
         message,
