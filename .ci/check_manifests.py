@@ -2,14 +2,16 @@
 """Offline sanity checks of rendered deploy/ manifests and of examples/.
 
   check_manifests.py rendered --mode cluster-wide|namespaced [--namespace NS] [--without-crd]
-                             [--dockerfile Dockerfile] FILE
+                             [--rollout-restart] [--dockerfile Dockerfile] FILE
   check_manifests.py shards FILE FILE...
   check_manifests.py examples FILE...
 
 `rendered` checks what a client-side dry run cannot without a cluster: references
 between objects (selectors, ServiceAccount, roleRefs, probe ports), the hardening the
 docs promise, and the operator ServiceAccount's effective RBAC, which must be exactly
-the permissions below -- nothing missing, nothing extra, no `*`, no `delete`.
+the permissions below -- nothing missing, nothing extra, no `*`, no `delete`;
+with --rollout-restart (deploy/components/rollout-restart enabled) also exactly
+ROLLOUT_RESTART_PERMS in every watched namespace, and without it none of them.
 `shards` checks that the renders of the instances of one sharded install can live in
 one cluster: each selects its NavigatorTokens, the selectors are disjoint, each has its
 own namespace (so its own Lease), and no object of one overwrites another's.
@@ -44,6 +46,10 @@ WATCHED_NAMESPACE_PERMS = {
 } | {
     ("events.k8s.io", "events", "create")
 }
+# Added in every watched namespace by the opt-in component deploy/components/rollout-restart
+# (spec.rolloutRestartTargets): exactly `patch`, so the operator can set the restart
+# annotation on a pod template but cannot read, list or replace workloads.
+ROLLOUT_RESTART_PERMS = {("apps", r, "patch") for r in ("deployments", "statefulsets", "daemonsets")}
 # Needed in the operator's own namespace only (leader election).
 OPERATOR_NAMESPACE_PERMS = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
 FORBIDDEN_VERBS = {"delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
@@ -214,7 +220,8 @@ def check_deployment(c: Checker, docs: list[dict], op_ns: str, dockerfile: str |
     return dep
 
 
-def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, with_crd: bool = True) -> None:
+def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, with_crd: bool = True,
+               rollout_restart: bool = False) -> None:
     roles = {}
     for d in docs:
         if d.get("kind") in ("Role", "ClusterRole"):
@@ -277,8 +284,9 @@ def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, w
 
     lease = lease_name(ctr)
     targets = ["*"] if cluster_wide else watched
+    watched_perms = WATCHED_NAMESPACE_PERMS | (ROLLOUT_RESTART_PERMS if rollout_restart else set())
     for ns in targets:
-        for perm in sorted(WATCHED_NAMESPACE_PERMS):
+        for perm in sorted(watched_perms):
             where = "cluster-wide" if ns == "*" else f"namespace {ns}"
             c.check(granted(lambda s, ns=ns: s == ns or s == "*", perm), f"missing RBAC {perm} in {where}")
     for perm in sorted(OPERATOR_NAMESPACE_PERMS):
@@ -290,9 +298,13 @@ def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, w
 
     for scope, g, res, v, names in grants:
         perm = (g, res, v)
-        needed = (perm in WATCHED_NAMESPACE_PERMS and (scope in targets)) or (
+        needed = (perm in watched_perms and (scope in targets)) or (
             perm in OPERATOR_NAMESPACE_PERMS and scope == op_ns
         )
+        if perm in ROLLOUT_RESTART_PERMS and not rollout_restart:
+            c.check(False, f"RBAC grants {perm} in {'all namespaces' if scope == '*' else scope}: only the opt-in "
+                           "component deploy/components/rollout-restart may grant it (check with --rollout-restart)")
+            continue
         c.check(needed, f"RBAC grants {perm} in {'all namespaces' if scope == '*' else scope} "
                         f"{'(resourceNames ' + ','.join(names) + ') ' if names else ''}which the operator does not need; "
                         "if it now does, update .ci/check_manifests.py and docs/operations.md")
@@ -303,7 +315,7 @@ def cmd_rendered(args) -> Checker:
     docs = [d for _, d in load([args.file])]
     op_ns = check_structure(c, docs, args.namespace)
     dep = check_deployment(c, docs, op_ns, args.dockerfile)
-    check_rbac(c, docs, op_ns, dep, args.mode, not args.without_crd)
+    check_rbac(c, docs, op_ns, dep, args.mode, not args.without_crd, args.rollout_restart)
     return c
 
 
@@ -378,6 +390,8 @@ def main() -> int:
     r.add_argument("--mode", choices=("cluster-wide", "namespaced"), required=True)
     r.add_argument("--namespace", default=OPERATOR, help="the operator's namespace")
     r.add_argument("--without-crd", action="store_true", help="cluster-wide, but another instance installs the CRD")
+    r.add_argument("--rollout-restart", action="store_true",
+                   help="deploy/components/rollout-restart is enabled: expect its permissions too")
     r.add_argument("--dockerfile")
     r.add_argument("file")
     sh = sub.add_parser("shards")
@@ -388,8 +402,8 @@ def main() -> int:
     c = {"rendered": cmd_rendered, "shards": cmd_shards, "examples": cmd_examples}[args.cmd](args)
     for err in c.errors:
         print(f"error: {err}", file=sys.stderr)
-    label = {"rendered": lambda: f"{args.mode} manifests", "shards": lambda: "shards",
-             "examples": lambda: "examples"}[args.cmd]()
+    label = {"rendered": lambda: f"{args.mode} manifests" + (" with rollout-restart" if args.rollout_restart else ""),
+             "shards": lambda: "shards", "examples": lambda: "examples"}[args.cmd]()
     print(f"sanity ({label}): {c.count} checks, {len(c.errors)} error(s)")
     return 1 if c.errors else 0
 
