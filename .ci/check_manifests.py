@@ -15,7 +15,10 @@ ROLLOUT_RESTART_PERMS in every watched namespace, and without it none of them.
 `shards` checks that the renders of the instances of one sharded install can live in
 one cluster: each selects its NavigatorTokens, the selectors are disjoint, each has its
 own namespace (so its own Lease), and no object of one overwrites another's.
-`examples` checks the conventions the operator relies on in user-written objects.
+`examples` checks the conventions the operator relies on in user-written objects, and
+what docs/operations.md#consuming-the-token promises of the example workloads: Pod
+Security "restricted", the token Secret mounted without subPath, Secret templates
+without `}}}` or key clashes, rollout targets that exist.
 Needs PyYAML. Exit status 0 if all checks pass, 1 otherwise.
 """
 
@@ -369,9 +372,46 @@ def cmd_shards(args) -> Checker:
     return c
 
 
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def check_restricted(c: Checker, where: str, pod: dict) -> None:
+    """The Pod Security "restricted" settings the example workloads promise."""
+    psc = pod.get("securityContext") or {}
+    c.check(psc.get("runAsNonRoot") is True, f"{where}: pod securityContext.runAsNonRoot must be true")
+    c.check((psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", f"{where}: pod seccompProfile must be RuntimeDefault")
+    for ctr in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+        sc = ctr.get("securityContext") or {}
+        name = f"{where}: container {ctr.get('name')}"
+        c.check(sc.get("allowPrivilegeEscalation") is False, f"{name}: allowPrivilegeEscalation must be false")
+        c.check("ALL" in ((sc.get("capabilities") or {}).get("drop") or []), f"{name}: capabilities.drop must include ALL")
+        c.check(sc.get("readOnlyRootFilesystem") is True, f"{name}: readOnlyRootFilesystem must be true")
+
+
 def cmd_examples(args) -> Checker:
     c = Checker()
-    for path, d in load(args.files):
+    objs = load(args.files)
+    tokens = [(p, d) for p, d in objs if d.get("kind") == "NavigatorToken"]
+    workloads = {(d.get("kind"), (d.get("metadata") or {}).get("namespace"), (d.get("metadata") or {}).get("name"))
+                 for _, d in objs if d.get("kind") in WORKLOAD_KINDS}
+    target_secrets = set()
+    for path, d in tokens:
+        m = d.get("metadata") or {}
+        spec = d.get("spec") or {}
+        target = spec.get("target") or {}
+        target_secrets.add((m.get("namespace"), target.get("secretName") or m.get("name")))
+        template = target.get("template") or {}
+        data = template.get("data") or {}
+        token_keys = {target.get("accessTokenKey") or "token", target.get("idTokenKey"), target.get("expiresAtKey")} - {None}
+        for key, text in data.items():
+            c.check(key not in token_keys, f"{path}: {ident(d)}: template key {key!r} clashes with a token key")
+            c.check("}}}" not in text, f"{path}: {ident(d)}: template {key!r} contains `}}}}}}`: write `}}}} }}`")
+        if template.get("type") == "kubernetes.io/dockerconfigjson":
+            c.check(".dockerconfigjson" in data, f"{path}: {ident(d)}: a kubernetes.io/dockerconfigjson Secret needs a .dockerconfigjson key")
+        for t in spec.get("rolloutRestartTargets") or []:
+            c.check((t.get("kind"), m.get("namespace"), t.get("name")) in workloads,
+                    f"{path}: {ident(d)}: rollout target {t.get('kind')}/{t.get('name')} is not among the examples")
+    for path, d in objs:
         m = d.get("metadata") or {}
         labels = m.get("labels") or {}
         if d.get("kind") == "Secret":
@@ -380,6 +420,15 @@ def cmd_examples(args) -> Checker:
                     f"{path}: {ident(d)}: credentials Secrets need label {k}: \"{v}\" (the operator only watches labelled Secrets)")
             k, v = MANAGED_BY_LABEL
             c.check(labels.get(k) != v, f"{path}: {ident(d)}: must not carry {k}={v} (reserved for target Secrets)")
+        if d.get("kind") in WORKLOAD_KINDS:
+            pod = ((d.get("spec") or {}).get("template") or {}).get("spec") or {}
+            check_restricted(c, f"{path}: {ident(d)}", pod)
+            token_volumes = {v.get("name") for v in pod.get("volumes") or []
+                             if (m.get("namespace"), (v.get("secret") or {}).get("secretName")) in target_secrets}
+            for ctr in pod.get("containers") or []:
+                for vm in ctr.get("volumeMounts") or []:
+                    c.check(vm.get("name") not in token_volumes or not vm.get("subPath"),
+                            f"{path}: {ident(d)}: the token Secret is mounted with subPath, which the kubelet never updates")
     return c
 
 

@@ -29,7 +29,9 @@
 #     with the rollout-restart component exactly `patch` on apps deployments,
 #     statefulsets and daemonsets in addition, and without it no access to workloads);
 #     for the sharding example also that its instances can share a cluster (disjoint
-#     selectors, own namespaces and Leases, no object of one overwriting another's).
+#     selectors, own namespaces and Leases, no object of one overwriting another's);
+#     for examples/ the credentials label, restricted example workloads, the token
+#     Secret mounted without subPath, template pitfalls and rollout targets that exist.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
