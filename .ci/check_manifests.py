@@ -2,18 +2,23 @@
 """Offline sanity checks of rendered deploy/ manifests and of examples/.
 
   check_manifests.py rendered --mode cluster-wide|namespaced [--namespace NS] [--without-crd]
-                             [--dockerfile Dockerfile] FILE
+                             [--rollout-restart] [--dockerfile Dockerfile] FILE
   check_manifests.py shards FILE FILE...
   check_manifests.py examples FILE...
 
 `rendered` checks what a client-side dry run cannot without a cluster: references
 between objects (selectors, ServiceAccount, roleRefs, probe ports), the hardening the
 docs promise, and the operator ServiceAccount's effective RBAC, which must be exactly
-the permissions below -- nothing missing, nothing extra, no `*`, no `delete`.
+the permissions below -- nothing missing, nothing extra, no `*`, no `delete`;
+with --rollout-restart (deploy/components/rollout-restart enabled) also exactly
+ROLLOUT_RESTART_PERMS in every watched namespace, and without it none of them.
 `shards` checks that the renders of the instances of one sharded install can live in
 one cluster: each selects its NavigatorTokens, the selectors are disjoint, each has its
 own namespace (so its own Lease), and no object of one overwrites another's.
-`examples` checks the conventions the operator relies on in user-written objects.
+`examples` checks the conventions the operator relies on in user-written objects, and
+what docs/operations.md#consuming-the-token promises of the example workloads: Pod
+Security "restricted", the token Secret mounted without subPath, Secret templates
+without `}}}` or key clashes, rollout targets that exist.
 Needs PyYAML. Exit status 0 if all checks pass, 1 otherwise.
 """
 
@@ -44,6 +49,10 @@ WATCHED_NAMESPACE_PERMS = {
 } | {
     ("events.k8s.io", "events", "create")
 }
+# Added in every watched namespace by the opt-in component deploy/components/rollout-restart
+# (spec.rolloutRestartTargets): exactly `patch`, so the operator can set the restart
+# annotation on a pod template but cannot read, list or replace workloads.
+ROLLOUT_RESTART_PERMS = {("apps", r, "patch") for r in ("deployments", "statefulsets", "daemonsets")}
 # Needed in the operator's own namespace only (leader election).
 OPERATOR_NAMESPACE_PERMS = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
 FORBIDDEN_VERBS = {"delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
@@ -214,7 +223,8 @@ def check_deployment(c: Checker, docs: list[dict], op_ns: str, dockerfile: str |
     return dep
 
 
-def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, with_crd: bool = True) -> None:
+def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, with_crd: bool = True,
+               rollout_restart: bool = False) -> None:
     roles = {}
     for d in docs:
         if d.get("kind") in ("Role", "ClusterRole"):
@@ -277,8 +287,9 @@ def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, w
 
     lease = lease_name(ctr)
     targets = ["*"] if cluster_wide else watched
+    watched_perms = WATCHED_NAMESPACE_PERMS | (ROLLOUT_RESTART_PERMS if rollout_restart else set())
     for ns in targets:
-        for perm in sorted(WATCHED_NAMESPACE_PERMS):
+        for perm in sorted(watched_perms):
             where = "cluster-wide" if ns == "*" else f"namespace {ns}"
             c.check(granted(lambda s, ns=ns: s == ns or s == "*", perm), f"missing RBAC {perm} in {where}")
     for perm in sorted(OPERATOR_NAMESPACE_PERMS):
@@ -290,9 +301,13 @@ def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, w
 
     for scope, g, res, v, names in grants:
         perm = (g, res, v)
-        needed = (perm in WATCHED_NAMESPACE_PERMS and (scope in targets)) or (
+        needed = (perm in watched_perms and (scope in targets)) or (
             perm in OPERATOR_NAMESPACE_PERMS and scope == op_ns
         )
+        if perm in ROLLOUT_RESTART_PERMS and not rollout_restart:
+            c.check(False, f"RBAC grants {perm} in {'all namespaces' if scope == '*' else scope}: only the opt-in "
+                           "component deploy/components/rollout-restart may grant it (check with --rollout-restart)")
+            continue
         c.check(needed, f"RBAC grants {perm} in {'all namespaces' if scope == '*' else scope} "
                         f"{'(resourceNames ' + ','.join(names) + ') ' if names else ''}which the operator does not need; "
                         "if it now does, update .ci/check_manifests.py and docs/operations.md")
@@ -303,7 +318,7 @@ def cmd_rendered(args) -> Checker:
     docs = [d for _, d in load([args.file])]
     op_ns = check_structure(c, docs, args.namespace)
     dep = check_deployment(c, docs, op_ns, args.dockerfile)
-    check_rbac(c, docs, op_ns, dep, args.mode, not args.without_crd)
+    check_rbac(c, docs, op_ns, dep, args.mode, not args.without_crd, args.rollout_restart)
     return c
 
 
@@ -357,9 +372,46 @@ def cmd_shards(args) -> Checker:
     return c
 
 
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def check_restricted(c: Checker, where: str, pod: dict) -> None:
+    """The Pod Security "restricted" settings the example workloads promise."""
+    psc = pod.get("securityContext") or {}
+    c.check(psc.get("runAsNonRoot") is True, f"{where}: pod securityContext.runAsNonRoot must be true")
+    c.check((psc.get("seccompProfile") or {}).get("type") == "RuntimeDefault", f"{where}: pod seccompProfile must be RuntimeDefault")
+    for ctr in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+        sc = ctr.get("securityContext") or {}
+        name = f"{where}: container {ctr.get('name')}"
+        c.check(sc.get("allowPrivilegeEscalation") is False, f"{name}: allowPrivilegeEscalation must be false")
+        c.check("ALL" in ((sc.get("capabilities") or {}).get("drop") or []), f"{name}: capabilities.drop must include ALL")
+        c.check(sc.get("readOnlyRootFilesystem") is True, f"{name}: readOnlyRootFilesystem must be true")
+
+
 def cmd_examples(args) -> Checker:
     c = Checker()
-    for path, d in load(args.files):
+    objs = load(args.files)
+    tokens = [(p, d) for p, d in objs if d.get("kind") == "NavigatorToken"]
+    workloads = {(d.get("kind"), (d.get("metadata") or {}).get("namespace"), (d.get("metadata") or {}).get("name"))
+                 for _, d in objs if d.get("kind") in WORKLOAD_KINDS}
+    target_secrets = set()
+    for path, d in tokens:
+        m = d.get("metadata") or {}
+        spec = d.get("spec") or {}
+        target = spec.get("target") or {}
+        target_secrets.add((m.get("namespace"), target.get("secretName") or m.get("name")))
+        template = target.get("template") or {}
+        data = template.get("data") or {}
+        token_keys = {target.get("accessTokenKey") or "token", target.get("idTokenKey"), target.get("expiresAtKey")} - {None}
+        for key, text in data.items():
+            c.check(key not in token_keys, f"{path}: {ident(d)}: template key {key!r} clashes with a token key")
+            c.check("}}}" not in text, f"{path}: {ident(d)}: template {key!r} contains `}}}}}}`: write `}}}} }}`")
+        if template.get("type") == "kubernetes.io/dockerconfigjson":
+            c.check(".dockerconfigjson" in data, f"{path}: {ident(d)}: a kubernetes.io/dockerconfigjson Secret needs a .dockerconfigjson key")
+        for t in spec.get("rolloutRestartTargets") or []:
+            c.check((t.get("kind"), m.get("namespace"), t.get("name")) in workloads,
+                    f"{path}: {ident(d)}: rollout target {t.get('kind')}/{t.get('name')} is not among the examples")
+    for path, d in objs:
         m = d.get("metadata") or {}
         labels = m.get("labels") or {}
         if d.get("kind") == "Secret":
@@ -368,6 +420,15 @@ def cmd_examples(args) -> Checker:
                     f"{path}: {ident(d)}: credentials Secrets need label {k}: \"{v}\" (the operator only watches labelled Secrets)")
             k, v = MANAGED_BY_LABEL
             c.check(labels.get(k) != v, f"{path}: {ident(d)}: must not carry {k}={v} (reserved for target Secrets)")
+        if d.get("kind") in WORKLOAD_KINDS:
+            pod = ((d.get("spec") or {}).get("template") or {}).get("spec") or {}
+            check_restricted(c, f"{path}: {ident(d)}", pod)
+            token_volumes = {v.get("name") for v in pod.get("volumes") or []
+                             if (m.get("namespace"), (v.get("secret") or {}).get("secretName")) in target_secrets}
+            for ctr in pod.get("containers") or []:
+                for vm in ctr.get("volumeMounts") or []:
+                    c.check(vm.get("name") not in token_volumes or not vm.get("subPath"),
+                            f"{path}: {ident(d)}: the token Secret is mounted with subPath, which the kubelet never updates")
     return c
 
 
@@ -378,6 +439,8 @@ def main() -> int:
     r.add_argument("--mode", choices=("cluster-wide", "namespaced"), required=True)
     r.add_argument("--namespace", default=OPERATOR, help="the operator's namespace")
     r.add_argument("--without-crd", action="store_true", help="cluster-wide, but another instance installs the CRD")
+    r.add_argument("--rollout-restart", action="store_true",
+                   help="deploy/components/rollout-restart is enabled: expect its permissions too")
     r.add_argument("--dockerfile")
     r.add_argument("file")
     sh = sub.add_parser("shards")
@@ -388,8 +451,8 @@ def main() -> int:
     c = {"rendered": cmd_rendered, "shards": cmd_shards, "examples": cmd_examples}[args.cmd](args)
     for err in c.errors:
         print(f"error: {err}", file=sys.stderr)
-    label = {"rendered": lambda: f"{args.mode} manifests", "shards": lambda: "shards",
-             "examples": lambda: "examples"}[args.cmd]()
+    label = {"rendered": lambda: f"{args.mode} manifests" + (" with rollout-restart" if args.rollout_restart else ""),
+             "shards": lambda: "shards", "examples": lambda: "examples"}[args.cmd]()
     print(f"sanity ({label}): {c.count} checks, {len(c.errors)} error(s)")
     return 1 if c.errors else 0
 
