@@ -195,6 +195,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None
     };
 
+    // From here on this replica reconciles (the process exits when it stops leading).
+    metrics.leader.set(1);
     let namespaces: Vec<Option<String>> = if args.namespaces.iter().all(|n| n.trim().is_empty()) {
         vec![None]
     } else {

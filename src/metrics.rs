@@ -1,13 +1,21 @@
 //! Prometheus metrics (prometheus-client), served on the admin port.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::api_counter::ApiLabels;
+use crate::controller::status::READY;
+use crate::crd::NavigatorToken;
 
 /// Identifies one NavigatorToken.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +60,50 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     /// The operator's Kubernetes API requests by verb and resource.
     pub kube_api_requests: Family<ApiLabels, Counter>,
+    /// 1 while this replica leads (or runs without leader election), 0 while it stands by.
+    pub leader: Gauge,
+    /// Per-token series read from the NavigatorTokens' status at each scrape.
+    pub statuses: Arc<StatusCollector>,
+}
+
+/// Emits `navigator_token_ready` and `navigator_token_refresh_timestamp_seconds` from the
+/// status in the controllers' caches at scrape time. They cost no memory per token, are there
+/// from the first list after a restart, and vanish with the object.
+#[derive(Debug, Default)]
+pub struct StatusCollector {
+    stores: Mutex<Vec<Store<NavigatorToken>>>,
+}
+
+impl StatusCollector {
+    /// Adds a controller's cache of NavigatorTokens.
+    pub fn watch(&self, store: Store<NavigatorToken>) {
+        self.stores.lock().unwrap_or_else(|p| p.into_inner()).push(store);
+    }
+}
+
+impl Collector for StatusCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let tokens: Vec<_> = self.stores.lock().unwrap_or_else(|p| p.into_inner()).iter().flat_map(Store::state).collect();
+        let identity = |t: &NavigatorToken| (t.metadata.namespace.clone().unwrap_or_default(), t.metadata.name.clone().unwrap_or_default());
+        let help = "1 when the NavigatorToken is Ready, else 0; reason is the Ready condition's";
+        let mut ready = encoder.encode_descriptor("token_ready", help, None, MetricType::Gauge)?;
+        for token in &tokens {
+            let Some(condition) = token.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)) else { continue };
+            let (namespace, name) = identity(token);
+            let labels = [("namespace", namespace.as_str()), ("name", name.as_str()), ("reason", condition.reason.as_str())];
+            ConstGauge::new(i64::from(condition.status == "True")).encode(ready.encode_family(&labels)?)?;
+        }
+        let help = "When the operator next requests a token for the NavigatorToken (refresh or retry), Unix seconds";
+        let mut refresh = encoder.encode_descriptor("token_refresh_timestamp_seconds", help, None, MetricType::Gauge)?;
+        for token in &tokens {
+            let next = token.status.as_ref().and_then(|s| s.next_refresh_at.as_deref()).and_then(|t| t.parse::<Timestamp>().ok());
+            let Some(next) = next else { continue };
+            let (namespace, name) = identity(token);
+            let labels = [("namespace", namespace.as_str()), ("name", name.as_str())];
+            ConstGauge::new(next.as_second()).encode(refresh.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for Metrics {
@@ -75,6 +127,14 @@ impl Default for Metrics {
         registry.register("reconcile_duration_seconds", "Reconcile latency", reconcile_duration.clone());
         let kube_api_requests = Family::<ApiLabels, Counter>::default();
         registry.register("kube_api_requests", "Kubernetes API requests by verb and resource", kube_api_requests.clone());
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica reconciles (leads, or runs without leader election), 0 on standby",
+            leader.clone(),
+        );
+        let statuses = Arc::new(StatusCollector::default());
+        registry.register_collector(Box::new(statuses.clone()));
         Metrics {
             registry,
             token_expiry,
@@ -84,6 +144,8 @@ impl Default for Metrics {
             reconciles,
             reconcile_duration,
             kube_api_requests,
+            leader,
+            statuses,
         }
     }
 }
@@ -119,5 +181,37 @@ mod tests {
         assert!(text.contains(r#"navigator_token_requests_total{endpoint_type="CSP",outcome="success"} 1"#), "{text}");
         m.forget(&labels);
         assert!(!m.encode().contains(r#"name="t""#));
+    }
+
+    #[test]
+    fn ready_and_refresh_series_come_from_the_cached_status() {
+        use kube::runtime::watcher::Event;
+        let m = Metrics::default();
+        let (store, mut writer) = kube::runtime::reflector::store::<NavigatorToken>();
+        m.statuses.watch(store);
+        let token = |name: &str, status: serde_json::Value| -> NavigatorToken {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",
+                "metadata": {"name": name, "namespace": "team-a"},
+                "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"name": "c"}},
+                "status": status,
+            }))
+            .unwrap()
+        };
+        let condition = |status: &str, reason: &str| serde_json::json!({"type": "Ready", "status": status, "reason": reason, "message": "", "lastTransitionTime": "2026-11-29T10:00:00Z"});
+        let ok = token("ok", serde_json::json!({"conditions": [condition("True", "TokenValid")], "nextRefreshAt": "2026-11-29T10:20:00Z"}));
+        let bad =
+            token("bad", serde_json::json!({"conditions": [condition("False", "Unauthorized")], "nextRefreshAt": "2026-11-29T10:10:00Z"}));
+        let new = token("new", serde_json::json!({}));
+        for event in [Event::Init, Event::InitApply(ok), Event::InitApply(bad.clone()), Event::InitApply(new), Event::InitDone] {
+            writer.apply_watcher_event(&event);
+        }
+        let text = m.encode();
+        assert!(text.contains(r#"navigator_token_ready{namespace="team-a",name="ok",reason="TokenValid"} 1"#), "{text}");
+        assert!(text.contains(r#"navigator_token_ready{namespace="team-a",name="bad",reason="Unauthorized"} 0"#), "{text}");
+        assert!(text.contains(r#"navigator_token_refresh_timestamp_seconds{namespace="team-a",name="ok"} 1795947600"#), "{text}");
+        assert!(!text.contains(r#"name="new""#), "no series before a first status: {text}");
+        writer.apply_watcher_event(&Event::Delete(bad));
+        assert!(!m.encode().contains(r#"name="bad""#), "a deleted token's series go with it");
     }
 }

@@ -85,6 +85,7 @@ async fn the_secret_and_status_written_are_exactly_as_documented() {
     assert_eq!(
         keys,
         [
+            "navigator.dev/data-sha256",
             "navigator.dev/expires-at",
             "navigator.dev/inputs-sha256",
             "navigator.dev/issued-at",

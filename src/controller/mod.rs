@@ -120,6 +120,7 @@ pub async fn run(
         }
     };
     let (token_store, token_events) = cached_watch(token_api, token_watch, &sync, forget);
+    metrics.statuses.watch(token_store.clone());
     // Two label-selected Secret watches: the operator never lists or caches unrelated Secrets.
     let managed_selector = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let managed_secrets = SecretCache::default();
