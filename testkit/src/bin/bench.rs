@@ -188,6 +188,16 @@ struct Creation {
     idle: Option<Duration>,
     memory: Memory,
     cpu: f64,
+    scrape: Scrape,
+}
+
+/// One full /metrics scrape with N NavigatorTokens: what the per-token series cost.
+struct Scrape {
+    bytes: usize,
+    per_token_series: usize,
+    took: Duration,
+    /// Peak RSS after it (the scrape's allocations included).
+    memory: Memory,
 }
 
 struct Restart {
@@ -320,6 +330,14 @@ async fn creation(world: &World<'_>, ns: &str, tracker: &Tracker) -> Result<(Ope
     let memory = operator.memory()?;
     let cpu = operator.cpu_seconds()? - cpu_empty;
     let api = operator.scrape().await?.since(&scrape_empty);
+    let scrape_started = Instant::now();
+    let text = operator.metrics_text().await?;
+    let scrape = Scrape {
+        bytes: text.len(),
+        per_token_series: text.lines().filter(|l| l.starts_with("navigator_token_") && l.contains("name=\"")).count(),
+        took: scrape_started.elapsed(),
+        memory: operator.memory()?,
+    };
     let token_requests = world.stand_in.request_count() - tokens_before;
     let first = tracker.first_token_at();
     let latencies = created.iter().filter_map(|(name, at)| Some(first.get(name)?.saturating_duration_since(*at).as_secs_f64())).collect();
@@ -336,6 +354,7 @@ async fn creation(world: &World<'_>, ns: &str, tracker: &Tracker) -> Result<(Ope
         idle: idle.map(|at| at.saturating_duration_since(started)),
         memory,
         cpu,
+        scrape,
     };
     progress(&format!("N = {n}: all valid after {}, {token_requests} token requests", secs(creation.all_valid)));
     Ok((operator, creation))
@@ -533,6 +552,18 @@ impl Outcome {
             String::new(),
         );
         row("3", "creation start → operator idle", secs_f(c.idle.map(|d| d.as_secs_f64())), String::new());
+        row(
+            "3",
+            "one /metrics scrape: bytes / per-token series / time / peak RSS after",
+            format!(
+                "{:.1} KiB / {} / {} / {}",
+                c.scrape.bytes as f64 / 1024.0,
+                c.scrape.per_token_series,
+                secs(c.scrape.took),
+                mib(c.scrape.memory.peak_kib)
+            ),
+            String::new(),
+        );
         row("4", "restart: SIGTERM → exited", secs(r.shutdown), String::new());
         row("4", "restart: token requests", r.token_requests.to_string(), format!("= 0: {}", verdict(r.token_requests == 0)));
         row("4", "restart: API requests (all from start)", describe(&r.api, None), String::new());

@@ -103,8 +103,12 @@ impl Operator {
 
     /// Its API request counter from /metrics.
     pub async fn scrape(&self) -> Result<ApiCounts> {
-        let text = self.http.get(format!("{}/metrics", self.admin)).send().await?.error_for_status()?.text().await?;
-        Ok(parse_api_counts(&text))
+        Ok(parse_api_counts(&self.metrics_text().await?))
+    }
+
+    /// The whole /metrics exposition.
+    pub async fn metrics_text(&self) -> Result<String> {
+        Ok(self.http.get(format!("{}/metrics", self.admin)).send().await?.error_for_status()?.text().await?)
     }
 
     /// SIGTERM, then waits for it to exit; returns how long that took.
