@@ -20,7 +20,8 @@ const REFRESH: &str = "navigator.dev/refresh-requested-at";
 const IAT: i64 = 1_795_924_800;
 const EXP: i64 = IAT + 1800;
 
-/// A test API server and a kubeconfig for it whose current context's namespace is `team-a`.
+/// A test API server and a kubeconfig for it whose current context's namespace is `team-a`
+/// (and another context's `team-b`).
 struct Cluster {
     api: ApiServer,
     dir: PathBuf,
@@ -34,7 +35,10 @@ impl Cluster {
         }
         let dir = std::env::temp_dir().join(format!("nvt-plugin-{}-{test}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = api.kubeconfig().replace("context: {cluster: t, user: t}", "context: {cluster: t, user: t, namespace: team-a}");
+        // The current context `t` in team-a, and a context `b` in team-b.
+        let contexts =
+            "{name: t, context: {cluster: t, user: t, namespace: team-a}}, {name: b, context: {cluster: t, user: t, namespace: team-b}}";
+        let kubeconfig = api.kubeconfig().replace("{name: t, context: {cluster: t, user: t}}", contexts);
         assert!(kubeconfig.contains("namespace: team-a"), "the test kubeconfig changed shape: {kubeconfig}");
         std::fs::write(dir.join("kubeconfig"), kubeconfig).unwrap();
         Cluster { api, dir }
@@ -182,8 +186,9 @@ async fn status_of_a_failing_token_shows_the_failure_and_a_secret_edited_by_hand
     assert!(!text.contains("pasted-by-hand"), "{text}");
 
     // Without its Secret, status says so; a NavigatorToken that does not exist is an error.
+    // (--context: the namespace of that context.)
     cluster.api.remove("v1", "secrets", Some("team-b"), "failing");
-    let text = stdout(&cluster.nvt(&["status", "failing", "-n", "team-b"]).await);
+    let text = stdout(&cluster.nvt(&["status", "failing", "--context", "b"]).await);
     assert_eq!(field(&text, "Exists"), "no");
     let error = stderr(&cluster.nvt(&["status", "failing"]).await);
     assert_eq!(error.trim(), r#"error: NavigatorToken "failing" not found in namespace "team-a""#);
@@ -295,6 +300,8 @@ async fn errors_name_the_missing_secret_the_rbac_denial_and_the_missing_kubeconf
     let output = no_config.env_remove("KUBERNETES_SERVICE_HOST").env_remove("RUST_BACKTRACE").output().await.unwrap();
     let error = stderr(&output);
     assert!(error.starts_with("error: no Kubernetes configuration (set KUBECONFIG") && error.contains("no-such-kubeconfig"), "{error}");
+    let error = stderr(&cluster.nvt(&["status", "ready", "--context", "nope"]).await);
+    assert!(error.starts_with(r#"error: cannot use the kubeconfig context "nope": "#), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
