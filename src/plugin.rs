@@ -98,13 +98,14 @@ pub struct RenewArgs {
     pub selector: Option<String>,
 }
 
-/// Runs a plugin command: its result on stdout, or an error on stderr (as kubectl: `error: ...`).
+/// Runs a plugin command: its output on stdout, then any error on stderr (as kubectl: `error: ...`).
 pub async fn main(args: PluginArgs) -> ExitCode {
-    match run(args).await {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+    let mut out = String::new();
+    let result = run(args, &mut out).await;
+    // What was done before an error is printed too (the renewals that were made).
+    print!("{out}");
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -112,12 +113,12 @@ pub async fn main(args: PluginArgs) -> ExitCode {
     }
 }
 
-async fn run(args: PluginArgs) -> anyhow::Result<String> {
+async fn run(args: PluginArgs, out: &mut String) -> anyhow::Result<()> {
     let (client, namespace) = connect(args.context.as_deref(), args.namespace).await?;
     match args.command {
-        PluginCommand::Status { name } => status(&client, &namespace, &name).await,
-        PluginCommand::Renew(renew_args) => renew(&client, &namespace, &renew_args).await,
-        PluginCommand::Inspect { name, show_token } => inspect(&client, &namespace, &name, show_token).await,
+        PluginCommand::Status { name } => status(&client, &namespace, &name, out).await,
+        PluginCommand::Renew(renew_args) => renew(&client, &namespace, &renew_args, out).await,
+        PluginCommand::Inspect { name, show_token } => inspect(&client, &namespace, &name, show_token, out).await,
     }
 }
 
@@ -190,11 +191,12 @@ fn when(time: &str, now: Timestamp) -> String {
 }
 
 /// `kubectl nvt status NAME`.
-async fn status(client: &Client, namespace: &str, name: &str) -> anyhow::Result<String> {
+async fn status(client: &Client, namespace: &str, name: &str, out: &mut String) -> anyhow::Result<()> {
     let token = get_token(client, namespace, name).await?;
     // A Secret that cannot be read is part of the picture, not a reason to hide the rest.
     let secret = get_secret(client, &token, namespace).await.map_err(|e| e.to_string());
-    Ok(render_status(&token, secret, Timestamp::now()))
+    out.push_str(&render_status(&token, secret, Timestamp::now()));
+    Ok(())
 }
 
 /// The `status` screen. Never shows a token: the Secret's data is only compared with its fingerprint.
@@ -266,7 +268,7 @@ fn render_secret_state(out: &mut String, token: &NavigatorToken, secret: &Secret
 }
 
 /// `kubectl nvt renew`: one line per NavigatorToken asked for a new token.
-async fn renew(client: &Client, namespace: &str, args: &RenewArgs) -> anyhow::Result<String> {
+async fn renew(client: &Client, namespace: &str, args: &RenewArgs, out: &mut String) -> anyhow::Result<()> {
     let targets: Vec<(String, String)> = if args.all {
         let api: Api<NavigatorToken> =
             if args.all_namespaces { Api::all(client.clone()) } else { Api::namespaced(client.clone(), namespace) };
@@ -279,7 +281,8 @@ async fn renew(client: &Client, namespace: &str, args: &RenewArgs) -> anyhow::Re
             e => anyhow::Error::new(e).context(format!("cannot list NavigatorTokens in {scope}")),
         })?;
         if list.items.is_empty() {
-            return Ok(format!("No NavigatorTokens to renew in {scope}\n"));
+            out.push_str(&format!("No NavigatorTokens to renew in {scope}\n"));
+            return Ok(());
         }
         list.items.iter().map(|t| (t.namespace().unwrap_or_default(), t.name_any())).collect()
     } else {
@@ -290,7 +293,6 @@ async fn renew(client: &Client, namespace: &str, args: &RenewArgs) -> anyhow::Re
     let requested_at = Timestamp::now().to_string();
     let patch = Patch::Merge(json!({"metadata": {"annotations": {REFRESH_REQUESTED_ANNOTATION: requested_at}}}));
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
-    let mut out = String::new();
     for (namespace, name) in &targets {
         let api: Api<NavigatorToken> = Api::namespaced(client.clone(), namespace);
         let named = Named { kind: "NavigatorToken", plural: "navigatortokens", namespace, name };
@@ -299,11 +301,11 @@ async fn renew(client: &Client, namespace: &str, args: &RenewArgs) -> anyhow::Re
             "Requested a new token for NavigatorToken {namespace}/{name} ({REFRESH_REQUESTED_ANNOTATION}={requested_at})\n"
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `kubectl nvt inspect NAME`.
-async fn inspect(client: &Client, namespace: &str, name: &str, show_token: bool) -> anyhow::Result<String> {
+async fn inspect(client: &Client, namespace: &str, name: &str, show_token: bool, out: &mut String) -> anyhow::Result<()> {
     let token = get_token(client, namespace, name).await?;
     let secret_name = token.target_secret_name();
     let secret = get_secret(client, &token, namespace)
@@ -312,7 +314,8 @@ async fn inspect(client: &Client, namespace: &str, name: &str, show_token: bool)
     let key = token.spec.target().access_token_key().to_owned();
     let value = secret.data.as_ref().and_then(|data| data.get(&key)).map(|v| String::from_utf8_lossy(&v.0).into_owned());
     let value = value.ok_or_else(|| anyhow!("Secret {namespace}/{secret_name} has no key {key:?}"))?;
-    Ok(render_inspect(&secret, &key, &value, show_token, Timestamp::now()))
+    out.push_str(&render_inspect(&secret, &key, &value, show_token, Timestamp::now()));
+    Ok(())
 }
 
 /// The `inspect` screen: annotations and the JWT's displayable claims; the token only when asked.

@@ -242,6 +242,16 @@ async fn renew_refuses_a_name_with_all_neither_and_an_unknown_name() {
     let unknown = stderr(&cluster.nvt(&["renew", "nope"]).await);
     assert_eq!(unknown.trim(), r#"error: NavigatorToken "nope" not found in namespace "team-a""#);
     assert_eq!(cluster.refresh_requested_at("team-a", "one"), "before");
+
+    // A renewal made before an error is still reported.
+    let partly = cluster.nvt(&["renew", "one", "nope"]).await;
+    assert_eq!(stderr(&partly).trim(), r#"error: NavigatorToken "nope" not found in namespace "team-a""#);
+    let value = cluster.refresh_requested_at("team-a", "one");
+    assert_ne!(value, "before");
+    assert_eq!(
+        String::from_utf8_lossy(&partly.stdout),
+        format!("Requested a new token for NavigatorToken team-a/one ({REFRESH}={value})\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
