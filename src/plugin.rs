@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::controller::secret::{is_ours, is_recorded_token};
 use crate::controller::status::{READY, ROLLOUTS_RESTARTED, rfc3339};
 use crate::crd::NavigatorToken;
+use crate::redact::Sensitive;
 use crate::token::jwt;
 use crate::{EXPIRES_AT_ANNOTATION, ISSUED_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_REQUESTED_ANNOTATION};
 use crate::{TOKEN_FINGERPRINT_ANNOTATION, TOKEN_NAME_ANNOTATION};
@@ -312,21 +313,21 @@ async fn inspect(client: &Client, namespace: &str, name: &str, show_token: bool,
         .await?
         .ok_or_else(|| anyhow!("Secret {secret_name:?} of NavigatorToken {name:?} not found in namespace {namespace:?}"))?;
     let key = token.spec.target().access_token_key().to_owned();
-    let value = secret.data.as_ref().and_then(|data| data.get(&key)).map(|v| String::from_utf8_lossy(&v.0).into_owned());
+    let value = secret.data.as_ref().and_then(|data| data.get(&key)).map(|v| Sensitive::new(String::from_utf8_lossy(&v.0)));
     let value = value.ok_or_else(|| anyhow!("Secret {namespace}/{secret_name} has no key {key:?}"))?;
     out.push_str(&render_inspect(&secret, &key, &value, show_token, Timestamp::now()));
     Ok(())
 }
 
 /// The `inspect` screen: annotations and the JWT's displayable claims; the token only when asked.
-fn render_inspect(secret: &Secret, key: &str, access_token: &str, show_token: bool, now: Timestamp) -> String {
+fn render_inspect(secret: &Secret, key: &str, access_token: &Sensitive, show_token: bool, now: Timestamp) -> String {
     let mut out = String::new();
     line(&mut out, 0, "Secret", format!("{}/{} (key {key})", secret.namespace().unwrap_or_default(), secret.name_any()));
     for (label, annotation) in [("Issued at", ISSUED_AT_ANNOTATION), ("Expires at", EXPIRES_AT_ANNOTATION)] {
         let value = secret.annotations().get(annotation).map_or_else(|| "-".to_owned(), |t| when(t, now));
         line(&mut out, 0, label, format!("{value}  [{annotation}]"));
     }
-    match jwt::claims(access_token) {
+    match jwt::claims(access_token.expose()) {
         None => line(&mut out, 0, "Claims", "none: the token is not a JWT"),
         Some(claims) => {
             out.push_str("Claims:\n");
@@ -346,7 +347,7 @@ fn render_inspect(secret: &Secret, key: &str, access_token: &str, show_token: bo
         }
     }
     if show_token {
-        line(&mut out, 0, "Token", access_token);
+        line(&mut out, 0, "Token", access_token.expose());
     }
     out
 }

@@ -294,6 +294,15 @@ async fn errors_name_the_missing_secret_the_rbac_denial_and_the_missing_kubeconf
     let missing = stderr(&cluster.nvt(&["inspect", "ready"]).await);
     assert_eq!(missing.trim(), r#"error: Secret "ready" of NavigatorToken "ready" not found in namespace "team-a""#);
 
+    // A Secret of that name that someone else wrote, without the token key.
+    cluster.api.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ready", "namespace": "team-a"},
+                              "stringData": {"other": "x"}}));
+    let no_key = stderr(&cluster.nvt(&["inspect", "ready"]).await);
+    assert_eq!(no_key.trim(), r#"error: Secret team-a/ready has no key "token""#);
+    let text = stdout(&cluster.nvt(&["status", "ready"]).await);
+    assert!(field(&text, "Managed").starts_with("no (not labelled app.kubernetes.io/managed-by=navigator-token-operator"), "{text}");
+    assert_eq!(field(&text, "Token"), r#"no key "token""#);
+
     cluster.secret(&token, &jwt("forbidden-signature"));
     cluster.api.forbid("get", "secrets");
     let denied = stderr(&cluster.nvt(&["inspect", "ready"]).await);
