@@ -9,6 +9,7 @@ pub mod crd;
 pub mod duration;
 pub mod leader;
 pub mod metrics;
+pub mod plugin;
 pub mod redact;
 pub mod template;
 pub mod token;

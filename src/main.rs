@@ -1,4 +1,5 @@
-//! `navigator-token-operator`: `run` the controller, print the `crd`, or issue one `token`.
+//! `navigator-token-operator`: `run` the controller, print the `crd`, issue one `token`, or
+//! use the kubectl plugin's commands (`nvt`; also the whole command line when run as `kubectl-nvt`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use navigator_token_operator::api_counter::{self, ApiCounter};
 use navigator_token_operator::controller::{self, Settings};
 use navigator_token_operator::crd::{CSP_DEFAULT_URL, EndpointType, NAVIGATOR_DEFAULT_URL, NavigatorToken};
 use navigator_token_operator::metrics::Metrics;
+use navigator_token_operator::plugin::{self, PluginArgs, PluginCli};
 use navigator_token_operator::redact::Sensitive;
 use navigator_token_operator::token::{ClientOptions, TokenClient, TokenRequest, jwt};
 use navigator_token_operator::{duration, leader};
@@ -33,6 +35,8 @@ enum Command {
     Crd,
     /// Issue one token with the given credentials and print its expiry and non-secret claims.
     Token(TokenArgs),
+    /// The kubectl plugin's commands (status, renew, inspect), as `kubectl nvt` runs them.
+    Nvt(PluginArgs),
 }
 
 #[derive(Args)]
@@ -149,6 +153,10 @@ async fn main() -> anyhow::Result<ExitCode> {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     // kube and reqwest both use rustls; ring is the one provider compiled in.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // kubectl runs plugins by file name: the same binary on PATH as `kubectl-nvt` is the plugin.
+    if plugin::invoked_as_plugin(std::env::args_os().next().as_deref()) {
+        return Ok(plugin::main(PluginCli::parse().args).await);
+    }
     match Cli::parse().command {
         Command::Crd => {
             print!("{}", serde_norway::to_string(&NavigatorToken::crd())?);
@@ -156,6 +164,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Token(args) => issue_one(args).await.map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run(args).await,
+        Command::Nvt(args) => Ok(plugin::main(args).await),
     }
 }
 

@@ -367,7 +367,7 @@ pub fn material(secret: &Secret, token: &NavigatorToken) -> Option<TokenMaterial
 }
 
 /// True when `value` is the token whose fingerprint the Secret's annotation records.
-fn is_recorded_token(secret: &Secret, value: &[u8]) -> bool {
+pub fn is_recorded_token(secret: &Secret, value: &[u8]) -> bool {
     secret.annotations().get(TOKEN_FINGERPRINT_ANNOTATION).is_some_and(|recorded| *recorded == fingerprint(value))
 }
 

@@ -1,0 +1,376 @@
+//! The kubectl plugin `kubectl nvt` (`status`, `renew`, `inspect`), like cert-manager's cmctl.
+//!
+//! The operator's binary is the plugin: installed (symlinked or copied) as `kubectl-nvt` on PATH
+//! it parses these commands directly; otherwise they are under `navigator-token-operator nvt`.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, anyhow};
+use clap::{Args, Parser, Subcommand};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::config::KubeConfigOptions;
+use kube::{Client, Config, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::controller::secret::{is_ours, is_recorded_token};
+use crate::controller::status::{READY, ROLLOUTS_RESTARTED, rfc3339};
+use crate::crd::NavigatorToken;
+use crate::redact::Sensitive;
+use crate::token::jwt;
+use crate::{EXPIRES_AT_ANNOTATION, ISSUED_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_REQUESTED_ANNOTATION};
+use crate::{TOKEN_FINGERPRINT_ANNOTATION, TOKEN_NAME_ANNOTATION};
+
+/// The plugin's executable name; kubectl runs `kubectl-nvt` for `kubectl nvt`.
+pub const PLUGIN_NAME: &str = "kubectl-nvt";
+
+/// Field manager of the plugin's patches, so that `managedFields` tell who asked for a renewal.
+const FIELD_MANAGER: &str = "kubectl-nvt";
+
+/// Width of the label column of `status` and `inspect`.
+const LABEL_WIDTH: usize = 25;
+
+/// True when the binary was started as [`PLUGIN_NAME`] (argv\[0\]'s file name, without `.exe`).
+pub fn invoked_as_plugin(argv0: Option<&OsStr>) -> bool {
+    argv0.map(Path::new).and_then(Path::file_stem).is_some_and(|stem| stem == PLUGIN_NAME)
+}
+
+/// The command line of the binary when it runs as `kubectl-nvt`.
+#[derive(Parser)]
+#[command(name = PLUGIN_NAME, bin_name = "kubectl nvt", version, about = "Status, renewal and inspection of NavigatorTokens")]
+pub struct PluginCli {
+    /// The plugin's flags and command.
+    #[command(flatten)]
+    pub args: PluginArgs,
+}
+
+/// The plugin's flags and command (also the `nvt` subcommand of the operator's binary).
+#[derive(Args)]
+pub struct PluginArgs {
+    /// Namespace (default: the kubeconfig context's namespace, else `default`).
+    #[arg(short, long, global = true)]
+    pub namespace: Option<String>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+/// The plugin's commands.
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Show a NavigatorToken's conditions, failures, schedule and the state of its Secret.
+    Status {
+        /// The NavigatorToken.
+        name: String,
+    },
+    /// Ask the operator for a new token now (sets navigator.dev/refresh-requested-at).
+    Renew(RenewArgs),
+    /// Show the expiry and non-secret claims of the token in a NavigatorToken's Secret.
+    Inspect {
+        /// The NavigatorToken.
+        name: String,
+        /// Also print the access token itself.
+        #[arg(long)]
+        show_token: bool,
+    },
+}
+
+/// `renew NAME...` or `renew --all [-A] [-l SELECTOR]`.
+#[derive(Args)]
+pub struct RenewArgs {
+    /// The NavigatorTokens to renew.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub names: Vec<String>,
+    /// Renew every NavigatorToken in the namespace (or, with -A, in all namespaces).
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: in all namespaces (overrides -n, as in kubectl).
+    #[arg(short = 'A', long, requires = "all", conflicts_with = "names")]
+    pub all_namespaces: bool,
+    /// With --all: only NavigatorTokens matching this label selector.
+    #[arg(short = 'l', long, requires = "all", conflicts_with = "names")]
+    pub selector: Option<String>,
+}
+
+/// Runs a plugin command: its output on stdout, then any error on stderr (as kubectl: `error: ...`).
+pub async fn main(args: PluginArgs) -> ExitCode {
+    let mut out = String::new();
+    let result = run(args, &mut out).await;
+    // What was done before an error is printed too (the renewals that were made).
+    print!("{out}");
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: PluginArgs, out: &mut String) -> anyhow::Result<()> {
+    let (client, namespace) = connect(args.context.as_deref(), args.namespace).await?;
+    match args.command {
+        PluginCommand::Status { name } => status(&client, &namespace, &name, out).await,
+        PluginCommand::Renew(renew_args) => renew(&client, &namespace, &renew_args, out).await,
+        PluginCommand::Inspect { name, show_token } => inspect(&client, &namespace, &name, show_token, out).await,
+    }
+}
+
+/// A client for the kubeconfig context (as kubectl picks it) and the namespace to use.
+async fn connect(context: Option<&str>, namespace: Option<String>) -> anyhow::Result<(Client, String)> {
+    let config = match context {
+        Some(context) => {
+            let options = KubeConfigOptions { context: Some(context.to_owned()), ..KubeConfigOptions::default() };
+            Config::from_kubeconfig(&options).await.map_err(|e| anyhow!("cannot use the kubeconfig context {context:?}: {e}"))?
+        }
+        // The cause's own text names the files it tried; its chain would repeat it.
+        None => Config::infer()
+            .await
+            .map_err(|e| anyhow!("no Kubernetes configuration (set KUBECONFIG or create ~/.kube/config, as for kubectl): {e}"))?,
+    };
+    let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
+    Ok((Client::try_from(config).context("cannot create a Kubernetes client")?, namespace))
+}
+
+/// An object named in messages: `NavigatorToken "x" in namespace "y"`.
+struct Named<'a> {
+    kind: &'a str,
+    plural: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+}
+
+impl Named<'_> {
+    /// A clear error for a failed API call on this object: not found, forbidden (RBAC), or other.
+    fn error(&self, verb: &str, err: kube::Error) -> anyhow::Error {
+        let Named { kind, plural, namespace, name } = self;
+        match &err {
+            kube::Error::Api(status) if status.is_not_found() => anyhow!("{kind} {name:?} not found in namespace {namespace:?}"),
+            kube::Error::Api(status) if status.is_forbidden() => anyhow!(
+                "not allowed to {verb} {kind} {name:?} in namespace {namespace:?}: {} \
+                 (check with: kubectl auth can-i {verb} {plural} -n {namespace})",
+                status.message
+            ),
+            _ => anyhow::Error::new(err).context(format!("cannot {verb} {kind} {name:?} in namespace {namespace:?}")),
+        }
+    }
+}
+
+async fn get_token(client: &Client, namespace: &str, name: &str) -> anyhow::Result<NavigatorToken> {
+    let api: Api<NavigatorToken> = Api::namespaced(client.clone(), namespace);
+    let named = Named { kind: "NavigatorToken", plural: "navigatortokens", namespace, name };
+    api.get(name).await.map_err(|e| named.error("get", e))
+}
+
+/// The NavigatorToken's target Secret; a missing one is `Ok(None)`.
+async fn get_secret(client: &Client, token: &NavigatorToken, namespace: &str) -> anyhow::Result<Option<Secret>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let name = token.target_secret_name();
+    let named = Named { kind: "Secret", plural: "secrets", namespace, name: &name };
+    api.get_opt(&name).await.map_err(|e| named.error("get", e))
+}
+
+/// One line of the label column layout; `indent` nests it under the line above.
+fn line(out: &mut String, indent: usize, label: &str, value: impl std::fmt::Display) {
+    let label = format!("{:indent$}{label}:", "");
+    out.push_str(&format!("{label:<LABEL_WIDTH$}{value}\n"));
+}
+
+/// An RFC 3339 time with how far it is from `now` (`in 20m`, `5m ago`); other text as it is.
+fn when(time: &str, now: Timestamp) -> String {
+    let Ok(t) = time.parse::<Timestamp>() else { return time.to_owned() };
+    let seconds = t.as_second() - now.as_second();
+    let span = crate::duration::format(std::time::Duration::from_secs(seconds.unsigned_abs()));
+    if seconds >= 0 { format!("{time} (in {span})") } else { format!("{time} ({span} ago)") }
+}
+
+/// `kubectl nvt status NAME`.
+async fn status(client: &Client, namespace: &str, name: &str, out: &mut String) -> anyhow::Result<()> {
+    let token = get_token(client, namespace, name).await?;
+    // A Secret that cannot be read is part of the picture, not a reason to hide the rest.
+    let secret = get_secret(client, &token, namespace).await.map_err(|e| e.to_string());
+    out.push_str(&render_status(&token, secret, Timestamp::now()));
+    Ok(())
+}
+
+/// The `status` screen. Never shows a token: the Secret's data is only compared with its fingerprint.
+fn render_status(token: &NavigatorToken, secret: Result<Option<Secret>, String>, now: Timestamp) -> String {
+    let mut out = String::new();
+    let namespace = token.namespace().unwrap_or_default();
+    line(&mut out, 0, "NavigatorToken", format!("{namespace}/{}", token.name_any()));
+    if token.spec.suspend {
+        line(&mut out, 0, "Suspended", "yes (spec.suspend: no refreshes)");
+    }
+    let status = token.status.clone().unwrap_or_default();
+    let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
+    match condition(READY) {
+        Some(ready) => render_condition(&mut out, READY, ready, now),
+        None => line(&mut out, 0, READY, "unknown (no status yet: is the operator running and watching this namespace?)"),
+    }
+    match &status.last_failure {
+        Some(failure) => {
+            line(&mut out, 0, "Last failure", format!("{} {}", failure.reason, when(&failure.time, now)));
+            line(&mut out, 2, "Message", &failure.message);
+            line(&mut out, 2, "Consecutive failures", status.consecutive_failures);
+        }
+        None => line(&mut out, 0, "Last failure", "none"),
+    }
+    let time = |t: &Option<String>| t.as_deref().map_or_else(|| "-".to_owned(), |t| when(t, now));
+    line(&mut out, 0, "Next refresh", time(&status.next_refresh_at));
+    line(&mut out, 0, "Expires", time(&status.expires_at));
+    line(&mut out, 0, "Issued", time(&status.issued_at));
+    line(&mut out, 0, "Granted lifetime", status.granted_lifetime.as_deref().unwrap_or("-"));
+    if let Some(rollouts) = condition(ROLLOUTS_RESTARTED) {
+        render_condition(&mut out, ROLLOUTS_RESTARTED, rollouts, now);
+    }
+    line(&mut out, 0, "Secret", format!("{namespace}/{}", token.target_secret_name()));
+    match secret {
+        Err(message) => line(&mut out, 2, "Readable", format!("no: {message}")),
+        Ok(None) => line(&mut out, 2, "Exists", "no"),
+        Ok(Some(secret)) => render_secret_state(&mut out, token, &secret, now),
+    }
+    out
+}
+
+fn render_condition(out: &mut String, type_: &str, condition: &Condition, now: Timestamp) {
+    let since = when(&rfc3339(condition.last_transition_time.0), now);
+    line(out, 0, type_, format!("{} ({}) since {since}", condition.status, condition.reason));
+    if !condition.message.is_empty() {
+        line(out, 2, "Message", &condition.message);
+    }
+}
+
+fn render_secret_state(out: &mut String, token: &NavigatorToken, secret: &Secret, now: Timestamp) {
+    line(out, 2, "Exists", "yes");
+    let managed = if is_ours(secret, token) {
+        "yes".to_owned()
+    } else {
+        format!("no (not labelled {MANAGED_BY_LABEL}={MANAGED_BY_VALUE} with {TOKEN_NAME_ANNOTATION}={})", token.name_any())
+    };
+    line(out, 2, "Managed", managed);
+    line(out, 2, "Expires at", secret.annotations().get(EXPIRES_AT_ANNOTATION).map_or_else(|| "-".to_owned(), |t| when(t, now)));
+    let key = token.spec.target().access_token_key().to_owned();
+    let fingerprint = match secret.data.as_ref().and_then(|data| data.get(&key)) {
+        None => format!("no key {key:?}"),
+        Some(_) if !secret.annotations().contains_key(TOKEN_FINGERPRINT_ANNOTATION) => {
+            format!("key {key:?}: no {TOKEN_FINGERPRINT_ANNOTATION} annotation to compare with")
+        }
+        Some(value) if is_recorded_token(secret, &value.0) => format!("key {key:?} matches {TOKEN_FINGERPRINT_ANNOTATION}"),
+        Some(_) => format!("key {key:?} does NOT match {TOKEN_FINGERPRINT_ANNOTATION} (edited by someone else?)"),
+    };
+    line(out, 2, "Token", fingerprint);
+}
+
+/// `kubectl nvt renew`: one line per NavigatorToken asked for a new token.
+async fn renew(client: &Client, namespace: &str, args: &RenewArgs, out: &mut String) -> anyhow::Result<()> {
+    let targets: Vec<(String, String)> = if args.all {
+        let api: Api<NavigatorToken> =
+            if args.all_namespaces { Api::all(client.clone()) } else { Api::namespaced(client.clone(), namespace) };
+        let params = args.selector.as_deref().map_or_else(ListParams::default, |s| ListParams::default().labels(s));
+        let scope = if args.all_namespaces { "all namespaces".to_owned() } else { format!("namespace {namespace:?}") };
+        let list = api.list(&params).await.map_err(|e| match e {
+            kube::Error::Api(status) if status.is_forbidden() => {
+                anyhow!("not allowed to list NavigatorTokens in {scope}: {}", status.message)
+            }
+            e => anyhow::Error::new(e).context(format!("cannot list NavigatorTokens in {scope}")),
+        })?;
+        if list.items.is_empty() {
+            out.push_str(&format!("No NavigatorTokens to renew in {scope}\n"));
+            return Ok(());
+        }
+        list.items.iter().map(|t| (t.namespace().unwrap_or_default(), t.name_any())).collect()
+    } else {
+        args.names.iter().map(|name| (namespace.to_owned(), name.clone())).collect()
+    };
+    // Full precision, not seconds: the operator acts on a new value, and two renewals within
+    // one second must both count.
+    let requested_at = Timestamp::now().to_string();
+    let patch = Patch::Merge(json!({"metadata": {"annotations": {REFRESH_REQUESTED_ANNOTATION: requested_at}}}));
+    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
+    for (namespace, name) in &targets {
+        let api: Api<NavigatorToken> = Api::namespaced(client.clone(), namespace);
+        let named = Named { kind: "NavigatorToken", plural: "navigatortokens", namespace, name };
+        api.patch(name, &params, &patch).await.map_err(|e| named.error("patch", e))?;
+        out.push_str(&format!(
+            "Requested a new token for NavigatorToken {namespace}/{name} ({REFRESH_REQUESTED_ANNOTATION}={requested_at})\n"
+        ));
+    }
+    Ok(())
+}
+
+/// `kubectl nvt inspect NAME`.
+async fn inspect(client: &Client, namespace: &str, name: &str, show_token: bool, out: &mut String) -> anyhow::Result<()> {
+    let token = get_token(client, namespace, name).await?;
+    let secret_name = token.target_secret_name();
+    let secret = get_secret(client, &token, namespace)
+        .await?
+        .ok_or_else(|| anyhow!("Secret {secret_name:?} of NavigatorToken {name:?} not found in namespace {namespace:?}"))?;
+    let key = token.spec.target().access_token_key().to_owned();
+    let value = secret.data.as_ref().and_then(|data| data.get(&key)).map(|v| Sensitive::new(String::from_utf8_lossy(&v.0)));
+    let value = value.ok_or_else(|| anyhow!("Secret {namespace}/{secret_name} has no key {key:?}"))?;
+    out.push_str(&render_inspect(&secret, &key, &value, show_token, Timestamp::now()));
+    Ok(())
+}
+
+/// The `inspect` screen: annotations and the JWT's displayable claims; the token only when asked.
+fn render_inspect(secret: &Secret, key: &str, access_token: &Sensitive, show_token: bool, now: Timestamp) -> String {
+    let mut out = String::new();
+    line(&mut out, 0, "Secret", format!("{}/{} (key {key})", secret.namespace().unwrap_or_default(), secret.name_any()));
+    for (label, annotation) in [("Issued at", ISSUED_AT_ANNOTATION), ("Expires at", EXPIRES_AT_ANNOTATION)] {
+        let value = secret.annotations().get(annotation).map_or_else(|| "-".to_owned(), |t| when(t, now));
+        line(&mut out, 0, label, format!("{value}  [{annotation}]"));
+    }
+    match jwt::claims(access_token.expose()) {
+        None => line(&mut out, 0, "Claims", "none: the token is not a JWT"),
+        Some(claims) => {
+            out.push_str("Claims:\n");
+            for name in jwt::DISPLAYABLE_CLAIMS {
+                let Some(value) = claims.get(*name) else { continue };
+                let text = match value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                // exp and iat are Unix seconds; show them as times too.
+                let time = (*name == "exp" || *name == "iat").then(|| value.as_i64()).flatten();
+                match time.and_then(|s| Timestamp::from_second(s).ok()) {
+                    Some(t) => line(&mut out, 2, name, format!("{text} = {}", when(&rfc3339(t), now))),
+                    None => line(&mut out, 2, name, text),
+                }
+            }
+        }
+    }
+    if show_token {
+        line(&mut out, 0, "Token", access_token.expose());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plugin_is_recognised_by_its_file_name_only() {
+        assert!(invoked_as_plugin(Some(OsStr::new("kubectl-nvt"))));
+        assert!(invoked_as_plugin(Some(OsStr::new("/home/me/.local/bin/kubectl-nvt"))));
+        assert!(invoked_as_plugin(Some(OsStr::new("kubectl-nvt.exe"))));
+        assert!(!invoked_as_plugin(Some(OsStr::new("/usr/bin/navigator-token-operator"))));
+        assert!(!invoked_as_plugin(Some(OsStr::new("kubectl-nvt-old"))));
+        assert!(!invoked_as_plugin(None));
+    }
+
+    #[test]
+    fn times_say_how_far_away_they_are() {
+        let now: Timestamp = "2026-11-29T05:00:00Z".parse().unwrap();
+        assert_eq!(when("2026-11-29T05:20:00Z", now), "2026-11-29T05:20:00Z (in 20m)");
+        assert_eq!(when("2026-11-29T03:30:00Z", now), "2026-11-29T03:30:00Z (1h30m ago)");
+        assert_eq!(when("soon", now), "soon");
+    }
+}
