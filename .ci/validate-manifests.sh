@@ -5,13 +5,16 @@
 #
 #   bash .ci/validate-manifests.sh          # from the repository root
 #
-# Needs kubectl (for its built-in kustomize) and python3. The first run installs the
-# pinned validators from .ci/requirements-manifests.txt into target/ci-venv (PyPI);
-# later runs use that venv and need no network. No cluster is used or contacted.
+# Needs kubectl (for its built-in kustomize), python3, node and npm. The first run installs
+# the pinned validators from .ci/requirements-manifests.txt into target/ci-venv (PyPI)
+# and the prometheus-operator schemas pinned in .ci/prometheus-operator-schemas/ into
+# target/ci-node (npm ci); later runs reuse both and need no network. No cluster is used
+# or contacted.
 #
 # Steps:
 #  1. render deploy/, deploy/overlays/namespaced/, both again with the component
-#     deploy/components/rollout-restart/ enabled (through overlays generated in
+#     deploy/components/rollout-restart/ enabled and both again with
+#     deploy/components/monitoring/ (through overlays generated in
 #     target/manifests/overlays/, holding only a `components:` entry), and the two
 #     instances of examples/sharding/, twice each: must succeed without warnings and
 #     give identical bytes (determinism); outputs in target/manifests/;
@@ -19,16 +22,20 @@
 #     examples/*.yaml against the Kubernetes JSON schemas of $KUBE_VERSIONS (the oldest
 #     supported Kubernetes, see docs/operations.md#kubernetes-versions, and the newest
 #     the k8s-openapi in Cargo.lock supports); any kind without a schema other than the
-#     CRD's fails;
+#     CRD's and the Prometheus Operator's ServiceMonitor and PrometheusRule fails;
 #  3. .ci/validate_custom_resources.py: NavigatorTokens in examples/ against the
 #     openAPIV3Schema of crds/navigatortoken.yaml, plus the CRD's contract;
+#     .ci/validate_monitoring.mjs: monitoring.coreos.com objects against the schemas of
+#     the npm package @kubernetes-models/prometheus-operator;
 #  4. kubectl's client-side decode of every object (`kubectl label --local`: what a
 #     client dry run can do without a cluster -- `kubectl apply --dry-run=client`
 #     needs API discovery, so it is not used);
 #  5. .ci/check_manifests.py: cross-object references, hardening, and the operator's
 #     effective RBAC (exactly what it needs: no `*`, no delete on Secrets or anything;
 #     with the rollout-restart component exactly `patch` on apps deployments,
-#     statefulsets and daemonsets in addition, and without it no access to workloads);
+#     statefulsets and daemonsets in addition, and without it no access to workloads;
+#     with the monitoring component its objects' consistency with the Service, the
+#     metrics table and the runbooks of docs/operations.md, and without it none of them);
 #     for the sharding example also that its instances can share a cluster (disjoint
 #     selectors, own namespaces and Leases, no object of one overwriting another's);
 #     for examples/ the credentials label, restricted example workloads, the token

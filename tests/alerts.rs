@@ -4,9 +4,9 @@
 //! must not, scrapes `Metrics::encode()` (the text `/metrics` serves), and evaluates the rule's
 //! `expr` as written in the YAML: editing a rule changes what is checked here.
 //!
-//! promtool is not available, and no maintained PromQL evaluator is on crates.io or PyPI (only
-//! parsers), so `promql` below is a small evaluator of exactly the PromQL the rules use; it
-//! rejects anything else. Its simplifications: an instant selector reads the last scrape only
+//! promtool is not available here, and no maintained PromQL evaluator was found on crates.io or
+//! PyPI (only parsers, such as PyPI's promql-parser), so `promql` below is a small evaluator of
+//! exactly the PromQL the rules use; it rejects anything else. Its simplifications: an instant selector reads the last scrape only
 //! (a series missing there is stale, as after Prometheus' staleness marker); `rate` and
 //! `increase` are the reset-aware difference between the first and last sample in the window
 //! (divided by their distance for `rate`), without Prometheus' extrapolation to the window's
