@@ -223,7 +223,6 @@ async fn operator_down_fires_without_a_leader_or_without_reconciles() {
 async fn endpoint_errors_fire_on_429_and_5xx_answers() {
     let mut h = Harness::new(LONG).await;
     h.start_operator();
-    let first = scrape(&h);
     h.create_token("calm", json!({})).await;
     h.wait_for_ready("calm", "True", "TokenValid").await;
     let requests = |h: &Harness, outcome: &str| -> f64 {
@@ -231,19 +230,24 @@ async fn endpoint_errors_fire_on_429_and_5xx_answers() {
         let wanted = |l: &promql::Labels| l.get("outcome").map(String::as_str) == Some(outcome);
         s.samples("navigator_token_requests_total").filter(|(l, _)| wanted(l)).map(|(_, v)| v).sum()
     };
-    // Not firing: successes only, and then failures that are neither 429 nor 5xx.
-    h.patch_token("calm", request_refresh("calm")).await;
-    h.wait_until("a second success", WAIT, || async { requests(&h, "success") >= 2.0 }).await;
     let failed = |h: &Harness| -> f64 {
         let s = scrape(h);
         s.samples("navigator_token_requests_total").filter(|(l, _)| l.get("outcome").is_some_and(|o| o != "success")).map(|(_, v)| v).sum()
     };
+    // Not firing: successes, then failures that are neither 429 nor 5xx (the endpoint rejects
+    // the credentials), each series growing between scrapes so that it has a rate.
+    let one_success = scrape(&h);
+    h.patch_token("calm", request_refresh("calm")).await;
+    h.wait_until("a second success", WAIT, || async { requests(&h, "success") >= 2.0 }).await;
     h.tokens.set_credentials("someone-else", "other-secret");
     h.patch_token("calm", request_refresh("calm-again")).await;
     h.wait_until("a credentials error", WAIT, || async { failed(&h) >= 1.0 }).await;
+    let one_error = scrape(&h);
     h.patch_token("calm", request_refresh("calm-once-more")).await;
     h.wait_until("another credentials error", WAIT, || async { failed(&h) >= 2.0 }).await;
-    let calm = [first, scrape(&h)];
+    let calm = [one_success, one_error, scrape(&h)];
+    let other = |l: &promql::Labels| l.get("outcome").is_some_and(|o| o != "success");
+    assert!(calm[1].samples("navigator_token_requests_total").any(|(l, _)| other(l)), "the calm scrapes hold other failures");
     assert_eq!(firing(ENDPOINT_ERRORS, &calm), Vec::<promql::Labels>::new());
 
     // Firing: 429s (Retry-After: 1), then 503s.
