@@ -2,7 +2,8 @@
 """Offline sanity checks of rendered deploy/ manifests and of examples/.
 
   check_manifests.py rendered --mode cluster-wide|namespaced [--namespace NS] [--without-crd]
-                             [--rollout-restart] [--dockerfile Dockerfile] FILE
+                             [--rollout-restart] [--monitoring --docs docs/operations.md]
+                             [--dockerfile Dockerfile] FILE
   check_manifests.py shards FILE FILE...
   check_manifests.py examples FILE...
 
@@ -11,7 +12,10 @@ between objects (selectors, ServiceAccount, roleRefs, probe ports), the hardenin
 docs promise, and the operator ServiceAccount's effective RBAC, which must be exactly
 the permissions below -- nothing missing, nothing extra, no `*`, no `delete`;
 with --rollout-restart (deploy/components/rollout-restart enabled) also exactly
-ROLLOUT_RESTART_PERMS in every watched namespace, and without it none of them.
+ROLLOUT_RESTART_PERMS in every watched namespace, and without it none of them;
+with --monitoring (deploy/components/monitoring enabled) the ServiceMonitor, the
+PrometheusRule and the dashboard ConfigMap, consistent with the Service, with the
+metrics documented in --docs and with its runbook sections; without it none of them.
 `shards` checks that the renders of the instances of one sharded install can live in
 one cluster: each selects its NavigatorTokens, the selectors are disjoint, each has its
 own namespace (so its own Lease), and no object of one overwrites another's.
@@ -56,6 +60,14 @@ ROLLOUT_RESTART_PERMS = {("apps", r, "patch") for r in ("deployments", "stateful
 # Needed in the operator's own namespace only (leader election).
 OPERATOR_NAMESPACE_PERMS = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
 FORBIDDEN_VERBS = {"delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
+MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}
+# Keys the Prometheus Operator knows (the npm schemas do not reject unknown ones).
+RULE_KEYS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+ENDPOINT_KEYS = {"port", "targetPort", "path", "scheme", "interval", "scrapeTimeout", "honorLabels",
+                 "honorTimestamps", "tlsConfig", "authorization", "bearerTokenSecret", "basicAuth",
+                 "oauth2", "params", "relabelings", "metricRelabelings", "followRedirects",
+                 "enableHttp2", "filterRunning", "proxyUrl", "trackTimestampsStaleness"}
+SEVERITIES = {"critical", "warning", "info"}
 
 
 class Checker:
@@ -313,12 +325,114 @@ def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, w
                         "if it now does, update .ci/check_manifests.py and docs/operations.md")
 
 
+def markdown_anchors(path: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation other than `-` and `_` dropped, spaces to `-`."""
+    anchors = set()
+    with open(path, encoding="utf-8") as f:
+        in_code = False
+        for line in f:
+            if line.startswith("```"):
+                in_code = not in_code
+            m = None if in_code else re.match(r"^#{1,6}\s+(.*?)\s*$", line)
+            if m:
+                text = re.sub(r"[`*]", "", m[1]).lower()
+                anchors.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
+    return anchors
+
+
+def documented_metrics(path: str) -> set[str]:
+    """Metric names in the first column of docs' metrics table."""
+    with open(path, encoding="utf-8") as f:
+        return set(re.findall(r"(?m)^\| `(navigator_\w+)` \|", f.read()))
+
+
+def used_metrics(expr: str) -> set[str]:
+    names = set(re.findall(r"\bnavigator_\w+", expr))
+    return {re.sub(r"_(bucket|sum|count)$", "", n) if n.endswith(("_bucket", "_sum", "_count")) else n for n in names}
+
+
+def check_monitoring(c: Checker, docs: list[dict], op_ns: str, docs_path: str | None) -> None:
+    """The objects of deploy/components/monitoring: present, pointing at the Service, consistent with the docs."""
+    import json
+
+    documented = documented_metrics(docs_path) if docs_path else set()
+    anchors = markdown_anchors(docs_path) if docs_path else set()
+    c.check(bool(documented), f"{docs_path}: no metrics table found")
+    services = [d for d in docs if d.get("kind") == "Service"]
+    sms = [d for d in docs if d.get("kind") == "ServiceMonitor"]
+    if c.check(len(sms) == 1, f"expected one ServiceMonitor, found {len(sms)}"):
+        sm = sms[0]
+        c.check(sm["metadata"].get("namespace") == op_ns, f"{ident(sm)}: must live in the operator namespace {op_ns}")
+        spec = sm.get("spec") or {}
+        c.check(not spec.get("namespaceSelector"), f"{ident(sm)}: namespaceSelector would look beyond its own namespace")
+        sel = (spec.get("selector") or {}).get("matchLabels")
+        targets = [s for s in services if s["metadata"].get("namespace") == op_ns and subset(sel, s["metadata"].get("labels"))]
+        if c.check(len(targets) == 1, f"{ident(sm)}: selector {sel} matches {len(targets)} Services, expected 1"):
+            ports = {p.get("name") for p in targets[0]["spec"].get("ports") or []}
+            for ep in spec.get("endpoints") or []:
+                c.check(ep.get("port") in ports, f"{ident(sm)}: endpoint port {ep.get('port')!r} is not a port name of {ident(targets[0])}")
+                c.check(ep.get("path", "/metrics") == "/metrics", f"{ident(sm)}: endpoint path must be /metrics")
+                c.check(ep.get("honorLabels") is True, f"{ident(sm)}: honorLabels must be true (per-token series carry their own namespace label)")
+                extra = set(ep) - ENDPOINT_KEYS
+                c.check(not extra, f"{ident(sm)}: unknown endpoint field(s) {sorted(extra)}")
+        c.check(bool(spec.get("endpoints")), f"{ident(sm)}: no endpoints")
+    rules = [d for d in docs if d.get("kind") == "PrometheusRule"]
+    if c.check(len(rules) == 1, f"expected one PrometheusRule, found {len(rules)}"):
+        pr = rules[0]
+        c.check(pr["metadata"].get("namespace") == op_ns, f"{ident(pr)}: must live in the operator namespace {op_ns}")
+        alerts = []
+        for group in (pr.get("spec") or {}).get("groups") or []:
+            for rule in group.get("rules") or []:
+                name = rule.get("alert") or rule.get("record")
+                where = f"{ident(pr)}: rule {name!r}"
+                extra = set(rule) - RULE_KEYS
+                c.check(not extra, f"{where}: unknown field(s) {sorted(extra)}")
+                for metric in sorted(used_metrics(str(rule.get("expr", "")))):
+                    c.check(metric in documented, f"{where}: {metric} is not in the metrics table of {docs_path}")
+                if not rule.get("alert"):
+                    continue
+                alerts.append(name)
+                c.check((rule.get("labels") or {}).get("severity") in SEVERITIES, f"{where}: severity label must be one of {sorted(SEVERITIES)}")
+                ann = rule.get("annotations") or {}
+                c.check(bool(ann.get("summary")), f"{where}: no summary annotation")
+                url = str(ann.get("runbook_url", ""))
+                m = re.fullmatch(r"docs/operations\.md#([\w-]+)", url)
+                c.check(m is not None and m[1] in anchors,
+                        f"{where}: runbook_url {url!r} must be docs/operations.md#<a section of {docs_path}>")
+                c.check(m is None or m[1] == name.lower(), f"{where}: its runbook section must be titled {name}")
+        c.check(len(alerts) == len(set(alerts)) and alerts, f"{ident(pr)}: alerts missing or duplicated: {alerts}")
+    cms = [d for d in docs if d.get("kind") == "ConfigMap" and (d["metadata"].get("labels") or {}).get("grafana_dashboard") == "1"]
+    if c.check(len(cms) == 1, f"expected one ConfigMap labelled grafana_dashboard=1, found {len(cms)}"):
+        cm = cms[0]
+        c.check(cm["metadata"].get("namespace") == op_ns, f"{ident(cm)}: must live in the operator namespace {op_ns}")
+        for key, text in (cm.get("data") or {}).items():
+            where = f"{ident(cm)}: {key}"
+            c.check(key.endswith(".json"), f"{where}: the sidecar expects a .json key")
+            try:
+                dash = json.loads(text)
+            except ValueError as e:
+                c.check(False, f"{where}: not JSON: {e}")
+                continue
+            c.check(bool(dash.get("uid")) and bool(dash.get("title")), f"{where}: needs uid and title")
+            ids = [p.get("id") for p in dash.get("panels") or []]
+            c.check(bool(ids) and len(ids) == len(set(ids)), f"{where}: panels missing or with duplicate ids")
+            for panel in dash.get("panels") or []:
+                for t in panel.get("targets") or []:
+                    for metric in sorted(used_metrics(str(t.get("expr", "")))):
+                        c.check(metric in documented, f"{where}: panel {panel.get('title')!r}: {metric} is not in the metrics table")
+
+
 def cmd_rendered(args) -> Checker:
     c = Checker()
     docs = [d for _, d in load([args.file])]
     op_ns = check_structure(c, docs, args.namespace)
     dep = check_deployment(c, docs, op_ns, args.dockerfile)
     check_rbac(c, docs, op_ns, dep, args.mode, not args.without_crd, args.rollout_restart)
+    if args.monitoring:
+        check_monitoring(c, docs, op_ns, args.docs)
+    else:
+        present = sorted(ident(d) for d in docs if d.get("kind") in MONITORING_KINDS)
+        c.check(not present, f"{present}: only the opt-in component deploy/components/monitoring adds these (check with --monitoring)")
     return c
 
 
@@ -441,6 +555,9 @@ def main() -> int:
     r.add_argument("--without-crd", action="store_true", help="cluster-wide, but another instance installs the CRD")
     r.add_argument("--rollout-restart", action="store_true",
                    help="deploy/components/rollout-restart is enabled: expect its permissions too")
+    r.add_argument("--monitoring", action="store_true",
+                   help="deploy/components/monitoring is enabled: check its objects")
+    r.add_argument("--docs", help="docs/operations.md: the metrics table and runbook sections (with --monitoring)")
     r.add_argument("--dockerfile")
     r.add_argument("file")
     sh = sub.add_parser("shards")
@@ -451,7 +568,8 @@ def main() -> int:
     c = {"rendered": cmd_rendered, "shards": cmd_shards, "examples": cmd_examples}[args.cmd](args)
     for err in c.errors:
         print(f"error: {err}", file=sys.stderr)
-    label = {"rendered": lambda: f"{args.mode} manifests" + (" with rollout-restart" if args.rollout_restart else ""),
+    label = {"rendered": lambda: f"{args.mode} manifests" + (" with rollout-restart" if args.rollout_restart else "")
+             + (" with monitoring" if args.monitoring else ""),
              "shards": lambda: "shards", "examples": lambda: "examples"}[args.cmd]()
     print(f"sanity ({label}): {c.count} checks, {len(c.errors)} error(s)")
     return 1 if c.errors else 0
