@@ -1,16 +1,14 @@
 //! Prometheus metrics (prometheus-client), served on the admin port.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use kube::runtime::reflector::Store;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -63,15 +61,15 @@ pub struct Metrics {
     pub kube_api_requests: Family<ApiLabels, Counter>,
     /// 1 while this replica leads (or runs without leader election), 0 while it stands by.
     pub leader: Gauge,
-    /// Per-token series read from the NavigatorTokens' status at each scrape.
+    /// The NavigatorTokens whose status gives per-token series at each scrape.
     pub statuses: Arc<StatusCollector>,
-    /// Length of the last exposition, to size the next.
-    last_size: AtomicUsize,
 }
 
-/// Emits `navigator_token_ready` and `navigator_token_refresh_timestamp_seconds` from the
-/// status in the controllers' caches at scrape time. They cost no memory per token, are there
-/// from the first list after a restart, and vanish with the object.
+/// The NavigatorTokens in the controllers' caches, for `navigator_token_ready` and
+/// `navigator_token_refresh_timestamp_seconds`. These series are written from the status at
+/// scrape time, after the registry's text and a few hundred tokens at a time: they cost no
+/// memory per token, are there from the first list after a restart, vanish with the object,
+/// and a scrape at 10,000 tokens never holds their 2 MiB of text at once.
 #[derive(Debug, Default)]
 pub struct StatusCollector {
     stores: Mutex<Vec<Store<NavigatorToken>>>,
@@ -82,34 +80,63 @@ impl StatusCollector {
     pub fn watch(&self, store: Store<NavigatorToken>) {
         self.stores.lock().unwrap_or_else(|p| p.into_inner()).push(store);
     }
+
+    fn snapshot(&self) -> Vec<Arc<NavigatorToken>> {
+        self.stores.lock().unwrap_or_else(|p| p.into_inner()).iter().flat_map(Store::state).collect()
+    }
 }
 
-impl Collector for StatusCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let tokens: Vec<_> = self.stores.lock().unwrap_or_else(|p| p.into_inner()).iter().flat_map(Store::state).collect();
-        // Borrowed, not cloned: at 10,000 tokens a scrape would otherwise make 40,000 strings.
-        fn identity(t: &NavigatorToken) -> (&str, &str) {
-            (t.metadata.namespace.as_deref().unwrap_or_default(), t.metadata.name.as_deref().unwrap_or_default())
-        }
-        let help = "1 when the NavigatorToken is Ready, else 0; reason is the Ready condition's";
-        let mut ready = encoder.encode_descriptor("token_ready", help, None, MetricType::Gauge)?;
-        for token in &tokens {
-            let Some(condition) = token.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == READY)) else { continue };
-            let (namespace, name) = identity(token);
-            let labels = [("namespace", namespace), ("name", name), ("reason", condition.reason.as_str())];
-            ConstGauge::new(i64::from(condition.status == "True")).encode(ready.encode_family(&labels)?)?;
-        }
-        let help = "When the operator next requests a token for the NavigatorToken (refresh or retry), Unix seconds";
-        let mut refresh = encoder.encode_descriptor("token_refresh_timestamp_seconds", help, None, MetricType::Gauge)?;
-        for token in &tokens {
-            let next = token.status.as_ref().and_then(|s| s.next_refresh_at.as_deref()).and_then(|t| t.parse::<Timestamp>().ok());
-            let Some(next) = next else { continue };
-            let (namespace, name) = identity(token);
-            let labels = [("namespace", namespace), ("name", name)];
-            ConstGauge::new(next.as_second()).encode(refresh.encode_family(&labels)?)?;
-        }
-        Ok(())
+/// Tokens per chunk of per-token series.
+const TOKENS_PER_CHUNK: usize = 500;
+
+/// One per-token family: name, help, and the line of one token (`None`: no series for it).
+struct StatusFamily {
+    name: &'static str,
+    help: &'static str,
+    line: fn(&NavigatorToken) -> Option<(Option<&str>, i64)>,
+}
+
+const STATUS_FAMILIES: [StatusFamily; 2] = [
+    StatusFamily {
+        name: "navigator_token_ready",
+        help: "1 when the NavigatorToken is Ready, else 0; reason is the Ready condition's",
+        line: |t| {
+            let condition = t.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY)?;
+            Some((Some(condition.reason.as_str()), i64::from(condition.status == "True")))
+        },
+    },
+    StatusFamily {
+        name: "navigator_token_refresh_timestamp_seconds",
+        help: "When the operator next requests a token for the NavigatorToken (refresh or retry), Unix seconds",
+        line: |t| {
+            let next: Timestamp = t.status.as_ref()?.next_refresh_at.as_deref()?.parse().ok()?;
+            Some((None, next.as_second()))
+        },
+    },
+];
+
+/// The text of `family` for `tokens`, with its HELP and TYPE lines when `header`.
+fn status_lines(family: &StatusFamily, tokens: &[Arc<NavigatorToken>], header: bool) -> String {
+    let mut out = String::new();
+    if header {
+        let _ = write!(out, "# HELP {} {}\n# TYPE {} gauge\n", family.name, family.help, family.name);
     }
+    for token in tokens {
+        let Some((reason, value)) = (family.line)(token) else { continue };
+        let (namespace, name) =
+            (token.metadata.namespace.as_deref().unwrap_or_default(), token.metadata.name.as_deref().unwrap_or_default());
+        let _ = write!(out, "{}{{namespace=\"{}\",name=\"{}\"", family.name, escape(namespace), escape(name));
+        if let Some(reason) = reason {
+            let _ = write!(out, ",reason=\"{}\"", escape(reason));
+        }
+        let _ = writeln!(out, "}} {value}");
+    }
+    out
+}
+
+/// A label value as the text format quotes it.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 impl Default for Metrics {
@@ -140,7 +167,6 @@ impl Default for Metrics {
             leader.clone(),
         );
         let statuses = Arc::new(StatusCollector::default());
-        registry.register_collector(Box::new(statuses.clone()));
         Metrics {
             registry,
             token_expiry,
@@ -152,21 +178,33 @@ impl Default for Metrics {
             kube_api_requests,
             leader,
             statuses,
-            last_size: AtomicUsize::new(0),
         }
     }
 }
 
 impl Metrics {
-    /// The text exposition format.
-    pub fn encode(&self) -> String {
-        // Sized like the last one: at 10,000 tokens the text is a few MiB, and growing it by
-        // doubling would hold up to three times that at once (part of the peak RSS).
-        let mut out = String::with_capacity(self.last_size.load(Ordering::Relaxed) * 11 / 10);
+    /// The text exposition, in pieces: the registry's metrics, then the per-token status
+    /// series a chunk of tokens at a time, then `# EOF`. Lazy: each piece is made when taken.
+    pub fn exposition(&self) -> impl Iterator<Item = String> + Send + 'static + use<> {
+        let mut registry = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        self.last_size.store(out.len(), Ordering::Relaxed);
-        out
+        let _ = prometheus_client::encoding::text::encode(&mut registry, &self.registry);
+        let registry = registry.strip_suffix("# EOF\n").map(str::to_owned).unwrap_or(registry);
+        let tokens = Arc::new(self.statuses.snapshot());
+        let chunks = tokens.len().div_ceil(TOKENS_PER_CHUNK).max(1);
+        let status = STATUS_FAMILIES.iter().flat_map(move |family| {
+            let tokens = tokens.clone();
+            (0..chunks).map(move |i| {
+                let slice = &tokens[(i * TOKENS_PER_CHUNK).min(tokens.len())..((i + 1) * TOKENS_PER_CHUNK).min(tokens.len())];
+                status_lines(family, slice, i == 0)
+            })
+        });
+        std::iter::once(registry).chain(status).chain(std::iter::once("# EOF\n".to_owned()))
+    }
+
+    /// The whole text exposition at once (tests, tools).
+    pub fn encode(&self) -> String {
+        self.exposition().collect()
     }
 
     /// Forgets a deleted NavigatorToken's series.
@@ -221,6 +259,8 @@ mod tests {
         assert!(text.contains(r#"navigator_token_ready{namespace="team-a",name="bad",reason="Unauthorized"} 0"#), "{text}");
         assert!(text.contains(r#"navigator_token_refresh_timestamp_seconds{namespace="team-a",name="ok"} 1795947600"#), "{text}");
         assert!(!text.contains(r#"name="new""#), "no series before a first status: {text}");
+        assert!(text.ends_with("# EOF\n") && text.matches("# EOF").count() == 1, "{text}");
+        assert_eq!(text.matches("# TYPE navigator_token_ready gauge").count(), 1);
         writer.apply_watcher_event(&Event::Delete(bad));
         assert!(!m.encode().contains(r#"name="bad""#), "a deleted token's series go with it");
     }

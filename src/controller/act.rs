@@ -158,10 +158,11 @@ impl Actor<'_> {
         }
         status::set_ready(&mut status, self.previous, true, REASON_TOKEN_VALID, message.clone(), self.token.metadata.generation, self.now);
         let status_lifetime = status.granted_lifetime.clone();
-        self.write_status(status).await?;
+        // Before the status write: whoever sees Ready=True finds the series of the same token.
         self.ctx.metrics.token_expiry.get_or_create(self.labels).set(times.expires_at.as_second());
         // The failure series exists only while failing: 10,000 zeros would cost memory and scrapes.
         self.ctx.metrics.consecutive_failures.remove(self.labels);
+        self.write_status(status).await?;
 
         // Once per change of the granted lifetime, not at every refresh.
         if misfit.is_some() && issued.is_some() && self.previous.and_then(|p| p.granted_lifetime.as_ref()) != status_lifetime.as_ref() {
@@ -221,8 +222,8 @@ impl Actor<'_> {
                 );
             }
         }
-        self.write_status(status).await?;
         self.ctx.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failures));
+        self.write_status(status).await?;
         // One Event per failure episode and reason; status counts the attempts.
         let same_failure =
             self.previous.is_some_and(|p| p.consecutive_failures > 0 && p.last_failure.as_ref().is_some_and(|f| f.reason == reason));
