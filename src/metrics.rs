@@ -89,11 +89,14 @@ impl StatusCollector {
 /// Tokens per chunk of per-token series.
 const TOKENS_PER_CHUNK: usize = 500;
 
-/// One per-token family: name, help, and the line of one token (`None`: no series for it).
+/// The sample of one token: its `reason` label, if the family has one, and the value.
+type Sample<'a> = (Option<&'a str>, i64);
+
+/// One per-token family: name, help, and the sample of one token (`None`: no series for it).
 struct StatusFamily {
     name: &'static str,
     help: &'static str,
-    line: fn(&NavigatorToken) -> Option<(Option<&str>, i64)>,
+    line: fn(&NavigatorToken) -> Option<Sample<'_>>,
 }
 
 const STATUS_FAMILIES: [StatusFamily; 2] = [
