@@ -74,9 +74,12 @@ pub struct NavigatorTokenSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
     /// Workloads in this namespace whose pods read the token only at start (for example from an environment variable): after each new token is stored, the operator sets the annotation navigator.dev/restarted-at on their pod template, so they roll. Needs the opt-in RBAC component deploy/components/rollout-restart.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    // Boxed: rarely set, and every cached NavigatorToken pays for the inline size (at 784
+    // bytes inline it moved to the allocator's next size class: +1.2 MiB at 10,000).
+    #[allow(clippy::box_collection)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16))]
-    pub rollout_restart_targets: Vec<RolloutTarget>,
+    pub rollout_restart_targets: Option<Box<Vec<RolloutTarget>>>,
 }
 
 /// A workload to restart after each new token.
@@ -279,7 +282,7 @@ pub struct NavigatorTokenStatus {
     /// Shorter than spec.validity when the endpoint caps it (CSP caps it at the OAuth client's
     /// own token TTL); the Ready message says when spec.refreshBefore then no longer fits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub granted_lifetime: Option<String>,
+    pub granted_lifetime: Option<Box<str>>,
     /// When the operator will next request a token (refresh or retry) (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_refresh_at: Option<String>,
@@ -290,8 +293,9 @@ pub struct NavigatorTokenStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<Box<Failure>>,
     /// Opaque fingerprint of the inputs the last token was issued, or last attempted, from: the spec fields the token depends on, a fingerprint of the credential values, and the navigator.dev/refresh-requested-at annotation. For change detection only (a change requests a new token at once); no value can be recovered from it.
+    // Box<str>, as granted_lifetime: 8 bytes less per cached NavigatorToken than a String.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inputs_fingerprint: Option<String>,
+    pub inputs_fingerprint: Option<Box<str>>,
 }
 
 /// A failed attempt, as reported to users.
@@ -347,6 +351,11 @@ impl NavigatorTokenSpec {
     /// Extra CA certificates, if any.
     pub fn ca_bundle(&self) -> Option<&str> {
         self.endpoint.as_ref().and_then(|e| e.ca_bundle.as_deref()).filter(|b| !b.trim().is_empty())
+    }
+
+    /// The workloads to restart after each new token (none when absent).
+    pub fn rollout_targets(&self) -> &[RolloutTarget] {
+        self.rollout_restart_targets.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// The target Secret's settings (defaults when absent).

@@ -397,7 +397,7 @@ fn templates_and_rollout_targets_are_checked_at_apply_time() {
     assert_eq!(cel_errors(template(json!({"type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "{}"}}))), "");
     let targets = with(json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "app"}, {"kind": "DaemonSet", "name": "agent"}]}));
     assert_eq!(cel_errors(targets.clone()), "");
-    assert_eq!(token(targets).spec.rollout_restart_targets.len(), 2);
+    assert_eq!(token(targets).spec.rollout_targets().len(), 2);
     let target_schema = &schema()["properties"]["rolloutRestartTargets"];
     assert_eq!(target_schema["items"]["properties"]["kind"]["enum"], json!(["Deployment", "StatefulSet", "DaemonSet"]));
     assert_eq!(target_schema["maxItems"], 16);

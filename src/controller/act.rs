@@ -141,8 +141,8 @@ impl Actor<'_> {
             issued_at: Some(status::rfc3339(times.issued_at)),
             expires_at: Some(status::rfc3339(times.expires_at)),
             next_refresh_at: Some(status::rfc3339(refresh_at)),
-            granted_lifetime: Some(duration::format(lifetime)),
-            inputs_fingerprint: Some(self.inputs_fp.to_owned()),
+            granted_lifetime: Some(duration::format(lifetime).into()),
+            inputs_fingerprint: Some(self.inputs_fp.into()),
             ..NavigatorTokenStatus::default()
         };
         let mut message =
@@ -193,7 +193,7 @@ impl Actor<'_> {
             issued_at: current.map(|c| status::rfc3339(c.issued_at)),
             expires_at: current.map(|c| status::rfc3339(c.expires_at)),
             next_refresh_at: Some(status::rfc3339(retry_at)),
-            inputs_fingerprint: Some(self.attempt_fp.to_owned()),
+            inputs_fingerprint: Some(self.attempt_fp.into()),
             ..NavigatorTokenStatus::default()
         };
         status::record_failure(&mut status, self.previous, reason, message, self.now);

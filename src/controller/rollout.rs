@@ -30,7 +30,7 @@ impl Actor<'_> {
     /// Rolls every target for the token issued at `stamp` (RFC 3339). A missing or forbidden
     /// target is reported in the `RolloutsRestarted` condition and an Event; the token stays.
     pub(super) async fn restart_rollouts(&mut self, stamp: &str) {
-        let targets = &self.token.spec.rollout_restart_targets;
+        let targets = self.token.spec.rollout_targets();
         if targets.is_empty() {
             return;
         }
@@ -82,7 +82,7 @@ impl Actor<'_> {
     /// reconcile's outcome, else the previous condition, and none without targets.
     pub(super) fn keep_rollout_condition(&self, status: &mut NavigatorTokenStatus) {
         status.conditions.retain(|c| c.type_ != ROLLOUTS_RESTARTED);
-        if self.token.spec.rollout_restart_targets.is_empty() {
+        if self.token.spec.rollout_targets().is_empty() {
             return;
         }
         match &self.rollout {
