@@ -76,11 +76,15 @@ pub struct NavigatorTokenSpec {
     /// Workloads in this namespace whose pods read the token only at start (for example from an environment variable): after each new token is stored, the operator sets the annotation navigator.dev/restarted-at on their pod template, so they roll. Needs the opt-in RBAC component deploy/components/rollout-restart.
     // Boxed: rarely set, and every cached NavigatorToken pays for the inline size (at 784
     // bytes inline it moved to the allocator's next size class: +1.2 MiB at 10,000).
-    #[allow(clippy::box_collection)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16))]
-    pub rollout_restart_targets: Option<Box<Vec<RolloutTarget>>>,
+    pub rollout_restart_targets: Option<Box<RolloutTargets>>,
 }
+
+/// The list of [`RolloutTarget`]s (a newtype so that it can be boxed as one allocation).
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(transparent)]
+pub struct RolloutTargets(pub Vec<RolloutTarget>);
 
 /// A workload to restart after each new token.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -355,7 +359,7 @@ impl NavigatorTokenSpec {
 
     /// The workloads to restart after each new token (none when absent).
     pub fn rollout_targets(&self) -> &[RolloutTarget] {
-        self.rollout_restart_targets.as_deref().map_or(&[], Vec::as_slice)
+        self.rollout_restart_targets.as_deref().map_or(&[], |targets| targets.0.as_slice())
     }
 
     /// The target Secret's settings (defaults when absent).
