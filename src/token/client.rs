@@ -361,11 +361,12 @@ pub fn parse_detail(body: &[u8], scrub: &[&str]) -> UpstreamDetail {
 
 /// Makes upstream text safe to show: no control characters, bounded, and never an echoed credential.
 pub fn sanitize(text: &str, scrub: &[&str]) -> String {
-    let mut out: String = text.chars().filter(|c| !c.is_control()).take(MAX_DETAIL_CHARS).collect();
+    let mut out: String = text.chars().filter(|c| !c.is_control()).collect();
+    // Scrub before truncating: a secret cut at the limit would otherwise show its first part.
     for secret in scrub.iter().filter(|s| s.len() >= 4) {
         out = out.replace(secret, "<redacted>");
     }
-    out.trim().to_owned()
+    out.chars().take(MAX_DETAIL_CHARS).collect::<String>().trim().to_owned()
 }
 
 /// `Retry-After` as seconds or an HTTP date, capped.
