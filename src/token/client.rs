@@ -146,7 +146,7 @@ impl TokenClient {
             EndpointType::Csp => "/csp/gateway/am/api/auth/token",
         };
         let url = reqwest::Url::parse(&format!("{}{path}", request.base_url.trim_end_matches('/')))
-            .map_err(|e| TokenError::InvalidEndpoint(format!("url {:?}: {e}", request.base_url)))?;
+            .map_err(|e| TokenError::InvalidEndpoint(format!("url {:?}: {e}", without_userinfo(&request.base_url))))?;
         let host = url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         if !url.username().is_empty() || url.password().is_some() {
             return Err(TokenError::InvalidEndpoint("url must not contain credentials".into()));
@@ -367,6 +367,11 @@ pub fn sanitize(text: &str, scrub: &[&str]) -> String {
         out = out.replace(secret, "<redacted>");
     }
     out.chars().take(MAX_DETAIL_CHARS).collect::<String>().trim().to_owned()
+}
+
+/// A URL for messages: whatever precedes an `@` may be a password, so it is left out.
+fn without_userinfo(url: &str) -> String {
+    url.rsplit_once('@').map_or_else(|| url.to_owned(), |(_, host)| format!("<redacted>@{host}"))
 }
 
 /// `Retry-After` as seconds or an HTTP date, capped.
