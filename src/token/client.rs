@@ -151,6 +151,10 @@ impl TokenClient {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(TokenError::InvalidEndpoint("url must not contain credentials".into()));
         }
+        // The endpoint path is appended: after a `?` or `#` it would not be the path requested.
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(TokenError::InvalidEndpoint("url must not have a query or fragment".into()));
+        }
         if let Some(allowed) = &self.options.allowed_hosts
             && !allowed.iter().any(|a| a.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(&host))
         {
