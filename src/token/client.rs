@@ -274,7 +274,7 @@ fn build_http_client(options: &ClientOptions, ca_bundle: Option<&str>) -> Result
 pub fn ca_bundle_roots(bundle: &str) -> Result<rustls::RootCertStore, TokenError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bundle.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| TokenError::InvalidEndpoint(format!("caBundle is not valid PEM: {}", e)))?;
+        .map_err(|e| TokenError::InvalidEndpoint(format!("caBundle is not valid PEM: {}", bounded(&e.to_string()))))?;
     if certs.is_empty() {
         return Err(TokenError::InvalidEndpoint("caBundle holds no certificate".into()));
     }
@@ -376,6 +376,14 @@ pub fn sanitize(text: &str, scrub: &[&str]) -> String {
 /// A URL for messages: whatever precedes an `@` may be a password, so it is left out.
 fn without_userinfo(url: &str) -> String {
     url.rsplit_once('@').map_or_else(|| url.to_owned(), |(_, host)| format!("<redacted>@{host}"))
+}
+
+/// A library message that may quote the input (a PEM line), cut to [`MAX_DETAIL_CHARS`].
+fn bounded(message: &str) -> String {
+    match message.char_indices().nth(MAX_DETAIL_CHARS) {
+        Some((end, _)) => format!("{}…", &message[..end]),
+        None => message.to_owned(),
+    }
 }
 
 /// `Retry-After` as seconds or an HTTP date, capped.
