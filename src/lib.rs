@@ -7,6 +7,8 @@ pub mod api_counter;
 pub mod controller;
 pub mod crd;
 pub mod duration;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod leader;
 pub mod metrics;
 pub mod plugin;

@@ -18,11 +18,11 @@ use super::{EndpointType, ExpirySource, IssuedToken, TokenError, TokenRequest, U
 use crate::redact::Sensitive;
 
 /// Tokens that claim to live longer than this are treated as a broken endpoint.
-const MAX_PLAUSIBLE_LIFETIME: SignedDuration = SignedDuration::from_hours(24 * 400);
+pub const MAX_PLAUSIBLE_LIFETIME: SignedDuration = SignedDuration::from_hours(24 * 400);
 /// Longest upstream error message kept for status and events.
-const MAX_DETAIL_CHARS: usize = 300;
+pub const MAX_DETAIL_CHARS: usize = 300;
 /// Longest Retry-After honoured.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// Limits and policy for the token client.
 #[derive(Clone, Debug)]
@@ -140,16 +140,20 @@ impl TokenClient {
         parse_token(request.endpoint_type, &bytes, issued_at, request.validity)
     }
 
-    fn checked_url(&self, request: &TokenRequest) -> Result<reqwest::Url, TokenError> {
+    pub fn checked_url(&self, request: &TokenRequest) -> Result<reqwest::Url, TokenError> {
         let path = match request.endpoint_type {
             EndpointType::Navigator => "/cphub/api/auth/v2/authn/authorize",
             EndpointType::Csp => "/csp/gateway/am/api/auth/token",
         };
         let url = reqwest::Url::parse(&format!("{}{path}", request.base_url.trim_end_matches('/')))
-            .map_err(|e| TokenError::InvalidEndpoint(format!("url {:?}: {e}", request.base_url)))?;
+            .map_err(|e| TokenError::InvalidEndpoint(format!("url {:?}: {e}", without_userinfo(&request.base_url))))?;
         let host = url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         if !url.username().is_empty() || url.password().is_some() {
             return Err(TokenError::InvalidEndpoint("url must not contain credentials".into()));
+        }
+        // The endpoint path is appended: after a `?` or `#` it would not be the path requested.
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(TokenError::InvalidEndpoint("url must not have a query or fragment".into()));
         }
         if let Some(allowed) = &self.options.allowed_hosts
             && !allowed.iter().any(|a| a.trim_start_matches('[').trim_end_matches(']').eq_ignore_ascii_case(&host))
@@ -245,19 +249,11 @@ fn is_rustls_error(error: &(dyn std::error::Error + 'static)) -> bool {
 
 fn build_http_client(options: &ClientOptions, ca_bundle: Option<&str>) -> Result<reqwest::Client, TokenError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
+    let mut roots = match ca_bundle {
+        Some(bundle) => ca_bundle_roots(bundle)?,
+        None => rustls::RootCertStore::empty(),
+    };
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(bundle) = ca_bundle {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bundle.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| TokenError::InvalidEndpoint(format!("caBundle is not valid PEM: {e}")))?;
-        if certs.is_empty() {
-            return Err(TokenError::InvalidEndpoint("caBundle holds no certificate".into()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| TokenError::InvalidEndpoint(format!("caBundle certificate rejected: {e}")))?;
-        }
-    }
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TokenError::InvalidEndpoint(format!("TLS setup: {e}")))?
@@ -274,6 +270,21 @@ fn build_http_client(options: &ClientOptions, ca_bundle: Option<&str>) -> Result
         .map_err(|e| TokenError::InvalidEndpoint(format!("HTTP client setup: {e}")))
 }
 
+/// The trust anchors of a PEM `caBundle`: at least one, each a certificate rustls accepts.
+pub fn ca_bundle_roots(bundle: &str) -> Result<rustls::RootCertStore, TokenError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bundle.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TokenError::InvalidEndpoint(format!("caBundle is not valid PEM: {}", bounded(&e.to_string()))))?;
+    if certs.is_empty() {
+        return Err(TokenError::InvalidEndpoint("caBundle holds no certificate".into()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| TokenError::InvalidEndpoint(format!("caBundle certificate rejected: {e}")))?;
+    }
+    Ok(roots)
+}
+
 /// The 200 body of either endpoint. Unknown fields (refreshToken, returnUrl, scope…) are ignored.
 #[derive(Deserialize)]
 struct TokenResponse {
@@ -284,7 +295,12 @@ struct TokenResponse {
     expires_in: Option<serde_json::Value>,
 }
 
-fn parse_token(endpoint: EndpointType, body: &[u8], issued_at: Timestamp, validity: Option<Duration>) -> Result<IssuedToken, TokenError> {
+pub fn parse_token(
+    endpoint: EndpointType,
+    body: &[u8],
+    issued_at: Timestamp,
+    validity: Option<Duration>,
+) -> Result<IssuedToken, TokenError> {
     // serde's message can quote a value from the body, so only its category and position are kept.
     let parsed: TokenResponse = serde_json::from_slice(body)
         .map_err(|e| TokenError::MalformedResponse(format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())))?;
@@ -326,7 +342,7 @@ fn offset(from: Timestamp, seconds: f64) -> Result<Timestamp, TokenError> {
 }
 
 /// Extracts CSP / generic error fields; an HTML page or other text yields no message.
-fn parse_detail(body: &[u8], scrub: &[&str]) -> UpstreamDetail {
+pub fn parse_detail(body: &[u8], scrub: &[&str]) -> UpstreamDetail {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct ErrorBody {
@@ -348,16 +364,30 @@ fn parse_detail(body: &[u8], scrub: &[&str]) -> UpstreamDetail {
 }
 
 /// Makes upstream text safe to show: no control characters, bounded, and never an echoed credential.
-fn sanitize(text: &str, scrub: &[&str]) -> String {
-    let mut out: String = text.chars().filter(|c| !c.is_control()).take(MAX_DETAIL_CHARS).collect();
+pub fn sanitize(text: &str, scrub: &[&str]) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).collect();
+    // Scrub before truncating: a secret cut at the limit would otherwise show its first part.
     for secret in scrub.iter().filter(|s| s.len() >= 4) {
         out = out.replace(secret, "<redacted>");
     }
-    out.trim().to_owned()
+    out.chars().take(MAX_DETAIL_CHARS).collect::<String>().trim().to_owned()
+}
+
+/// A URL for messages: whatever precedes an `@` may be a password, so it is left out.
+fn without_userinfo(url: &str) -> String {
+    url.rsplit_once('@').map_or_else(|| url.to_owned(), |(_, host)| format!("<redacted>@{host}"))
+}
+
+/// A library message that may quote the input (a PEM line), cut to [`MAX_DETAIL_CHARS`].
+fn bounded(message: &str) -> String {
+    match message.char_indices().nth(MAX_DETAIL_CHARS) {
+        Some((end, _)) => format!("{}…", &message[..end]),
+        None => message.to_owned(),
+    }
 }
 
 /// `Retry-After` as seconds or an HTTP date, capped.
-fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
     let delay = if let Ok(seconds) = value.trim().parse::<u64>() {
         Duration::from_secs(seconds)
     } else {

@@ -1,7 +1,7 @@
 //! The upstream side: requesting access tokens from Cloud Partner Navigator or CSP.
 //! Knows nothing about Kubernetes.
 
-mod client;
+pub(crate) mod client;
 pub mod jwt;
 
 use std::fmt;
