@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 seconds=${1:-600}
-targets=${TARGETS:-token_response jwt error_body duration endpoint_url ca_bundle}
+targets=${TARGETS:-token_response jwt error_body duration endpoint_url ca_bundle template}
 export RUSTC_BOOTSTRAP=1
 # No backtrace on a failed check: symbolising one allocates more than -malloc_limit_mb allows.
 export RUST_BACKTRACE=0
@@ -19,6 +19,7 @@ cargo fuzz build "${build[@]}"
 for target in $targets; do
     case $target in
         duration | endpoint_url) max_len=4096 ;; # CRD-bounded strings (url: 2048 characters)
+        template) max_len=16384 ;;               # the CRD's limit on one template
         *) max_len=66000 ;;                      # a little over the 64 KiB response body limit
     esac
     echo "==> $target for ${seconds}s"

@@ -35,6 +35,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("duration", duration),
     ("endpoint_url", endpoint_url),
     ("ca_bundle", ca_bundle),
+    ("template", template),
 ];
 
 /// `data` with every `$S` replaced by `secret` and every `$B` by `basic`.
@@ -284,5 +285,28 @@ pub fn ca_bundle(data: &[u8]) {
             let shown = shown(&error);
             assert!(shown.len() <= MAX_MESSAGE_BYTES, "message of {} bytes", shown.len());
         }
+    }
+}
+
+/// A `spec.target.template.data` value, rendered with the secret marker as the access token:
+/// rendering ends, its output stays within the bound, and an error never shows the token (only
+/// what the template's own text already shows).
+pub fn template(data: &[u8]) {
+    let Ok(source) = std::str::from_utf8(data) else { return };
+    let templates = std::collections::BTreeMap::from([("key".to_owned(), source.to_owned())]);
+    let at = Timestamp::UNIX_EPOCH;
+    let variables = crate::template::Variables {
+        access_token: SECRET_MARKER,
+        id_token: "",
+        issued_at: at,
+        expires_at: at,
+        org_id: "org",
+        scope: "",
+        name: "name",
+        namespace: "namespace",
+    };
+    match crate::template::render_all(&templates, &variables) {
+        Ok(out) => assert!(out["key"].len() <= crate::template::MAX_OUTPUT_BYTES, "output of {} bytes", out["key"].len()),
+        Err(error) => assert_hidden(SECRET_MARKER, source, &format!("{error} {error:?}")),
     }
 }

@@ -59,7 +59,12 @@ fn fuzz_corpus_ca_bundle() {
 }
 
 #[test]
+fn fuzz_corpus_template() {
+    replay("template");
+}
+
+#[test]
 fn every_target_has_a_test() {
     let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
-    assert_eq!(names, ["token_response", "jwt", "error_body", "duration", "endpoint_url", "ca_bundle"]);
+    assert_eq!(names, ["token_response", "jwt", "error_body", "duration", "endpoint_url", "ca_bundle", "template"]);
 }
