@@ -15,6 +15,10 @@ use jiff::Timestamp;
 
 /// The longest rendered value of one key.
 pub const MAX_OUTPUT_BYTES: usize = 64 * 1024;
+/// Deepest nesting of parentheses, and of `{% if %}` / `{% for %}` / `{% with %}` blocks. The
+/// engine parses both recursively: a few thousand levels overflow the stack, which aborts the
+/// whole operator (found by fuzzing).
+pub const MAX_NESTING: usize = 32;
 
 /// Everything a template can use (`{{ accessToken }}` …). The names are the documented ones.
 #[derive(Clone, Debug)]
@@ -80,6 +84,7 @@ pub fn render_all(templates: &BTreeMap<String, String>, variables: &Variables<'_
         .iter()
         .map(|(key, source)| {
             let fail = |problem: String| TemplateError { key: key.clone(), problem: redact(&problem, variables) };
+            check_nesting(source).map_err(fail)?;
             let template = engine.compile(source.as_str()).map_err(|e| fail(describe(&e)))?;
             let mut out = CappedWriter::default();
             let rendered = template.render_from(&engine, &context).to_writer(&mut out);
@@ -107,6 +112,38 @@ pub fn check(templates: &BTreeMap<String, String>, org_id: &str, name: &str, nam
         namespace,
     };
     render_all(templates, &placeholders).map(drop)
+}
+
+/// Rejects nesting deeper than [`MAX_NESTING`], before the engine's recursive parser sees it.
+fn check_nesting(source: &str) -> Result<(), String> {
+    let too_deep = |what: &str| format!("{what} nested more than {MAX_NESTING} deep");
+    let mut parens = 0usize;
+    for c in source.chars() {
+        match c {
+            '(' => parens += 1,
+            ')' => parens = parens.saturating_sub(1),
+            _ => {}
+        }
+        if parens > MAX_NESTING {
+            return Err(too_deep("parentheses"));
+        }
+    }
+    let mut blocks = 0usize;
+    for tag in source.split("{%").skip(1) {
+        let keyword = tag.trim_start_matches(['-', ' ', '\t', '\n', '\r']);
+        if ["if", "for", "with"]
+            .iter()
+            .any(|k| keyword.starts_with(k) && !keyword[k.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_'))
+        {
+            blocks += 1;
+        } else if keyword.starts_with("end") {
+            blocks = blocks.saturating_sub(1);
+        }
+        if blocks > MAX_NESTING {
+            return Err(too_deep("blocks"));
+        }
+    }
+    Ok(())
 }
 
 fn engine() -> upon::Engine<'static> {
@@ -235,6 +272,18 @@ mod tests {
         assert!(!err.to_string().contains("SECRET-ACCESS"), "{err}");
         assert!(check(&one("cfg", "{{ acessToken }}"), "org", "n", "ns").is_err(), "undefined names fail the check");
         assert!(check(&one("ok", "{{ accessToken }}"), "org", "n", "ns").is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_it_can_overflow_the_stack() {
+        let parens = format!("{{{{ {}accessToken{} }}}}", "(".repeat(5_000), ")".repeat(5_000));
+        let err = render_all(&one("p", &parens), &variables()).unwrap_err();
+        assert!(err.problem.contains("parentheses nested more than 32 deep"), "{err}");
+        let blocks = format!("{}x{}", "{% if accessToken %}".repeat(5_000), "{% endif %}".repeat(5_000));
+        let err = render_all(&one("b", &blocks), &variables()).unwrap_err();
+        assert!(err.problem.contains("blocks nested more than 32 deep"), "{err}");
+        let fine = format!("{}{{{{ accessToken }}}}{}", "{% if accessToken %}".repeat(10), "{% endif %}".repeat(10));
+        assert_eq!(render_all(&one("f", &fine), &variables()).unwrap()["f"], "eyJ.SECRET-ACCESS.sig");
     }
 
     #[test]
