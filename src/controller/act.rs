@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::Context;
 use super::events::EventType;
 use super::kube_io::SecretWriteFailure;
-use super::plan::{self, CurrentToken, IssueReason, TargetSecret};
+use super::plan::{self, IssueReason, TargetSecret};
 use super::reconcile::{Credentials, jitter_seed, requeue_at};
 use super::rollout::RolloutOutcome;
 use super::secret::{self, TokenMaterial, TokenTimes};
@@ -186,7 +186,7 @@ impl Actor<'_> {
         // Rounded up to whole seconds, as status keeps it: never retry before a Retry-After.
         let retry_at = ceil_seconds(plan::add(self.now, plan::retry_delay(class, failures, jitter_seed(self.token))));
         // Status keeps describing the token in the Secret while it is valid.
-        let current = self.valid_token();
+        let current = self.target.valid_token(self.now);
         let mut status = NavigatorTokenStatus {
             observed_generation: self.token.metadata.generation,
             secret_name: current.map(|_| self.token.target_secret_name()),
@@ -258,7 +258,7 @@ impl Actor<'_> {
     }
 
     pub(super) async fn suspended(&mut self) -> Result<Action, Error> {
-        let current = self.valid_token();
+        let current = self.target.valid_token(self.now);
         let mut status = self.previous.cloned().unwrap_or_default();
         status.observed_generation = self.token.metadata.generation;
         status.next_refresh_at = None;
@@ -278,14 +278,6 @@ impl Actor<'_> {
         self.write_status(status).await?;
         // Look again at expiry so that Ready turns False when the token lapses.
         Ok(requeue_at(current.map(|c| c.expires_at), self.now))
-    }
-
-    /// The token in the target Secret, when it is the operator's, untouched and unexpired.
-    fn valid_token(&self) -> Option<&CurrentToken> {
-        match self.target {
-            TargetSecret::Managed(Some(c)) if c.intact && c.expires_at > self.now => Some(c),
-            _ => None,
-        }
     }
 
     async fn write_status(&self, mut status: NavigatorTokenStatus) -> Result<(), Error> {

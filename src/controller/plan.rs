@@ -48,6 +48,16 @@ pub enum TargetSecret {
     Managed(Option<CurrentToken>),
 }
 
+impl TargetSecret {
+    /// The token in it, when the Secret is the operator's and the token untouched and unexpired.
+    pub fn valid_token(&self, now: Timestamp) -> Option<&CurrentToken> {
+        match self {
+            TargetSecret::Managed(Some(c)) if c.intact && c.expires_at > now => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// The failure history kept in status.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FailureState {
@@ -137,10 +147,7 @@ pub fn decide(observed: &Observed, now: Timestamp) -> Plan {
         && let Some(retry_at) = failures.retry_at.filter(|at| *at > now)
     {
         // Look again at expiry too, so that Ready never claims a token that has lapsed.
-        let valid_until = match &observed.secret {
-            TargetSecret::Managed(Some(c)) if c.intact && c.expires_at > now => Some(c.expires_at),
-            _ => None,
-        };
+        let valid_until = observed.secret.valid_token(now).map(|c| c.expires_at);
         let step = if observed.ready && valid_until.is_none() { Step::Lapsed } else { Step::WaitForRetry };
         let next_at = valid_until.map_or(retry_at, |expiry| expiry.min(retry_at));
         return Plan { step, next_at: Some(next_at) };

@@ -53,7 +53,12 @@ pub struct TokenTimes {
 
 /// Short hex SHA-256, for annotations: enough to notice a change, nothing to recover a value from.
 pub fn fingerprint(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().take(16).map(|b| format!("{b:02x}")).collect()
+    short_hex(&Sha256::digest(bytes))
+}
+
+/// The first 16 bytes of a digest in hex: the form of every fingerprint annotation.
+fn short_hex(digest: &[u8]) -> String {
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Fingerprint of the credential values a token is requested with (the keys the spec names, and
@@ -125,7 +130,7 @@ fn data_fingerprint(data: &BTreeMap<String, ByteString>) -> String {
         hasher.update((value.0.len() as u64).to_be_bytes());
         hasher.update(&value.0);
     }
-    hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    short_hex(&hasher.finalize())
 }
 
 /// The Secret as the operator wants it, for server-side apply: the raw token keys, the keys
@@ -402,15 +407,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_cache_keeps_what_tells_an_intact_token_and_not_the_token() {
-        let token = token();
+    /// A token issued 2026-11-23T10:00Z for 30 minutes.
+    fn issued() -> TokenMaterial {
         let issued_at: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
-        let issued = TokenMaterial {
+        TokenMaterial {
             access_token: Sensitive::new("eyJ.the-access-token.sig"),
             id_token: None,
             times: TokenTimes { issued_at, expires_at: issued_at + jiff::SignedDuration::from_mins(30) },
-        };
+        }
+    }
+
+    #[test]
+    fn the_cache_keeps_what_tells_an_intact_token_and_not_the_token() {
+        let token = token();
+        let issued = issued();
         let inputs = fingerprint(b"inputs");
         let written = desired(&token, &issued, &inputs).unwrap();
         assert_eq!(material(&written, &token).map(|m| m.times), Some(issued.times));
@@ -448,12 +458,7 @@ mod tests {
             }}))
             .unwrap(),
         ));
-        let issued_at: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
-        let issued = TokenMaterial {
-            access_token: Sensitive::new("eyJ.the-access-token.sig"),
-            id_token: None,
-            times: TokenTimes { issued_at, expires_at: issued_at + jiff::SignedDuration::from_mins(30) },
-        };
+        let issued = issued();
         let inputs = fingerprint(b"inputs");
         let written = desired(&token, &issued, &inputs).unwrap();
         assert_eq!(written.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
