@@ -16,9 +16,9 @@ use navigator_token_operator::crd::{CSP_DEFAULT_URL, EndpointType, NAVIGATOR_DEF
 use navigator_token_operator::metrics::Metrics;
 use navigator_token_operator::plugin::{self, PluginArgs, PluginCli};
 use navigator_token_operator::redact::Sensitive;
-use navigator_token_operator::token::{ClientOptions, TokenClient, TokenRequest, jwt};
+use navigator_token_operator::token::{ClientOptions, EgressProxy, TokenClient, TokenRequest, jwt};
 use navigator_token_operator::{duration, leader};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(version, about = "Keeps VMware Cloud Partner Navigator / CSP access tokens fresh in Kubernetes Secrets")]
@@ -87,6 +87,39 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "NAVIGATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    proxy: ProxyArgs,
+}
+
+/// The egress proxy for the token endpoints (not for the Kubernetes API server).
+#[derive(Args)]
+struct ProxyArgs {
+    /// Proxy for the https token endpoints, e.g. http://proxy.corp:3128 (default: HTTPS_PROXY or
+    /// https_proxy). Requests go through it as CONNECT tunnels: the proxy never sees credentials.
+    #[arg(long)]
+    proxy: Option<String>,
+    /// Comma-separated hosts, domains (.corp matches subdomains), IPs and CIDRs that bypass the
+    /// proxy (default: NO_PROXY or no_proxy).
+    #[arg(long)]
+    no_proxy: Option<String>,
+}
+
+impl ProxyArgs {
+    /// The proxy from the flags or the environment; an unusable one is an error at start.
+    fn egress_proxy(&self) -> anyhow::Result<Option<EgressProxy>> {
+        let proxy = EgressProxy::configure(self.proxy.as_deref(), self.no_proxy.as_deref(), |name| std::env::var(name).ok())
+            .map_err(|e| anyhow::anyhow!("{e} (set by --proxy or HTTPS_PROXY)"))?;
+        match &proxy {
+            Some(proxy) => info!(%proxy, "token endpoints are reached through an egress proxy"),
+            None if ["HTTP_PROXY", "http_proxy"].iter().any(|n| std::env::var(n).is_ok_and(|v| !v.is_empty())) => {
+                warn!(
+                    "HTTP_PROXY is set but HTTPS_PROXY is not: as in Go and curl, HTTP_PROXY applies only to plain-http URLs, and the token endpoints are https; set HTTPS_PROXY (or --proxy) to reach them through the proxy"
+                )
+            }
+            None => {}
+        }
+        Ok(proxy)
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -124,6 +157,8 @@ struct TokenArgs {
     /// Also print the access token itself.
     #[arg(long)]
     show_token: bool,
+    #[command(flatten)]
+    proxy: ProxyArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -172,6 +207,7 @@ async fn main() -> anyhow::Result<ExitCode> {
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
     let admin_listener = bind_admin(args.admin_addr).await?;
+    let proxy = args.proxy.egress_proxy()?;
     let metrics = Arc::new(Metrics::default());
     let config = kube::Config::infer().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
     let counter = ApiCounter::new(metrics.kube_api_requests.clone());
@@ -183,6 +219,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         request_timeout: args.token_timeout,
         allowed_hosts: Some(args.allowed_endpoint_hosts.iter().map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect()),
         requests_per_second: Some(args.token_rate_limit).filter(|r| *r > 0.0),
+        proxy,
         ..ClientOptions::default()
     })?;
     let readiness = Readiness::default();
@@ -300,7 +337,7 @@ async fn issue_one(args: TokenArgs) -> anyhow::Result<()> {
         None => None,
     };
     // An admin checking credentials by hand names the endpoint explicitly: no allow-list.
-    let client = TokenClient::new(ClientOptions { allowed_hosts: None, ..ClientOptions::default() })?;
+    let client = TokenClient::new(ClientOptions { allowed_hosts: None, proxy: args.proxy.egress_proxy()?, ..ClientOptions::default() })?;
     let request = TokenRequest {
         endpoint_type,
         base_url: args.url.unwrap_or_else(|| default_url.to_owned()),

@@ -116,3 +116,17 @@ fn help_says_the_allowed_hosts_replace_the_default() {
     let help = String::from_utf8(output.stdout).unwrap();
     assert!(help.contains("replaces the default") && help.contains("console.cloud.vmware.com,my-proxy.example"), "{help}");
 }
+
+#[test]
+fn an_unusable_proxy_stops_the_token_command_without_showing_its_password() {
+    let output = Command::new(BIN)
+        .args(["token", "--endpoint-type", "csp", "--org-id", "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "--client-id", "id"])
+        .env("NAVIGATOR_CLIENT_SECRET", "s")
+        .env("HTTPS_PROXY", "socks5://egress:pr0xy-pa55@proxy.corp:1080")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("socks5") && stderr.contains("HTTPS_PROXY"), "{stderr}");
+    assert!(!stderr.contains("pr0xy-pa55"), "{stderr}");
+}

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
+use navigator_token_operator::token::{ClientOptions, EgressProxy};
 use serde_json::json;
 use support::Harness;
-use testkit::token_server::{Scripted, TokenServer, TokenServerConfig};
+use testkit::connect_proxy::{ConnectProxy, ProxyMode};
+use testkit::token_server::{PROXIED_HOST, Scripted, TokenServer, TokenServerConfig};
 
 const LONG: Duration = Duration::from_secs(600);
 const WAIT: Duration = Duration::from_secs(20);
@@ -208,5 +210,39 @@ async fn tls_endpoints_need_a_trusted_ca_bundle() {
     h.wait_until("trusted issued", WAIT, || async { h.ready("trusted").await.is_some_and(|(s, _)| s == "True") }).await;
     h.wait_for_ready("untrusted", "False", "TLSError").await;
     assert_eq!(tls.request_count(), 1, "the untrusted handshake never carried a request");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_outage_is_reported_as_such_and_keeps_the_valid_token() {
+    let mut h = Harness::new(LONG).await;
+    let tls = TokenServer::start(TokenServerConfig { tls: true, ..TokenServerConfig::default() }).await;
+    let proxy = ConnectProxy::start().await;
+    h.start_operator_with(ClientOptions {
+        allowed_hosts: Some(vec![PROXIED_HOST.into()]),
+        request_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
+        proxy: Some(EgressProxy::parse(&proxy.url(), "").unwrap()),
+        ..ClientOptions::default()
+    });
+    h.create_token("egress", json!({"endpoint": {"url": tls.proxied_base_url(), "caBundle": tls.ca_pem().unwrap()}})).await;
+    h.wait_for_ready("egress", "True", "TokenValid").await;
+    let good = h.secret_token("egress", "token").await.unwrap();
+    assert!(proxy.requests().iter().all(|r| r.method == "CONNECT"), "only tunnels: {:?}", proxy.requests());
+
+    proxy.set_mode(ProxyMode::Refuse(502));
+    force_refresh(&h, "egress", "1").await;
+    h.wait_for_ready("egress", "True", "RefreshFailing").await;
+    let failure = h.token("egress").await.status.unwrap().last_failure.unwrap();
+    assert_eq!(failure.reason, "ProxyError");
+    assert!(failure.message.contains(&proxy.url()), "{}", failure.message);
+    assert!(h.has_event("egress", "Warning", "ProxyError").await);
+    assert_eq!(h.secret_token("egress", "token").await.unwrap(), good, "the valid token stays");
+    assert_eq!(tls.request_count(), 1, "no request got past the proxy");
+
+    proxy.set_mode(ProxyMode::Tunnel);
+    force_refresh(&h, "egress", "2").await;
+    h.wait_until("recovered", WAIT, || async { h.secret_token("egress", "token").await.unwrap() != good }).await;
+    h.wait_for_ready("egress", "True", "TokenValid").await;
     h.finish().await;
 }

@@ -88,14 +88,18 @@ pub fn inputs_fingerprint(token: &NavigatorToken, credentials_fp: &str) -> Strin
 }
 
 /// Fingerprint of the operator settings a token request depends on (allowed hosts, timeouts,
-/// body limit): a failure recorded under other settings is retried at once after a restart.
+/// body limit, proxy): a failure recorded under other settings is retried at once after a restart.
 pub fn settings_fingerprint(options: &ClientOptions) -> String {
-    let settings = json!({
+    let mut settings = json!({
         "allowedHosts": options.allowed_hosts,
         "connectTimeoutMs": options.connect_timeout.as_millis() as u64,
         "requestTimeoutMs": options.request_timeout.as_millis() as u64,
         "maxBodyBytes": options.max_body_bytes,
     });
+    // Only when set: without a proxy the fingerprint stays what earlier releases stored.
+    if let Some(proxy) = &options.proxy {
+        settings["proxy"] = json!(proxy.settings_text());
+    }
     fingerprint(settings.to_string().as_bytes())
 }
 
@@ -385,6 +389,25 @@ fn data_text(secret: &Secret, key: &str) -> Option<Sensitive> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_proxy_changes_the_settings_fingerprint() {
+        use crate::token::EgressProxy;
+        let with = |proxy: &str, no_proxy: &str| ClientOptions {
+            proxy: Some(EgressProxy::parse(proxy, no_proxy).unwrap()),
+            ..ClientOptions::default()
+        };
+        let none = settings_fingerprint(&ClientOptions::default());
+        let fingerprints = [
+            none.clone(),
+            settings_fingerprint(&with("http://proxy:3128", "")),
+            settings_fingerprint(&with("http://proxy:3128", ".corp")),
+            settings_fingerprint(&with("http://user:fixed@proxy:3128", "")),
+        ];
+        let distinct: std::collections::BTreeSet<_> = fingerprints.iter().collect();
+        assert_eq!(distinct.len(), fingerprints.len(), "{fingerprints:?}");
+        assert_eq!(settings_fingerprint(&ClientOptions::default()), none);
+    }
 
     fn token() -> NavigatorToken {
         serde_json::from_value(json!({

@@ -14,6 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::proxy::EgressProxy;
 use super::{EndpointType, ExpirySource, IssuedToken, TokenError, TokenRequest, UpstreamDetail, jwt};
 use crate::redact::Sensitive;
 
@@ -37,6 +38,8 @@ pub struct ClientOptions {
     pub allowed_hosts: Option<Vec<String>>,
     /// Global cap on token requests per second; `None` is unlimited.
     pub requests_per_second: Option<f64>,
+    /// The egress proxy for https endpoints, if any.
+    pub proxy: Option<EgressProxy>,
 }
 
 impl Default for ClientOptions {
@@ -47,6 +50,7 @@ impl Default for ClientOptions {
             max_body_bytes: 64 * 1024,
             allowed_hosts: Some(vec!["console.navigator.vmware.com".into(), "console.cloud.vmware.com".into()]),
             requests_per_second: None,
+            proxy: None,
         }
     }
 }
@@ -106,6 +110,7 @@ impl TokenClient {
         }
         let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
         let issued_at = Timestamp::now();
+        let url_for_errors = url.clone();
         let response = client
             .post(url)
             .header(AUTHORIZATION, format!("Basic {basic}"))
@@ -114,12 +119,12 @@ impl TokenClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| self.transport_error(&e))?;
+            .map_err(|e| self.transport_error(&e, &url_for_errors))?;
 
         let status = response.status();
         let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
         let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, issued_at));
-        let bytes = self.read_capped(response).await?;
+        let bytes = self.read_capped(response, &url_for_errors).await?;
         let scrub = [request.client_secret.expose(), basic.as_str()];
 
         if status.is_redirection() {
@@ -198,13 +203,13 @@ impl TokenClient {
         tokio::time::sleep_until(slot).await;
     }
 
-    async fn read_capped(&self, mut response: reqwest::Response) -> Result<Vec<u8>, TokenError> {
+    async fn read_capped(&self, mut response: reqwest::Response, url: &reqwest::Url) -> Result<Vec<u8>, TokenError> {
         let limit = self.options.max_body_bytes;
         if response.content_length().is_some_and(|len| len as usize > limit) {
             return Err(TokenError::ResponseTooLarge { limit });
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e))? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e, url))? {
             if body.len() + chunk.len() > limit {
                 return Err(TokenError::ResponseTooLarge { limit });
             }
@@ -213,22 +218,27 @@ impl TokenClient {
         Ok(body)
     }
 
-    fn transport_error(&self, error: &reqwest::Error) -> TokenError {
+    fn transport_error(&self, error: &reqwest::Error, url: &reqwest::Url) -> TokenError {
+        let proxy = self.options.proxy.as_ref().filter(|p| p.applies_to(url));
+        // Through a proxy, a failed connect is the proxy's (or its tunnel's): say so, not
+        // "cannot connect to the token endpoint". TLS errors come from inside the tunnel.
+        if let Some(proxy) = proxy
+            && error.is_connect()
+            && !error_chain(error).any(is_rustls_error)
+        {
+            let cause = if error.is_timeout() {
+                format!("no answer within {}s", self.options.connect_timeout.as_secs_f32())
+            } else {
+                let password = proxy.url().password().unwrap_or_default();
+                sanitize(&causes(error), &[password])
+            };
+            return TokenError::Proxy { proxy: proxy.to_string(), cause };
+        }
         if error.is_timeout() {
             return TokenError::Timeout(self.options.request_timeout);
         }
-        // reqwest's own message names the URL only; the useful part is in the sources.
-        let mut causes = Vec::new();
-        let mut tls = false;
-        let mut source = error.source();
-        while let Some(cause) = source {
-            tls |= is_rustls_error(cause);
-            causes.push(cause.to_string());
-            source = cause.source();
-        }
-        causes.dedup();
-        let message = if causes.is_empty() { error.to_string() } else { causes.join(": ") };
-        if tls {
+        let message = causes(error);
+        if error_chain(error).any(is_rustls_error) {
             TokenError::Tls(message)
         } else if error.is_connect() {
             TokenError::Connect(message)
@@ -236,6 +246,18 @@ impl TokenClient {
             TokenError::Transport(message)
         }
     }
+}
+
+/// The errors behind a reqwest error, outermost first.
+fn error_chain(error: &reqwest::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(error.source(), |&cause| cause.source())
+}
+
+/// reqwest's own message names the URL only; the useful part is in the sources.
+fn causes(error: &reqwest::Error) -> String {
+    let mut causes: Vec<String> = error_chain(error).map(|cause| cause.to_string()).collect();
+    causes.dedup();
+    if causes.is_empty() { error.to_string() } else { causes.join(": ") }
 }
 
 /// rustls errors arrive wrapped in (possibly nested) io::Errors, whose `source()` skips them.
@@ -259,12 +281,17 @@ fn build_http_client(options: &ClientOptions, ca_bundle: Option<&str>) -> Result
         .map_err(|e| TokenError::InvalidEndpoint(format!("TLS setup: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .connect_timeout(options.connect_timeout)
         .timeout(options.request_timeout)
         .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
+        // No proxy from reqwest's own reading of the environment: `EgressProxy` decides.
+        .no_proxy();
+    if let Some(proxy) = options.proxy.clone() {
+        builder = builder.proxy(reqwest::Proxy::custom(move |url| proxy.applies_to(url).then(|| proxy.url().clone())));
+    }
+    builder
         .user_agent(concat!("navigator-token-operator/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| TokenError::InvalidEndpoint(format!("HTTP client setup: {e}")))

@@ -3,6 +3,7 @@
 
 pub(crate) mod client;
 pub mod jwt;
+pub mod proxy;
 
 use std::fmt;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use jiff::Timestamp;
 pub use crate::crd::EndpointType;
 use crate::redact::Sensitive;
 pub use client::{ClientOptions, TokenClient};
+pub use proxy::EgressProxy;
 
 /// Everything needed for one token request.
 #[derive(Clone, Debug)]
@@ -155,6 +157,16 @@ pub enum TokenError {
     /// TCP connection failed.
     #[error("cannot connect to the token endpoint: {0}")]
     Connect(String),
+    /// The egress proxy refused, failed or did not answer; the endpoint was not reached.
+    #[error(
+        "cannot reach the token endpoint through the egress proxy {proxy}: {cause}; check the proxy (--proxy or HTTPS_PROXY), or exempt the endpoint's host with NO_PROXY"
+    )]
+    Proxy {
+        /// The proxy, without its credentials.
+        proxy: String,
+        /// What failed.
+        cause: String,
+    },
     /// TLS failed, typically an untrusted certificate.
     #[error("TLS with the token endpoint failed: {0}; if it uses a private CA, put it in endpoint.caBundle")]
     Tls(String),
@@ -213,6 +225,7 @@ impl TokenError {
             Unavailable { .. }
             | UnexpectedStatus { .. }
             | Timeout(_)
+            | Proxy { .. }
             | Connect(_)
             | Transport(_)
             | ResponseTooLarge { .. }
@@ -257,6 +270,7 @@ impl TokenError {
             Redirected { .. } => "Redirected",
             Timeout(_) => "Timeout",
             Connect(_) => "ConnectionFailed",
+            Proxy { .. } => "ProxyError",
             Tls(_) => "TLSError",
             Transport(_) => "TransportError",
             ResponseTooLarge { .. } => "ResponseTooLarge",

@@ -40,6 +40,10 @@ pub const CSP_PATH: &str = "/csp/gateway/am/api/auth/token";
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Largest request body accepted; token requests are a few hundred bytes.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A name in the reserved `.test` domain that the TLS certificate also covers. It resolves
+/// nowhere, so a client reaches it only through [`crate::connect_proxy::ConnectProxy`], which
+/// routes it here: proof that a request went through the proxy.
+pub const PROXIED_HOST: &str = "token-endpoint.test";
 /// The form media type both endpoints take.
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
@@ -329,6 +333,13 @@ impl TokenServer {
         format!("{scheme}://{}", self.addr)
     }
 
+    /// `https://token-endpoint.test:PORT`: this server by a name only a
+    /// [`ConnectProxy`](crate::connect_proxy::ConnectProxy) resolves (TLS mode only).
+    pub fn proxied_base_url(&self) -> String {
+        assert!(self.tls, "token server: proxied_base_url needs TLS mode");
+        format!("https://{PROXIED_HOST}:{}", self.addr.port())
+    }
+
     /// Full URL of one endpoint, without query string.
     pub fn url(&self, endpoint: Endpoint) -> String {
         format!("{}{}", self.base_url(), endpoint.path())
@@ -402,7 +413,7 @@ impl Drop for TokenServer {
     }
 }
 
-/// Makes a throwaway CA and a leaf certificate for `localhost` and `127.0.0.1` signed by it,
+/// Makes a throwaway CA and a leaf certificate for `localhost`, `127.0.0.1` and [`PROXIED_HOST`] signed by it,
 /// and returns a TLS acceptor serving the leaf plus the CA's PEM. A separate CA (rather than a
 /// self-signed leaf) is what real deployments look like and what every verifier accepts.
 fn tls_material() -> (TlsAcceptor, String) {
@@ -418,7 +429,8 @@ fn tls_material() -> (TlsAcceptor, String) {
     let issuer = Issuer::new(ca_params, ca_key);
 
     let leaf_key = KeyPair::generate().expect("token server: leaf key");
-    let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("token server: leaf");
+    let mut leaf_params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), PROXIED_HOST.to_owned()]).expect("token server: leaf");
     leaf_params.distinguished_name.push(DnType::CommonName, "localhost");
     leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let leaf_cert = leaf_params.signed_by(&leaf_key, &issuer).expect("token server: leaf certificate");

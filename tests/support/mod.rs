@@ -135,17 +135,21 @@ impl Harness {
 
     /// Starts an operator whose `--allowed-endpoint-hosts` are `hosts`.
     pub fn start_operator_allowing(&mut self, hosts: &[&str]) {
+        self.start_operator_with(ClientOptions {
+            allowed_hosts: Some(hosts.iter().map(|h| (*h).to_owned()).collect()),
+            request_timeout: Duration::from_secs(2),
+            ..ClientOptions::default()
+        });
+    }
+
+    /// Starts an operator whose token client has these options (allow-list, proxy…).
+    pub fn start_operator_with(&mut self, options: ClientOptions) {
         assert!(self.operator.is_none(), "operator already running");
         self.metrics = Arc::new(Metrics::default());
         self.counter = ApiCounter::new(self.metrics.kube_api_requests.clone());
         self.synced = Arc::default();
         let client = api_counter::client(self.config.clone(), self.counter.clone()).unwrap();
-        let tokens = TokenClient::new(ClientOptions {
-            allowed_hosts: Some(hosts.iter().map(|h| (*h).to_owned()).collect()),
-            request_timeout: Duration::from_secs(2),
-            ..ClientOptions::default()
-        })
-        .unwrap();
+        let tokens = TokenClient::new(options).unwrap();
         let settings = Settings { namespace: Some(self.ns.clone()), selector: None, concurrency: 16, instance: "test-operator".into() };
         let shutdown = Shutdown::default();
         let synced = self.synced.clone();
