@@ -509,7 +509,7 @@ mod tests {
         let token = "Zq8sLk2PvN4xWc7Rt1YmHa5JdE3uGf9B";
         let text = format!("invalid_grant: Invalid refresh token: {}... (token {}), see requestId abc-123", &token[..12], &token[20..]);
         let clean = sanitize(&text, &[token]);
-        assert_eq!(clean, "invalid_grant: Invalid refresh token: <redacted>... (token <redacted>), see requestId abc-123");
+        assert_eq!(clean, "invalid_grant: Invalid refresh token: <redacted> (token <redacted>), see requestId abc-123");
         // Short secrets scrub only whole: a short word of the message is no piece of them.
         assert_eq!(sanitize("bad client secret", &["secret-1"]), "bad client secret");
     }
