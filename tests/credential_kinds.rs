@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use support::{CREDS, Harness};
+use testkit::apiserver::{Fault, FaultKind};
 use testkit::token_server::{API_TOKEN_DETAILS_PATH, Scripted, csp_error};
 
 const API_TOKEN: &str = "Zq8sLk2PvN4xWc7Rt1YmHa5JdE3uGf9BqW2eR4tY6uI8oP0";
@@ -265,5 +266,32 @@ async fn a_spent_refresh_token_needs_a_person_and_a_pasted_one_starts_a_new_chai
     put_credentials(&h, json!({"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": second})).await;
     h.wait_for_token_in_secret("chain", 2).await;
     assert_eq!(h.tokens.requests().last().unwrap().form_param("refresh_token"), Some(second));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_of_the_rotated_refresh_token_keeps_it_and_stores_it_before_the_access_token() {
+    let mut h = Harness::new(LONG).await;
+    let Some(api) = h.api.clone() else { return h.finish().await };
+    h.tokens.add_refresh_token(SEED);
+    put_credentials(&h, json!({"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": SEED})).await;
+    // The first Secret write is the refresh-token Secret's: it is refused once.
+    api.inject(Fault::new(Some("patch"), Some("secrets"), FaultKind::Status(403), 1));
+    h.start_operator();
+    h.create_token("chain", refresh_token_spec()).await;
+    h.wait_until("the refused write is reported", Duration::from_secs(20), || async {
+        h.token("chain").await.status.and_then(|s| s.last_failure).is_some_and(|f| f.reason == "SecretWriteForbidden")
+    })
+    .await;
+    let failure = h.token("chain").await.status.unwrap().last_failure.unwrap();
+    assert!(failure.message.contains("chain-refresh-token"), "{}", failure.message);
+    assert!(!failure.message.contains(&current(&h)), "{}", failure.message);
+    assert_eq!(h.secret_token("chain", "token").await, None, "the access token waits for the refresh token to be safe");
+    // The retry (after the backoff) stores the rotated refresh token, then the access token
+    // issued before: no second token request, and the chain is intact.
+    h.wait_for_token_in_secret("chain", 1).await;
+    h.wait_for_ready("chain", "True", "TokenValid").await;
+    assert_eq!(h.tokens.request_count(), 1);
+    assert_eq!(secret_data(&h, "chain-refresh-token").await.unwrap().get("refresh_token"), Some(&current(&h)));
     h.finish().await;
 }

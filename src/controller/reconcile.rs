@@ -104,7 +104,10 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         // A spec change (a new generation) retries at once, as a change of inputs does.
         same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(attempt_fp.as_str())
             && previous.and_then(|s| s.observed_generation) == token.metadata.generation,
-        secret_write: previous.and_then(|s| s.last_failure.as_ref()).is_some_and(|f| SECRET_WRITE_REASONS.contains(&f.reason.as_str())),
+        // Only while status still names the Secret (it held a valid token at the failure): a
+        // write that fails before the Secret ever existed would otherwise retry in a tight loop.
+        secret_write: previous.is_some_and(|s| s.secret_name.is_some())
+            && previous.and_then(|s| s.last_failure.as_ref()).is_some_and(|f| SECRET_WRITE_REASONS.contains(&f.reason.as_str())),
         until_credentials_change: previous
             .and_then(|s| s.last_failure.as_ref())
             .is_some_and(|f| CREDENTIALS_REJECTED_REASONS.contains(&f.reason.as_str())),
