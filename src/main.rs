@@ -333,15 +333,8 @@ async fn issue_one(args: TokenArgs) -> anyhow::Result<()> {
         (_, None) => anyhow::bail!("--org-id is required for client credentials"),
     };
     let base_url = args.url.unwrap_or_else(|| default_url.to_owned());
-    let request = TokenRequest {
-        endpoint_type,
-        base_url: base_url.clone(),
-        org_id,
-        grant,
-        scope: args.scope,
-        validity: args.validity,
-        ca_bundle,
-    };
+    let request =
+        TokenRequest { endpoint_type, base_url: base_url.clone(), org_id, grant, scope: args.scope, validity: args.validity, ca_bundle };
     let token = client.issue(&request).await.map_err(|e| anyhow::anyhow!(e.command_line_message()))?;
     println!("issued-at:     {}", token.issued_at);
     println!("expires-at:    {}", token.expires_at);

@@ -436,14 +436,27 @@ fn credential_kinds_are_checked_at_apply_time_and_the_messages_name_the_clashing
         with(json!({"credentialsSecretRef": reference, "endpoint": endpoint}))
     };
     assert_eq!(cel_errors(api_token(json!({}), csp.clone())), "", "an API token with CSP");
-    assert_eq!(cel_errors(api_token(json!({"publicClient": false}), csp.clone())), "", "an explicit publicClient: false clashes with nothing");
+    assert_eq!(
+        cel_errors(api_token(json!({"publicClient": false}), csp.clone())),
+        "",
+        "an explicit publicClient: false clashes with nothing"
+    );
     let cases = [
         (api_token(json!({}), json!({})), "apiTokenKey needs endpoint.type CSP"),
         (api_token(json!({}), json!({"type": "Navigator"})), "apiTokenKey needs endpoint.type CSP"),
         (api_token(json!({"clientIdKey": "id"}), csp.clone()), "apiTokenKey and credentialsSecretRef.clientIdKey cannot be used together"),
-        (api_token(json!({"clientSecretKey": "s"}), csp.clone()), "apiTokenKey and credentialsSecretRef.clientSecretKey cannot be used together"),
-        (api_token(json!({"publicClient": true}), csp.clone()), "apiTokenKey and credentialsSecretRef.publicClient cannot be used together"),
-        (api_token(json!({"refreshTokenKey": "r"}), csp.clone()), "apiTokenKey and credentialsSecretRef.refreshTokenKey cannot be used together"),
+        (
+            api_token(json!({"clientSecretKey": "s"}), csp.clone()),
+            "apiTokenKey and credentialsSecretRef.clientSecretKey cannot be used together",
+        ),
+        (
+            api_token(json!({"publicClient": true}), csp.clone()),
+            "apiTokenKey and credentialsSecretRef.publicClient cannot be used together",
+        ),
+        (
+            api_token(json!({"refreshTokenKey": "r"}), csp.clone()),
+            "apiTokenKey and credentialsSecretRef.refreshTokenKey cannot be used together",
+        ),
         (
             with(json!({"credentialsSecretRef": {"name": "c", "refreshTokenKey": "refresh_token"}})),
             "refreshTokenKey needs endpoint.type CSP",
@@ -456,7 +469,8 @@ fn credential_kinds_are_checked_at_apply_time_and_the_messages_name_the_clashing
     // Each clash is its own message: one rule per pair, so the message names exactly it.
     let clash = cel_errors(api_token(json!({"clientIdKey": "id"}), csp.clone()));
     assert!(!clash.contains("refreshTokenKey cannot"), "{clash}");
-    let refresh = with(json!({"credentialsSecretRef": {"name": "c", "clientIdKey": "id", "refreshTokenKey": "refresh_token"}, "endpoint": csp}));
+    let refresh =
+        with(json!({"credentialsSecretRef": {"name": "c", "clientIdKey": "id", "refreshTokenKey": "refresh_token"}, "endpoint": csp}));
     assert_eq!(cel_errors(refresh), "", "a refresh token goes with client credentials");
     let reference = &schema()["properties"]["credentialsSecretRef"]["properties"];
     for key in ["apiTokenKey", "refreshTokenKey"] {

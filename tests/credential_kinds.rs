@@ -123,7 +123,7 @@ async fn a_rotated_api_token_issues_at_once_and_metadata_edits_do_not() {
 
     put_credentials(&h, json!({"api_token": ROTATED_API_TOKEN})).await;
     h.wait_for_token_in_secret("api", 2).await;
-    let last_authorize = h.tokens.requests().into_iter().filter(|r| r.form_param("api_token").is_some()).last().unwrap();
+    let last_authorize = h.tokens.requests().into_iter().rfind(|r| r.form_param("api_token").is_some()).unwrap();
     assert_eq!(last_authorize.form_param("api_token"), Some(ROTATED_API_TOKEN));
     // The new API token is asked about at once: it never expires.
     h.wait_until("the new token's expiry", Duration::from_secs(10), || async {

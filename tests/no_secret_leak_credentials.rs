@@ -47,7 +47,10 @@ async fn put_secret(h: &Harness, name: &str, data: serde_json::Value) {
         "stringData": data,
     }))
     .unwrap();
-    Api::<Secret>::namespaced(h.client.clone(), &h.ns).patch(name, &PatchParams::apply("scenario-test").force(), &Patch::Apply(&secret)).await.unwrap();
+    Api::<Secret>::namespaced(h.client.clone(), &h.ns)
+        .patch(name, &PatchParams::apply("scenario-test").force(), &Patch::Apply(&secret))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +67,8 @@ async fn api_and_refresh_tokens_never_reach_logs_events_or_status() {
     put_secret(&h, "api-creds", json!({"api_token": API_TOKEN})).await;
     put_secret(&h, "revoked-creds", json!({"api_token": REVOKED})).await;
     put_secret(&h, CREDS, json!({"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": SEED})).await;
-    put_secret(&h, "spent-creds", json!({"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": UNKNOWN_SEED})).await;
+    put_secret(&h, "spent-creds", json!({"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": UNKNOWN_SEED}))
+        .await;
     h.start_operator();
     h.create_token("api", json!({"credentialsSecretRef": {"name": "api-creds", "apiTokenKey": "api_token"}})).await;
     h.create_token("revoked", json!({"credentialsSecretRef": {"name": "revoked-creds", "apiTokenKey": "api_token"}})).await;

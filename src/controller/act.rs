@@ -60,7 +60,9 @@ impl Actor<'_> {
         let grant = match &credentials.grant {
             Grant::RefreshToken { client_id, client_secret, refresh_token: seed } => {
                 match self.ctx.newest_refresh_token(self.token, seed).await {
-                    Ok(newest) => Grant::RefreshToken { client_id: client_id.clone(), client_secret: client_secret.clone(), refresh_token: newest },
+                    Ok(newest) => {
+                        Grant::RefreshToken { client_id: client_id.clone(), client_secret: client_secret.clone(), refresh_token: newest }
+                    }
                     Err(RefreshFailure::Kube(error)) => return Err(error),
                     Err(RefreshFailure::Blocked(blocked)) => {
                         return self.fail(blocked.reason, &blocked.message, RetryClass::NeedsUserAction).await;

@@ -96,7 +96,8 @@ impl Actor<'_> {
 
     /// One Warning Event when `CredentialsExpiring` turns True.
     pub(super) async fn warn_once_when_expiring(&self, status: &NavigatorTokenStatus) {
-        let expiring = |s: &NavigatorTokenStatus| s.conditions.iter().find(|c| c.type_ == CREDENTIALS_EXPIRING && c.status == "True").cloned();
+        let expiring =
+            |s: &NavigatorTokenStatus| s.conditions.iter().find(|c| c.type_ == CREDENTIALS_EXPIRING && c.status == "True").cloned();
         if let Some(condition) = expiring(status)
             && self.previous.and_then(expiring).is_none()
         {

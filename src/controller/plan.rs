@@ -356,8 +356,13 @@ mod tests {
     #[test]
     fn a_conflict_is_not_re_reported_while_backing_off() {
         let mut o = observed(TargetSecret::Foreign);
-        o.failures =
-            FailureState { consecutive_failures: 1, retry_at: Some(at("2026-11-22T10:10:00Z")), same_inputs: true, secret_write: false, until_credentials_change: false };
+        o.failures = FailureState {
+            consecutive_failures: 1,
+            retry_at: Some(at("2026-11-22T10:10:00Z")),
+            same_inputs: true,
+            secret_write: false,
+            until_credentials_change: false,
+        };
         assert_eq!(decide(&o, at(T0)).step, Step::WaitForRetry);
         assert_eq!(decide(&o, at("2026-11-22T10:10:00Z")).step, Step::SecretConflict);
     }
@@ -365,8 +370,13 @@ mod tests {
     #[test]
     fn failures_back_off_unless_inputs_changed() {
         let mut o = observed(TargetSecret::Absent);
-        o.failures =
-            FailureState { consecutive_failures: 3, retry_at: Some(at("2026-11-22T10:00:30Z")), same_inputs: true, secret_write: false, until_credentials_change: false };
+        o.failures = FailureState {
+            consecutive_failures: 3,
+            retry_at: Some(at("2026-11-22T10:00:30Z")),
+            same_inputs: true,
+            secret_write: false,
+            until_credentials_change: false,
+        };
         assert_eq!(decide(&o, at(T0)), Plan { step: Step::WaitForRetry, next_at: Some(at("2026-11-22T10:00:30Z")) });
         assert_eq!(decide(&o, at("2026-11-22T10:00:30Z")).step, Step::Issue(IssueReason::Initial));
         o.failures.same_inputs = false;
@@ -433,8 +443,13 @@ mod tests {
     fn waiting(secret: TargetSecret, ready: bool) -> Observed {
         let mut o = observed(secret);
         o.ready = ready;
-        o.failures =
-            FailureState { consecutive_failures: 4, retry_at: Some(at("2026-11-22T10:30:00Z")), same_inputs: true, secret_write: false, until_credentials_change: false };
+        o.failures = FailureState {
+            consecutive_failures: 4,
+            retry_at: Some(at("2026-11-22T10:30:00Z")),
+            same_inputs: true,
+            secret_write: false,
+            until_credentials_change: false,
+        };
         o
     }
 

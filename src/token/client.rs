@@ -276,10 +276,13 @@ impl Answer {
 /// (and a bad API token also with 401/403), which only new credentials can fix.
 fn grant_error(grant: &Grant, error: TokenError) -> TokenError {
     let invalid_grant = |detail: &UpstreamDetail| {
-        detail.csp_error_code.as_deref() == Some("invalid_grant") || detail.message.as_deref().is_some_and(|m| m.starts_with("invalid_grant"))
+        detail.csp_error_code.as_deref() == Some("invalid_grant")
+            || detail.message.as_deref().is_some_and(|m| m.starts_with("invalid_grant"))
     };
     match (grant, error) {
-        (Grant::ApiToken(_), TokenError::BadRequest(detail)) if invalid_grant(&detail) => TokenError::ApiTokenInvalid { status: 400, detail },
+        (Grant::ApiToken(_), TokenError::BadRequest(detail)) if invalid_grant(&detail) => {
+            TokenError::ApiTokenInvalid { status: 400, detail }
+        }
         (Grant::ApiToken(_), TokenError::Unauthorized(detail)) => TokenError::ApiTokenInvalid { status: 401, detail },
         (Grant::ApiToken(_), TokenError::Forbidden(detail)) => TokenError::ApiTokenInvalid { status: 403, detail },
         (Grant::RefreshToken { .. }, TokenError::BadRequest(detail)) if invalid_grant(&detail) => {

@@ -102,7 +102,10 @@ mod tests {
             "not json".to_owned(),
         ] {
             let error = parse(&body).expect_err(&body);
-            assert!(error.contains("not plausible") || error.contains("not valid token JSON") || error.contains("JSON object"), "{body}: {error}");
+            assert!(
+                error.contains("not plausible") || error.contains("not valid token JSON") || error.contains("JSON object"),
+                "{body}: {error}"
+            );
         }
     }
 }

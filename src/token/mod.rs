@@ -323,9 +323,9 @@ impl TokenError {
             ),
             Tls(cause) => format!("TLS with the token endpoint failed: {cause}; if it uses a private CA, pass it with --ca-bundle"),
             UnknownExpiry => "the token's expiry cannot be known (no expires_in, no JWT exp claim); pass --validity".to_owned(),
-            ApiTokenInvalid { status, detail } => format!(
-                "CSP rejected the API token (HTTP {status}){detail}: it is invalid, revoked or expired; check NAVIGATOR_API_TOKEN"
-            ),
+            ApiTokenInvalid { status, detail } => {
+                format!("CSP rejected the API token (HTTP {status}){detail}: it is invalid, revoked or expired; check NAVIGATOR_API_TOKEN")
+            }
             other => other.to_string(),
         }
     }

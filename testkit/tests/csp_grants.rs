@@ -96,7 +96,8 @@ async fn details_answer_expires_at_in_epoch_milliseconds_for_unexpired_tokens_on
         let in_six_months = UNIX_EPOCH + Duration::from_millis(1_811_000_000_123);
         server.add_api_token(API_TOKEN, Some(in_six_months));
         server.add_api_token("never-expiring-api-token-012345", None);
-        let details = |value: &str| post(&server, API_TOKEN_DETAILS_PATH, "application/json", json!({"tokenValue": value}).to_string(), None);
+        let details =
+            |value: &str| post(&server, API_TOKEN_DETAILS_PATH, "application/json", json!({"tokenValue": value}).to_string(), None);
 
         let (status, body) = details(API_TOKEN).await;
         assert_eq!((status, body["expiresAt"].as_u64()), (200, Some(1_811_000_000_123)), "{body}");

@@ -59,10 +59,13 @@ pub(super) fn answer(shared: &Shared, request: &RecordedRequest) -> Option<Respo
 
 fn authorize(state: &mut State, request: &RecordedRequest) -> Response {
     if request.query_param("api_token").is_some() || request.query_param("refresh_token").is_some() {
-        return csp_response(400, "invalid_request", "Passing the API token as a query parameter is not supported; send it in the form body");
+        return csp_response(
+            400,
+            "invalid_request",
+            "Passing the API token as a query parameter is not supported; send it in the form body",
+        );
     }
-    let Some(api_token) = request.form_param("api_token").or_else(|| request.form_param("refresh_token")).filter(|t| !t.is_empty())
-    else {
+    let Some(api_token) = request.form_param("api_token").or_else(|| request.form_param("refresh_token")).filter(|t| !t.is_empty()) else {
         return csp_response(400, "invalid_request", "api_token is required");
     };
     if !state.grants.api_token_valid(api_token) {
