@@ -210,8 +210,18 @@ async fn the_refresh_token_chain_continues_across_a_restart_and_never_goes_back(
     assert_eq!(store.metadata.owner_references.unwrap()[0].name, "chain");
     assert_eq!(store.metadata.labels.unwrap()["app.kubernetes.io/managed-by"], "navigator-token-operator");
 
-    // The refresh uses the newest token of the chain.
+    // The refresh uses the newest token of the chain, at the cost of one GET and one write more
+    // than client credentials: the refresh-token Secret is read, then written before the token.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = h.api_counts();
     h.wait_for_token_in_secret("chain", 2).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let delta = h.api_counts().since(&before);
+    assert_eq!(
+        (delta.get("get", "secrets"), delta.get("patch", "secrets"), delta.get("patch", "navigatortokens/status")),
+        (1, 2, 1),
+        "{delta:?}"
+    );
     assert_eq!(secret_data(&h, "chain-refresh-token").await.unwrap().get("refresh_token"), Some(&current(&h)));
     h.wait_until("status after the refresh", Duration::from_secs(10), || async {
         h.ready("chain").await == Some(("True".to_owned(), "TokenValid".to_owned()))
