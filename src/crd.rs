@@ -17,6 +17,9 @@ pub const CSP_DEFAULT_URL: &str = "https://console.cloud.vmware.com";
 /// `\.`: the same text is a valid CEL string literal.
 const GO_DURATION: &str = "^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 
+/// CEL: the spec (`self`) names the CSP endpoint.
+const IS_CSP: &str = "(has(self.endpoint) && has(self.endpoint.type) && self.endpoint.type == 'CSP')";
+
 /// Asks the operator to keep an access token for one VMware organization in a Secret.
 // kube's printcolumn(...) repeats `type_`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
@@ -38,7 +41,9 @@ const GO_DURATION: &str = "^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$";
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new("!has(self.scope) || (has(self.endpoint) && has(self.endpoint.type) && self.endpoint.type == 'CSP')").message("scope is supported only with endpoint.type CSP"))]
+#[x_kube(validation = Rule::new(format!("!has(self.scope) || {IS_CSP}")).message("scope is supported only with endpoint.type CSP"))]
+#[x_kube(validation = Rule::new(format!("!has(self.credentialsSecretRef.apiTokenKey) || {IS_CSP}")).message("credentialsSecretRef.apiTokenKey needs endpoint.type CSP: API tokens are exchanged at CSP only"))]
+#[x_kube(validation = Rule::new(format!("!has(self.credentialsSecretRef.refreshTokenKey) || {IS_CSP}")).message("credentialsSecretRef.refreshTokenKey needs endpoint.type CSP: the refresh-token grant is CSP's"))]
 #[x_kube(validation = Rule::new(format!("!has(self.refreshBefore) || !has(self.validity) || !self.refreshBefore.matches('{GO_DURATION}') || !self.validity.matches('{GO_DURATION}') || duration(self.refreshBefore) < duration(self.validity)")).message("refreshBefore must be shorter than validity"))]
 #[x_kube(validation = Rule::new(secret_type_unchanged_rule()).message("target.template.type cannot change while target.secretName stays the same: the type of an existing Secret is immutable. Change secretName too, or delete and re-create the NavigatorToken"))]
 #[serde(rename_all = "camelCase")]
@@ -46,7 +51,7 @@ pub struct NavigatorTokenSpec {
     /// Organization (GUID) the token is issued for.
     #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
     pub org_id: String,
-    /// Secret in this NavigatorToken's namespace holding the OAuth client credentials. The Secret must carry the label navigator.dev/credentials=true.
+    /// Secret in this NavigatorToken's namespace holding the credentials: OAuth client credentials (default), a CSP API token (apiTokenKey) or client credentials with a refresh token (refreshTokenKey). The Secret must carry the label navigator.dev/credentials=true; the operator only reads it.
     pub credentials_secret_ref: CredentialsSecretRef,
     /// Token endpoint; default: Cloud Partner Navigator at https://console.navigator.vmware.com.
     // Boxed, as are target and status.lastFailure: usually absent, and every cached
@@ -56,17 +61,17 @@ pub struct NavigatorTokenSpec {
     /// Space-separated scopes to request (CSP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
-    pub scope: Option<String>,
+    pub scope: Option<Box<str>>,
     /// Requested token lifetime as a Go duration (e.g. 30m), sent as accessTokenValiditySeconds. The endpoint may grant less; default: what the OAuth client is configured for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
     #[x_kube(validation = Rule::new(format!("!self.matches('{GO_DURATION}') || duration(self) >= duration('1s')")).message("validity must be at least 1s"))]
-    pub validity: Option<String>,
+    pub validity: Option<Box<str>>,
     /// How long before expiry to refresh, as a Go duration; default: once 2/3 of the lifetime has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
     #[x_kube(validation = Rule::new(format!("!self.matches('{GO_DURATION}') || duration(self) > duration('0s')")).message("refreshBefore must be positive"))]
-    pub refresh_before: Option<String>,
+    pub refresh_before: Option<Box<str>>,
     /// The Secret the token is written to; default: a Secret named like this NavigatorToken with the key token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Box<Target>>,
@@ -161,8 +166,15 @@ fn secret_type_unchanged_rule() -> String {
     format!("{} == {} || {} != {}", template_type("self"), template_type("oldSelf"), secret_name("self"), secret_name("oldSelf"))
 }
 
-/// Where the OAuth client credentials are. Same namespace only: there is deliberately no namespace field.
+/// Where the credentials are: OAuth client credentials (the default), a CSP API token
+/// (`apiTokenKey`), or OAuth client credentials with a refresh token (`refreshTokenKey`).
+/// Same namespace only: there is deliberately no namespace field.
+// Keys are Box<str>: every cached NavigatorToken pays for the inline size (see the size test).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.apiTokenKey) || !(has(self.clientIdKey))").message("credentialsSecretRef.apiTokenKey and credentialsSecretRef.clientIdKey cannot be used together: an API token is exchanged on its own, without OAuth client credentials"))]
+#[x_kube(validation = Rule::new("!has(self.apiTokenKey) || !(has(self.clientSecretKey))").message("credentialsSecretRef.apiTokenKey and credentialsSecretRef.clientSecretKey cannot be used together: an API token is exchanged on its own, without OAuth client credentials"))]
+#[x_kube(validation = Rule::new("!has(self.apiTokenKey) || !(has(self.publicClient) && self.publicClient)").message("credentialsSecretRef.apiTokenKey and credentialsSecretRef.publicClient cannot be used together: an API token is exchanged on its own, without OAuth client credentials"))]
+#[x_kube(validation = Rule::new("!has(self.apiTokenKey) || !(has(self.refreshTokenKey))").message("credentialsSecretRef.apiTokenKey and credentialsSecretRef.refreshTokenKey cannot be used together: an API token is exchanged on its own, without OAuth client credentials"))]
 #[serde(rename_all = "camelCase")]
 pub struct CredentialsSecretRef {
     /// Name of the Secret.
@@ -171,14 +183,22 @@ pub struct CredentialsSecretRef {
     /// Key holding the client id; default client_id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
-    pub client_id_key: Option<String>,
+    pub client_id_key: Option<Box<str>>,
     /// Key holding the client secret; default client_secret. Ignored for a public client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
-    pub client_secret_key: Option<String>,
+    pub client_secret_key: Option<Box<str>>,
     /// True for a public OAuth client: sends base64(client_id:) with an empty secret.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub public_client: bool,
+    /// Key holding a CSP API token (for example api_token). When set, the operator exchanges the API token at CSP's api-tokens/authorize endpoint instead of using client credentials. Needs endpoint.type CSP; excludes clientIdKey, clientSecretKey, publicClient and refreshTokenKey.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub api_token_key: Option<Box<str>>,
+    /// Key holding an OAuth refresh token, used with the client credentials (grant_type=refresh_token). Needs endpoint.type CSP. When CSP returns a new refresh token the operator keeps it in its own Secret <name>-refresh-token (never in this Secret); a new value pasted here replaces that chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub refresh_token_key: Option<Box<str>>,
 }
 
 /// Which token endpoint to call.
@@ -300,6 +320,28 @@ pub struct NavigatorTokenStatus {
     // Box<str>, as granted_lifetime: 8 bytes less per cached NavigatorToken than a String.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs_fingerprint: Option<Box<str>>,
+    /// What the operator knows about the credentials themselves (CSP API tokens: their own expiry).
+    // Boxed: set only for API tokens, and every cached NavigatorToken pays for the inline size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Box<CredentialsStatus>>,
+}
+
+/// The credentials' own state, as far as the endpoint tells it. Never holds a credential.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsStatus {
+    /// When the CSP API token itself expires (RFC 3339), from CSP's api-tokens/details. Absent when it never expires or is not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_expires_at: Option<String>,
+    /// True when CSP reports that the API token never expires.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub api_token_never_expires: bool,
+    /// When the operator last asked CSP about the API token (RFC 3339); it asks once per credentials change and at most daily.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_checked_at: Option<String>,
+    /// Opaque fingerprint of the credential values that were checked (a change checks again at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_fingerprint: Option<String>,
 }
 
 /// A failed attempt, as reported to users.
@@ -385,11 +427,45 @@ impl CredentialsSecretRef {
     pub fn client_secret_key(&self) -> &str {
         self.client_secret_key.as_deref().unwrap_or("client_secret")
     }
+
+    /// The kind of credentials the reference names.
+    pub fn kind(&self) -> CredentialKind {
+        if self.api_token_key.is_some() {
+            CredentialKind::ApiToken
+        } else if self.refresh_token_key.is_some() {
+            CredentialKind::RefreshToken
+        } else {
+            CredentialKind::ClientCredentials
+        }
+    }
+}
+
+/// The credential kinds a [`CredentialsSecretRef`] can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialKind {
+    /// OAuth client id and secret (client_credentials grant).
+    ClientCredentials,
+    /// A CSP API token, exchanged at api-tokens/authorize.
+    ApiToken,
+    /// OAuth client credentials and a refresh token (refresh_token grant).
+    RefreshToken,
 }
 
 impl NavigatorToken {
     /// The target Secret name: spec.target.secretName or the NavigatorToken's own name.
     pub fn target_secret_name(&self) -> String {
         self.spec.target.as_ref().and_then(|t| t.secret_name.clone()).unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The controller caches every NavigatorToken in an Arc: 752 bytes inline plus the Arc's
+    /// counts is mimalloc's 768-byte class; one byte more costs the next class (bench/RESULTS.md).
+    #[test]
+    fn the_cached_navigator_token_stays_in_its_allocator_size_class() {
+        assert!(std::mem::size_of::<NavigatorToken>() <= 752, "{} bytes", std::mem::size_of::<NavigatorToken>());
     }
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::redact::Sensitive;
 use crate::token::client::{self, MAX_DETAIL_CHARS, MAX_PLAUSIBLE_LIFETIME, MAX_RETRY_AFTER};
-use crate::token::{EndpointType, ExpirySource, TokenClient, TokenError, TokenRequest, jwt};
+use crate::token::{EndpointType, ExpirySource, Grant, TokenClient, TokenError, TokenRequest, jwt};
 
 /// The secret planted wherever the input says `$S`.
 pub const SECRET_MARKER: &str = "SECRET-MARKER-5f1e2d9c";
@@ -243,8 +243,7 @@ pub fn endpoint_url(data: &[u8]) {
         endpoint_type: endpoint,
         base_url: base_url.clone(),
         org_id: "org".into(),
-        client_id: "client-id".into(),
-        client_secret: Sensitive::new(SECRET_MARKER),
+        grant: Grant::ClientCredentials { client_id: "client-id".into(), client_secret: Sensitive::new(SECRET_MARKER) },
         scope: None,
         validity: None,
         ca_bundle: (selector & 2 != 0).then(|| "bundle".into()),

@@ -16,7 +16,7 @@ use navigator_token_operator::crd::{CSP_DEFAULT_URL, EndpointType, NAVIGATOR_DEF
 use navigator_token_operator::metrics::Metrics;
 use navigator_token_operator::plugin::{self, PluginArgs, PluginCli};
 use navigator_token_operator::redact::Sensitive;
-use navigator_token_operator::token::{ClientOptions, EgressProxy, TokenClient, TokenRequest, jwt};
+use navigator_token_operator::token::{ApiTokenExpiry, ClientOptions, EgressProxy, Grant, TokenClient, TokenRequest, jwt};
 use navigator_token_operator::{duration, leader};
 use tracing::{error, info, warn};
 
@@ -136,12 +136,17 @@ struct TokenArgs {
     /// Base URL (default per flavour).
     #[arg(long)]
     url: Option<String>,
-    /// Organization GUID.
+    /// What to check: OAuth client credentials (--client-id, NAVIGATOR_CLIENT_SECRET) or a CSP
+    /// API token, read from the environment variable NAVIGATOR_API_TOKEN only (a flag's value
+    /// would show in the process list and the shell history).
+    #[arg(long, value_enum, default_value_t = CredentialFlavour::ClientCredentials)]
+    credential: CredentialFlavour,
+    /// Organization GUID (client credentials; an API token carries its own).
     #[arg(long)]
-    org_id: String,
+    org_id: Option<String>,
     /// OAuth client id.
     #[arg(long, env = "NAVIGATOR_CLIENT_ID")]
-    client_id: String,
+    client_id: Option<String>,
     /// OAuth client secret (prefer the environment variable; empty for a public client).
     #[arg(long, env = "NAVIGATOR_CLIENT_SECRET", hide_env_values = true, default_value = "")]
     client_secret: String,
@@ -160,6 +165,15 @@ struct TokenArgs {
     #[command(flatten)]
     proxy: ProxyArgs,
 }
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CredentialFlavour {
+    ClientCredentials,
+    ApiToken,
+}
+
+/// The environment variable the `token` command reads an API token from.
+const API_TOKEN_VAR: &str = "NAVIGATOR_API_TOKEN";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Flavour {
@@ -338,16 +352,26 @@ async fn issue_one(args: TokenArgs) -> anyhow::Result<()> {
     };
     // An admin checking credentials by hand names the endpoint explicitly: no allow-list.
     let client = TokenClient::new(ClientOptions { allowed_hosts: None, proxy: args.proxy.egress_proxy()?, ..ClientOptions::default() })?;
-    let request = TokenRequest {
-        endpoint_type,
-        base_url: args.url.unwrap_or_else(|| default_url.to_owned()),
-        org_id: args.org_id,
-        client_id: args.client_id,
-        client_secret: Sensitive::new(args.client_secret),
-        scope: args.scope,
-        validity: args.validity,
-        ca_bundle,
+    let grant = match args.credential {
+        CredentialFlavour::ClientCredentials => {
+            let client_id = args.client_id.context("--client-id (or NAVIGATOR_CLIENT_ID) is required for client credentials")?;
+            Grant::ClientCredentials { client_id, client_secret: Sensitive::new(args.client_secret) }
+        }
+        CredentialFlavour::ApiToken => {
+            anyhow::ensure!(matches!(endpoint_type, EndpointType::Csp), "--credential api-token needs --endpoint-type csp");
+            let api_token = std::env::var(API_TOKEN_VAR).unwrap_or_default();
+            anyhow::ensure!(!api_token.trim().is_empty(), "set the API token in the environment variable {API_TOKEN_VAR}");
+            Grant::ApiToken(Sensitive::new(api_token.trim()))
+        }
     };
+    let org_id = match (&grant, args.org_id) {
+        (_, Some(org_id)) => org_id,
+        (Grant::ApiToken(_), None) => String::new(),
+        (_, None) => anyhow::bail!("--org-id is required for client credentials"),
+    };
+    let base_url = args.url.unwrap_or_else(|| default_url.to_owned());
+    let request =
+        TokenRequest { endpoint_type, base_url: base_url.clone(), org_id, grant, scope: args.scope, validity: args.validity, ca_bundle };
     let token = client.issue(&request).await.map_err(|e| anyhow::anyhow!(e.command_line_message()))?;
     println!("issued-at:     {}", token.issued_at);
     println!("expires-at:    {}", token.expires_at);
@@ -357,6 +381,14 @@ async fn issue_one(args: TokenArgs) -> anyhow::Result<()> {
             if let Some(value) = claims.get(*name) {
                 println!("claim {name}: {value}");
             }
+        }
+    }
+    if let Grant::ApiToken(api_token) = &request.grant {
+        // The API token's own expiry: informational, so a failure is only reported.
+        match client.api_token_details(&base_url, request.ca_bundle.as_deref(), api_token).await {
+            Ok(ApiTokenExpiry::At(at)) => println!("api-token-expires-at: {at}"),
+            Ok(ApiTokenExpiry::Never) => println!("api-token-expires-at: never"),
+            Err(error) => eprintln!("could not learn the API token's own expiry: {error}"),
         }
     }
     if args.show_token {

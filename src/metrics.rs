@@ -99,7 +99,7 @@ struct StatusFamily {
     line: fn(&NavigatorToken) -> Option<Sample<'_>>,
 }
 
-const STATUS_FAMILIES: [StatusFamily; 2] = [
+const STATUS_FAMILIES: [StatusFamily; 3] = [
     StatusFamily {
         name: "navigator_token_ready",
         help: "1 when the NavigatorToken is Ready, else 0; reason is the Ready condition's",
@@ -114,6 +114,14 @@ const STATUS_FAMILIES: [StatusFamily; 2] = [
         line: |t| {
             let next: Timestamp = t.status.as_ref()?.next_refresh_at.as_deref()?.parse().ok()?;
             Some((None, next.as_second()))
+        },
+    },
+    StatusFamily {
+        name: "navigator_token_api_token_expiry_timestamp_seconds",
+        help: "When the CSP API token a NavigatorToken uses expires itself (not the access token), Unix seconds; no series when it never expires or is not known",
+        line: |t| {
+            let expires: Timestamp = t.status.as_ref()?.credentials.as_ref()?.api_token_expires_at.as_deref()?.parse().ok()?;
+            Some((None, expires.as_second()))
         },
     },
 ];

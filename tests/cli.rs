@@ -61,6 +61,40 @@ async fn token_command_reports_upstream_errors_without_the_secret() {
     assert!(!stderr.contains("Secret") && stderr.contains("--client-id") && stderr.contains("NAVIGATOR_CLIENT_SECRET"), "{stderr}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_command_checks_an_api_token_from_the_environment_only() {
+    const API_TOKEN: &str = "Zq8sLk2PvN4xWc7Rt1YmHa5JdE3uGf9BqW2eR4tY6uI8oP0";
+    let server = TokenServer::start(TokenServerConfig::default()).await;
+    let expires = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_811_000_000);
+    server.add_api_token(API_TOKEN, Some(expires));
+    let run = |extra: &[&str], token: &str| {
+        let mut command = Command::new(BIN);
+        command.args(["token", "--endpoint-type", "csp", "--url", &server.base_url(), "--credential", "api-token"]);
+        command.args(extra).env("NAVIGATOR_API_TOKEN", token).env_remove("NAVIGATOR_CLIENT_ID");
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+    };
+    let output = run(&[], API_TOKEN).await.unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("expiry-source: ExpiresIn") && text.contains("api-token-expires-at: 2027-05-22T"), "{text}");
+    assert!(!text.contains(API_TOKEN) && !text.contains(&server.issued()[0].access_token), "{text}");
+    assert_eq!(server.requests()[0].form_param("api_token"), Some(API_TOKEN));
+
+    // There is no flag that takes the value: it would show in `ps` and the shell history.
+    let output = run(&["--api-token", API_TOKEN], API_TOKEN).await.unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unexpected argument"));
+
+    server.revoke_api_token(API_TOKEN);
+    let output = run(&[], API_TOKEN).await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("rejected the API token") && stderr.contains("NAVIGATOR_API_TOKEN"), "{stderr}");
+    assert!(!stderr.contains(&API_TOKEN[..10]), "{stderr}");
+    let output = run(&[], "").await.unwrap();
+    assert!(String::from_utf8_lossy(&output.stderr).contains("NAVIGATOR_API_TOKEN"));
+}
+
 #[test]
 fn crd_command_prints_the_committed_crd() {
     let output = Command::new(BIN).arg("crd").output().unwrap();

@@ -426,3 +426,54 @@ fn the_secret_type_changes_only_together_with_the_secret_name() {
     assert_eq!(update(&spec(Some("Opaque"), None), &opaque), "", "an explicit Opaque is the default");
     assert_eq!(update(&spec(Some("kubernetes.io/dockerconfigjson"), Some("registry")), &opaque), "", "a new Secret may have a new type");
 }
+
+#[test]
+fn credential_kinds_are_checked_at_apply_time_and_the_messages_name_the_clashing_fields() {
+    let csp = json!({"type": "CSP"});
+    let api_token = |extra: Value, endpoint: Value| {
+        let mut reference = json!({"name": "partner-api-token", "apiTokenKey": "api_token"});
+        reference.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        with(json!({"credentialsSecretRef": reference, "endpoint": endpoint}))
+    };
+    assert_eq!(cel_errors(api_token(json!({}), csp.clone())), "", "an API token with CSP");
+    assert_eq!(
+        cel_errors(api_token(json!({"publicClient": false}), csp.clone())),
+        "",
+        "an explicit publicClient: false clashes with nothing"
+    );
+    let cases = [
+        (api_token(json!({}), json!({})), "apiTokenKey needs endpoint.type CSP"),
+        (api_token(json!({}), json!({"type": "Navigator"})), "apiTokenKey needs endpoint.type CSP"),
+        (api_token(json!({"clientIdKey": "id"}), csp.clone()), "apiTokenKey and credentialsSecretRef.clientIdKey cannot be used together"),
+        (
+            api_token(json!({"clientSecretKey": "s"}), csp.clone()),
+            "apiTokenKey and credentialsSecretRef.clientSecretKey cannot be used together",
+        ),
+        (
+            api_token(json!({"publicClient": true}), csp.clone()),
+            "apiTokenKey and credentialsSecretRef.publicClient cannot be used together",
+        ),
+        (
+            api_token(json!({"refreshTokenKey": "r"}), csp.clone()),
+            "apiTokenKey and credentialsSecretRef.refreshTokenKey cannot be used together",
+        ),
+        (
+            with(json!({"credentialsSecretRef": {"name": "c", "refreshTokenKey": "refresh_token"}})),
+            "refreshTokenKey needs endpoint.type CSP",
+        ),
+    ];
+    for (spec, message) in cases {
+        let errors = cel_errors(spec.clone());
+        assert!(errors.contains(message), "{spec}: expected {message:?}, got {errors:?}");
+    }
+    // Each clash is its own message: one rule per pair, so the message names exactly it.
+    let clash = cel_errors(api_token(json!({"clientIdKey": "id"}), csp.clone()));
+    assert!(!clash.contains("refreshTokenKey cannot"), "{clash}");
+    let refresh =
+        with(json!({"credentialsSecretRef": {"name": "c", "clientIdKey": "id", "refreshTokenKey": "refresh_token"}, "endpoint": csp}));
+    assert_eq!(cel_errors(refresh), "", "a refresh token goes with client credentials");
+    let reference = &schema()["properties"]["credentialsSecretRef"]["properties"];
+    for key in ["apiTokenKey", "refreshTokenKey"] {
+        assert_eq!(regex_lite(&reference[key]["pattern"]), "^[-._a-zA-Z0-9]+$", "{key} must be a valid Secret key");
+    }
+}

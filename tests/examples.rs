@@ -80,3 +80,21 @@ fn holds(json: &Value, value: &str) -> bool {
         _ => false,
     }
 }
+
+#[test]
+fn every_example_passes_the_crds_rules_and_each_credential_kind_has_one() {
+    use navigator_token_operator::crd::CredentialKind;
+    let mut kinds = Vec::new();
+    for (file, token) in example_tokens() {
+        if let Err(errors) = token.validate_cel() {
+            panic!("{file}: {} fails the CRD's CEL rules: {errors:?}", token.metadata.name.as_deref().unwrap_or_default());
+        }
+        kinds.push((token.spec.credentials_secret_ref.kind(), file));
+    }
+    for kind in [CredentialKind::ClientCredentials, CredentialKind::ApiToken, CredentialKind::RefreshToken] {
+        assert!(kinds.iter().any(|(k, _)| *k == kind), "no example of {kind:?}");
+    }
+    let file_of = |kind| kinds.iter().find(|(k, _)| *k == kind).map(|(_, f)| f.as_str());
+    assert_eq!(file_of(CredentialKind::ApiToken), Some("api-token.yaml"));
+    assert_eq!(file_of(CredentialKind::RefreshToken), Some("refresh-token.yaml"));
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use navigator_token_operator::crd::EndpointType;
 use navigator_token_operator::redact::Sensitive;
-use navigator_token_operator::token::{ClientOptions, EgressProxy, TokenClient, TokenError, TokenRequest};
+use navigator_token_operator::token::{ClientOptions, EgressProxy, Grant, TokenClient, TokenError, TokenRequest};
 use serde_json::json;
 use testkit::apiserver::ApiServer;
 use testkit::connect_proxy::{ConnectProxy, ProxyMode};
@@ -32,8 +32,7 @@ fn request(server: &TokenServer) -> TokenRequest {
         endpoint_type: EndpointType::Csp,
         base_url: server.proxied_base_url(),
         org_id: ORG.into(),
-        client_id: "testkit-client".into(),
-        client_secret: Sensitive::new("testkit-secret"),
+        grant: Grant::ClientCredentials { client_id: "testkit-client".into(), client_secret: Sensitive::new("testkit-secret") },
         scope: None,
         validity: None,
         ca_bundle: server.ca_pem(),

@@ -121,3 +121,20 @@ async fn a_forbidden_secret_write_backs_off_exponentially_with_one_event() {
     assert_eq!(h.tokens.request_count(), 2);
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_refused_before_the_secret_ever_existed_backs_off_instead_of_looping() {
+    let mut h = Harness::new(LONG).await;
+    let Some(api) = h.api.clone() else { return h.finish().await };
+    api.inject(Fault::new(Some("patch"), Some("secrets"), FaultKind::Status(403), 1_000));
+    h.start_operator();
+    h.create_token("never-written", json!({})).await;
+    h.wait_for_ready("never-written", "False", "SecretWriteForbidden").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The backoff (2 s, 4 s, ...), not a retry per status write: an absent Secret was never
+    // "deleted to clear it". Before this was fixed, 4 s saw some 600 writes.
+    let attempts = h.api_counts().get("patch", "secrets");
+    assert!((1..=4).contains(&attempts), "{attempts} Secret writes in ~4s");
+    assert_eq!(h.tokens.request_count(), 1, "the issued token is kept for the retry");
+    h.finish().await;
+}

@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use navigator_token_operator::crd::EndpointType;
 use navigator_token_operator::redact::Sensitive;
-use navigator_token_operator::token::{ClientOptions, ExpirySource, RetryClass, TokenClient, TokenError, TokenRequest};
+use navigator_token_operator::token::{ClientOptions, ExpirySource, Grant, RetryClass, TokenClient, TokenError, TokenRequest};
 use serde_json::json;
 use testkit::token_server::{Scripted, TokenServer, TokenServerConfig, csp_error, jwt};
 
@@ -29,8 +29,7 @@ fn request(server: &TokenServer, endpoint_type: EndpointType) -> TokenRequest {
         endpoint_type,
         base_url: server.base_url(),
         org_id: ORG.into(),
-        client_id: "testkit-client".into(),
-        client_secret: Sensitive::new("testkit-secret"),
+        grant: Grant::ClientCredentials { client_id: "testkit-client".into(), client_secret: Sensitive::new("testkit-secret") },
         scope: None,
         validity: None,
         ca_bundle: server.ca_pem(),
@@ -99,7 +98,7 @@ async fn csp_request_sends_the_form_and_expiry_comes_from_expires_in() {
 async fn public_client_sends_an_empty_secret() {
     let server = TokenServer::start(TokenServerConfig { client_secret: String::new(), ..TokenServerConfig::default() }).await;
     let mut req = request(&server, EndpointType::Csp);
-    req.client_secret = Sensitive::new("");
+    req.grant = Grant::ClientCredentials { client_id: "testkit-client".into(), client_secret: Sensitive::new("") };
     client().issue(&req).await.unwrap();
     assert_eq!(server.requests()[0].header("authorization"), Some(format!("Basic {}", STANDARD.encode("testkit-client:")).as_str()));
 }

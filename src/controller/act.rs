@@ -13,12 +13,13 @@ use super::events::EventType;
 use super::kube_io::SecretWriteFailure;
 use super::plan::{self, IssueReason, TargetSecret};
 use super::reconcile::{Credentials, jitter_seed, requeue_at};
+use super::refresh_store::RefreshFailure;
 use super::rollout::RolloutOutcome;
 use super::secret::{self, TokenMaterial, TokenTimes};
 use super::status::{self, REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
-use crate::crd::{NavigatorToken, NavigatorTokenStatus};
+use crate::crd::{CredentialsStatus, NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::{RequestLabels, TokenLabels};
-use crate::token::{RetryClass, TokenRequest};
+use crate::token::{Grant, RetryClass, TokenRequest};
 use crate::{Error, duration};
 
 /// One reconcile's acting half: writes and events for a decision already taken.
@@ -36,6 +37,8 @@ pub(super) struct Actor<'a> {
     pub(super) attempt_fp: &'a str,
     /// Set once the rollout targets were restarted for a new token (see `rollout`).
     pub(super) rollout: Option<RolloutOutcome>,
+    /// Set once CSP was asked about the API token's own expiry (see `api_token`).
+    pub(super) credentials_checked: Option<Box<CredentialsStatus>>,
 }
 
 impl Actor<'_> {
@@ -50,16 +53,30 @@ impl Actor<'_> {
         let unstored = self.ctx.per_token.unstored.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
         if let Some((_, material)) = unstored.filter(|(fp, m)| fp == self.inputs_fp && m.times.expires_at > self.now) {
             info!(?reason, "storing the token issued before the last Secret write failed");
-            return self.store_new_token(material, refresh_before, reason).await;
+            return self.store_new_token(material, refresh_before, reason, credentials).await;
         }
         let spec = &self.token.spec;
+        // A refresh-token chain continues from its newest token, wherever that is kept.
+        let grant = match &credentials.grant {
+            Grant::RefreshToken { client_id, client_secret, refresh_token: seed } => {
+                match self.ctx.newest_refresh_token(self.token, seed).await {
+                    Ok(newest) => {
+                        Grant::RefreshToken { client_id: client_id.clone(), client_secret: client_secret.clone(), refresh_token: newest }
+                    }
+                    Err(RefreshFailure::Kube(error)) => return Err(error),
+                    Err(RefreshFailure::Blocked(blocked)) => {
+                        return self.fail(blocked.reason, &blocked.message, RetryClass::NeedsUserAction).await;
+                    }
+                }
+            }
+            other => other.clone(),
+        };
         let request = TokenRequest {
             endpoint_type: spec.endpoint_type(),
             base_url: spec.endpoint_url(),
             org_id: spec.org_id.clone(),
-            client_id: credentials.client_id.clone(),
-            client_secret: credentials.client_secret.clone(),
-            scope: spec.scope.clone(),
+            grant,
+            scope: spec.scope.as_deref().map(str::to_owned),
             validity,
             ca_bundle: spec.ca_bundle().map(str::to_owned),
         };
@@ -75,6 +92,14 @@ impl Actor<'_> {
         match result {
             Ok(issued) => {
                 info!(?reason, expires_at = %issued.expires_at, source = ?issued.expiry_source, "issued a token");
+                // A rotated refresh token is kept before anything else is written: the one just
+                // sent may be spent now (see `refresh_store`).
+                if let (Grant::RefreshToken { refresh_token: seed, .. }, Grant::RefreshToken { refresh_token: sent, .. }) =
+                    (&credentials.grant, &request.grant)
+                    && let Some(rotated) = issued.refresh_token.filter(|new| new != sent)
+                {
+                    self.ctx.remember_refresh_token(self.token, seed, rotated);
+                }
                 // Whole seconds, as annotations and status hold them, so that a restart computes
                 // exactly the same refresh time (and finds nothing to write).
                 let material = TokenMaterial {
@@ -82,7 +107,7 @@ impl Actor<'_> {
                     id_token: issued.id_token,
                     times: TokenTimes { issued_at: whole_seconds(issued.issued_at), expires_at: whole_seconds(issued.expires_at) },
                 };
-                self.store_new_token(material, refresh_before, reason).await
+                self.store_new_token(material, refresh_before, reason, credentials).await
             }
             Err(error) => {
                 warn!(reason = error.reason(), %error, "token request failed");
@@ -91,19 +116,26 @@ impl Actor<'_> {
         }
     }
 
-    /// Writes a newly issued token. When the write fails the token is kept in memory, so the
-    /// retry stores it instead of requesting another for the same window.
+    /// Writes a newly issued token, after the rotated refresh token it came with (if any). When
+    /// a write fails the token is kept in memory, so the retry stores it instead of requesting
+    /// another for the same window.
     async fn store_new_token(
         &mut self,
         material: TokenMaterial,
         refresh_before: Option<Duration>,
         reason: IssueReason,
+        credentials: &Credentials,
     ) -> Result<Action, Error> {
-        if let Err(failure) = self.write_secret(&material).await {
+        let written = match self.ctx.store_pending_refresh_token(self.token).await {
+            Err(failure) => Err(failure),
+            Ok(()) => self.write_secret(&material).await,
+        };
+        if let Err(failure) = written {
             let key = ObjectRef::from_obj(self.token);
             self.ctx.per_token.unstored.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (self.inputs_fp.to_owned(), material));
             return self.fail(failure.reason, &failure.message, failure.retry_class()).await;
         }
+        self.check_api_token(credentials).await;
         self.restart_rollouts(&status::rfc3339(material.times.issued_at)).await;
         self.succeed(material.times, None, None, refresh_before, Some(reason)).await
     }
@@ -185,6 +217,8 @@ impl Actor<'_> {
         let failures = self.previous.map_or(0, |s| s.consecutive_failures).saturating_add(1);
         // Rounded up to whole seconds, as status keeps it: never retry before a Retry-After.
         let retry_at = ceil_seconds(plan::add(self.now, plan::retry_delay(class, failures, jitter_seed(self.token))));
+        // Rejected credentials are not retried by time at all (see `FailureState`).
+        let scheduled = (class != RetryClass::UntilCredentialsChange).then_some(retry_at);
         // Status keeps describing the token in the Secret while it is valid.
         let current = self.target.valid_token(self.now);
         let mut status = NavigatorTokenStatus {
@@ -192,12 +226,12 @@ impl Actor<'_> {
             secret_name: current.map(|_| self.token.target_secret_name()),
             issued_at: current.map(|c| status::rfc3339(c.issued_at)),
             expires_at: current.map(|c| status::rfc3339(c.expires_at)),
-            next_refresh_at: Some(status::rfc3339(retry_at)),
+            next_refresh_at: scheduled.map(status::rfc3339),
             inputs_fingerprint: Some(self.attempt_fp.into()),
             ..NavigatorTokenStatus::default()
         };
         status::record_failure(&mut status, self.previous, reason, message, self.now);
-        let still_valid = current.filter(|_| class != RetryClass::NeedsUserAction);
+        let still_valid = current.filter(|_| !matches!(class, RetryClass::NeedsUserAction | RetryClass::UntilCredentialsChange));
         match still_valid {
             Some(c) => {
                 let text = format!(
@@ -232,7 +266,7 @@ impl Actor<'_> {
         }
         // Look again at expiry too: Ready must not outlive the token (see `plan::Step::Lapsed`).
         let expiry = still_valid.map(|c| c.expires_at);
-        Ok(requeue_at(Some(expiry.map_or(retry_at, |e| e.min(retry_at))), self.now))
+        Ok(requeue_at(scheduled.map(|retry_at| expiry.map_or(retry_at, |e| e.min(retry_at))), self.now))
     }
 
     /// The token in the Secret expired while a failure was backing off: Ready turns False; the
@@ -282,10 +316,13 @@ impl Actor<'_> {
 
     async fn write_status(&self, mut status: NavigatorTokenStatus) -> Result<(), Error> {
         self.keep_rollout_condition(&mut status);
+        self.keep_credentials_status(&mut status);
         if self.previous == Some(&status) {
             return Ok(());
         }
-        self.ctx.apply_status(self.token, &status).await
+        self.ctx.apply_status(self.token, &status).await?;
+        self.warn_once_when_expiring(&status).await;
+        Ok(())
     }
 
     pub(super) async fn event(&self, type_: EventType, reason: &str, note: &str) {

@@ -129,14 +129,20 @@ impl SecretWriteFailure {
     /// Classifies a failed apply of Secret `name` in `namespace`. The server's message is quoted
     /// with the token values in `material` taken out: an admission webhook may echo the object.
     pub(super) fn classify(error: &kube::Error, namespace: &str, name: &str, material: &TokenMaterial) -> SecretWriteFailure {
+        let values: Vec<&str> = std::iter::once(&material.access_token).chain(material.id_token.as_ref()).map(|v| v.expose()).collect();
+        Self::classify_secrets(error, namespace, name, &values)
+    }
+
+    /// [`SecretWriteFailure::classify`] for a Secret holding the `secret` values.
+    pub(super) fn classify_secrets(error: &kube::Error, namespace: &str, name: &str, secrets: &[&str]) -> SecretWriteFailure {
         let status = match error {
             kube::Error::Api(status) => status,
             other => {
-                let message = format!("writing Secret {name} failed: {}", scrub(&other.to_string(), material));
+                let message = format!("writing Secret {name} failed: {}", scrub(&other.to_string(), secrets));
                 return SecretWriteFailure { reason: "SecretWriteFailed", message };
             }
         };
-        let said = scrub(&status.message, material);
+        let said = scrub(&status.message, secrets);
         let causes = status.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
         let cause = |reason: &str, field: &str| causes.iter().any(|c| c.reason == reason || (!field.is_empty() && c.field == field));
         let (reason, message) = match status.code {
@@ -176,13 +182,12 @@ impl SecretWriteFailure {
     }
 }
 
-/// `text` with the token values (plain and base64) replaced, then cut to [`MAX_QUOTED`]
+/// `text` with the secret values (plain and base64) replaced, then cut to [`MAX_QUOTED`]
 /// characters (in that order, so that no cut-off piece of a token survives).
-fn scrub(text: &str, material: &TokenMaterial) -> String {
+fn scrub(text: &str, secrets: &[&str]) -> String {
     use base64::Engine;
     let mut out = text.to_owned();
-    let values = std::iter::once(&material.access_token).chain(material.id_token.as_ref()).map(|v| v.expose()).filter(|v| !v.is_empty());
-    for value in values {
+    for value in secrets.iter().filter(|v| !v.is_empty()) {
         out = out.replace(value, "<redacted>").replace(&base64::engine::general_purpose::STANDARD.encode(value), "<redacted>");
     }
     out.chars().take(MAX_QUOTED).collect()

@@ -4,10 +4,12 @@
 //! writes in `kube_io`).
 
 mod act;
+mod api_token;
 pub mod events;
 mod kube_io;
 pub mod plan;
 mod reconcile;
+mod refresh_store;
 pub mod rollout;
 pub mod secret;
 pub mod status;
@@ -31,6 +33,7 @@ use self::secret::{ManagedSecret, SecretCache, TokenMaterial};
 use self::watches::{SyncTracker, cached_watch, changes_after_first_list, scoped_api, watch};
 use crate::crd::NavigatorToken;
 use crate::metrics::{Metrics, TokenLabels};
+use crate::redact::Sensitive;
 use crate::token::TokenClient;
 use crate::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
@@ -73,12 +76,16 @@ struct PerToken {
     unstored: Mutex<HashMap<ObjectRef<NavigatorToken>, (String, TokenMaterial)>>,
     /// Writes the caches had not shown when their reconcile ended (see `caches_caught_up`).
     lagging: Mutex<HashMap<ObjectRef<NavigatorToken>, LaggingWrites>>,
+    /// Rotated refresh tokens not yet in their Secret, with the fingerprint of their chain's
+    /// seed (see `refresh_store`): the newest, and the only copy until written.
+    pending_refresh: Mutex<HashMap<ObjectRef<NavigatorToken>, (String, Sensitive)>>,
 }
 
 impl PerToken {
     fn forget(&self, key: &ObjectRef<NavigatorToken>) {
         self.unstored.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         self.lagging.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.pending_refresh.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 }
 

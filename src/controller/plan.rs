@@ -70,6 +70,9 @@ pub struct FailureState {
     /// The last failure was writing the target Secret: once that Secret is gone (deleted to
     /// clear an immutable or mistyped one), retry at once.
     pub secret_write: bool,
+    /// The endpoint rejected the credentials themselves (an API or refresh token): wait for a
+    /// change of the inputs, with no time-based retry at all.
+    pub until_credentials_change: bool,
 }
 
 /// Everything the decision depends on.
@@ -141,16 +144,23 @@ pub fn decide(observed: &Observed, now: Timestamp) -> Plan {
     // first: every failure writes status, and status writes trigger reconciles.
     let failures = &observed.failures;
     let cleared_for_rewrite = failures.secret_write && observed.secret == TargetSecret::Absent;
+    let waiting = match failures.until_credentials_change {
+        true => Some(None),
+        false => failures.retry_at.filter(|at| *at > now).map(Some),
+    };
     if failures.consecutive_failures > 0
         && failures.same_inputs
         && !cleared_for_rewrite
-        && let Some(retry_at) = failures.retry_at.filter(|at| *at > now)
+        && let Some(retry_at) = waiting
     {
         // Look again at expiry too, so that Ready never claims a token that has lapsed.
         let valid_until = observed.secret.valid_token(now).map(|c| c.expires_at);
         let step = if observed.ready && valid_until.is_none() { Step::Lapsed } else { Step::WaitForRetry };
-        let next_at = valid_until.map_or(retry_at, |expiry| expiry.min(retry_at));
-        return Plan { step, next_at: Some(next_at) };
+        let next_at = match (valid_until, retry_at) {
+            (Some(expiry), Some(retry)) => Some(expiry.min(retry)),
+            (expiry, retry) => expiry.or(retry),
+        };
+        return Plan { step, next_at };
     }
     let current = match &observed.secret {
         TargetSecret::Foreign => return Plan { step: Step::SecretConflict, next_at: None },
@@ -219,7 +229,9 @@ pub fn retry_delay(class: RetryClass, consecutive_failures: u32, jitter_seed: u6
     };
     match class {
         RetryClass::Transient => exponential(),
-        RetryClass::NeedsUserAction => SLOW_RETRY,
+        // Never by time (see `FailureState::until_credentials_change`); the slow retry is only
+        // the bound for callers that need a time.
+        RetryClass::NeedsUserAction | RetryClass::UntilCredentialsChange => SLOW_RETRY,
         RetryClass::RateLimited(Some(after)) => after.max(MIN_RATE_LIMIT_DELAY),
         RetryClass::RateLimited(None) => exponential().max(Duration::from_secs(10)),
     }
@@ -344,8 +356,13 @@ mod tests {
     #[test]
     fn a_conflict_is_not_re_reported_while_backing_off() {
         let mut o = observed(TargetSecret::Foreign);
-        o.failures =
-            FailureState { consecutive_failures: 1, retry_at: Some(at("2026-11-22T10:10:00Z")), same_inputs: true, secret_write: false };
+        o.failures = FailureState {
+            consecutive_failures: 1,
+            retry_at: Some(at("2026-11-22T10:10:00Z")),
+            same_inputs: true,
+            secret_write: false,
+            until_credentials_change: false,
+        };
         assert_eq!(decide(&o, at(T0)).step, Step::WaitForRetry);
         assert_eq!(decide(&o, at("2026-11-22T10:10:00Z")).step, Step::SecretConflict);
     }
@@ -353,12 +370,31 @@ mod tests {
     #[test]
     fn failures_back_off_unless_inputs_changed() {
         let mut o = observed(TargetSecret::Absent);
-        o.failures =
-            FailureState { consecutive_failures: 3, retry_at: Some(at("2026-11-22T10:00:30Z")), same_inputs: true, secret_write: false };
+        o.failures = FailureState {
+            consecutive_failures: 3,
+            retry_at: Some(at("2026-11-22T10:00:30Z")),
+            same_inputs: true,
+            secret_write: false,
+            until_credentials_change: false,
+        };
         assert_eq!(decide(&o, at(T0)), Plan { step: Step::WaitForRetry, next_at: Some(at("2026-11-22T10:00:30Z")) });
         assert_eq!(decide(&o, at("2026-11-22T10:00:30Z")).step, Step::Issue(IssueReason::Initial));
         o.failures.same_inputs = false;
         assert_eq!(decide(&o, at(T0)).step, Step::Issue(IssueReason::Initial));
+    }
+
+    #[test]
+    fn rejected_credentials_wait_for_a_change_and_not_for_a_time() {
+        let mut o = observed(TargetSecret::Managed(Some(healthy("2026-11-22T09:50:00Z", "2026-11-22T10:20:00Z"))));
+        o.failures = FailureState { consecutive_failures: 1, same_inputs: true, until_credentials_change: true, ..FailureState::default() };
+        // No retry time at all: only the still-valid token's expiry is looked at (for Ready).
+        assert_eq!(decide(&o, at(T0)), Plan { step: Step::WaitForRetry, next_at: Some(at("2026-11-22T10:20:00Z")) });
+        let days_later = at("2026-11-29T10:00:00Z");
+        assert_eq!(decide(&o, days_later), Plan { step: Step::WaitForRetry, next_at: None });
+        o.ready = true;
+        assert_eq!(decide(&o, days_later).step, Step::Lapsed, "Ready turns False once the kept token expires");
+        o.failures.same_inputs = false;
+        assert_eq!(decide(&o, days_later).step, Step::Issue(IssueReason::Refresh), "new credentials are tried at once");
     }
 
     #[test]
@@ -407,8 +443,13 @@ mod tests {
     fn waiting(secret: TargetSecret, ready: bool) -> Observed {
         let mut o = observed(secret);
         o.ready = ready;
-        o.failures =
-            FailureState { consecutive_failures: 4, retry_at: Some(at("2026-11-22T10:30:00Z")), same_inputs: true, secret_write: false };
+        o.failures = FailureState {
+            consecutive_failures: 4,
+            retry_at: Some(at("2026-11-22T10:30:00Z")),
+            same_inputs: true,
+            secret_write: false,
+            until_credentials_change: false,
+        };
         o
     }
 

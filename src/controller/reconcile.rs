@@ -17,11 +17,11 @@ use super::kube_io::{INVALID_TEMPLATE, SECRET_WRITE_REASONS};
 use super::plan::{self, FailureState, IssueReason, Observed, Step, TargetSecret};
 use super::secret;
 use super::status;
-use crate::crd::NavigatorToken;
+use crate::crd::{CredentialsSecretRef, NavigatorToken};
 use crate::metrics::{ReconcileLabels, TokenLabels};
 use crate::redact::Sensitive;
 use crate::template;
-use crate::token::RetryClass;
+use crate::token::{CREDENTIALS_REJECTED_REASONS, Grant, RetryClass};
 use crate::{CREDENTIALS_LABEL, Error};
 
 /// Reason when the credentials Secret is not in the cache (refined on report).
@@ -34,17 +34,18 @@ const CACHE_LAG_RECHECK: Duration = Duration::from_secs(1);
 
 /// A condition that stops a token request before it is made: the user must change something.
 #[derive(Debug, Clone, PartialEq)]
-struct Blocked {
-    reason: &'static str,
-    message: String,
+pub(super) struct Blocked {
+    pub(super) reason: &'static str,
+    pub(super) message: String,
 }
 
-/// The credentials a token request is made with.
+/// The credentials a token request is made with, as the credentials Secret holds them.
 pub(super) struct Credentials {
-    pub(super) client_id: String,
-    pub(super) client_secret: Sensitive,
+    /// The kind and values ([`Grant`]): client credentials, an API token, or client credentials
+    /// with the refresh token the user put in (the seed of the refresh-token chain).
+    pub(super) grant: Grant,
     /// Fingerprint of the values (see `secret::credentials_fingerprint`).
-    fingerprint: String,
+    pub(super) fingerprint: String,
 }
 
 /// Handles errors of the Kubernetes side (token errors are handled in `reconcile`): retry soon.
@@ -82,7 +83,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     debug!(generation = token.metadata.generation, resource_version = token.resource_version(), "reconciling");
     let previous = token.status.as_ref();
 
-    let credentials = ctx.read_credentials(token, &labels.namespace);
+    let credentials = ctx.read_credentials(&token.spec.credentials_secret_ref, &labels.namespace);
     let refresh_before = parse_duration(token.spec.refresh_before.as_deref(), "refreshBefore");
     let validity = parse_duration(token.spec.validity.as_deref(), "validity");
     let template = check_template(token, &labels);
@@ -103,7 +104,13 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         // A spec change (a new generation) retries at once, as a change of inputs does.
         same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(attempt_fp.as_str())
             && previous.and_then(|s| s.observed_generation) == token.metadata.generation,
-        secret_write: previous.and_then(|s| s.last_failure.as_ref()).is_some_and(|f| SECRET_WRITE_REASONS.contains(&f.reason.as_str())),
+        // Only while status still names the Secret (it held a valid token at the failure): a
+        // write that fails before the Secret ever existed would otherwise retry in a tight loop.
+        secret_write: previous.is_some_and(|s| s.secret_name.is_some())
+            && previous.and_then(|s| s.last_failure.as_ref()).is_some_and(|f| SECRET_WRITE_REASONS.contains(&f.reason.as_str())),
+        until_credentials_change: previous
+            .and_then(|s| s.last_failure.as_ref())
+            .is_some_and(|f| CREDENTIALS_REJECTED_REASONS.contains(&f.reason.as_str())),
     };
     let secret_name = token.target_secret_name();
     let cached_secret = ctx.managed_secrets.get(&labels.namespace, &secret_name);
@@ -126,6 +133,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         inputs_fp: &inputs_fp,
         attempt_fp: &attempt_fp,
         rollout: None,
+        credentials_checked: None,
     };
     let plan = plan::decide(&observed, now);
     let conflict = || {
@@ -179,9 +187,9 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
 }
 
 impl Context {
-    /// The credentials, from the label-selected cache only (no API call).
-    fn read_credentials(&self, token: &NavigatorToken, namespace: &str) -> Result<Credentials, Blocked> {
-        let reference = &token.spec.credentials_secret_ref;
+    /// The credentials `reference` names in `namespace`, from the label-selected cache only (no
+    /// API call). The one place credentials are read, for every kind of token object.
+    pub(super) fn read_credentials(&self, reference: &CredentialsSecretRef, namespace: &str) -> Result<Credentials, Blocked> {
         let Some(secret) = self.credentials.get(&ObjectRef::new(&reference.name).within(namespace)) else {
             // Refined by `explain_uncached_credentials` when it is reported.
             return Err(Blocked {
@@ -199,11 +207,23 @@ impl Context {
             let text = text.trim().to_owned();
             if text.is_empty() { Err(invalid("is empty")) } else { Ok(text) }
         };
+        if let Some(key) = reference.api_token_key.as_deref() {
+            let api_token = value(key)?;
+            let fingerprint = secret::credentials_fingerprint(&[(key, &api_token)]);
+            return Ok(Credentials { grant: Grant::ApiToken(Sensitive::new(api_token)), fingerprint });
+        }
         let client_id = value(reference.client_id_key())?;
         let client_secret = if reference.public_client { String::new() } else { value(reference.client_secret_key())? };
-        let fingerprint =
-            secret::credentials_fingerprint(&[(reference.client_id_key(), &client_id), (reference.client_secret_key(), &client_secret)]);
-        Ok(Credentials { client_id, client_secret: Sensitive::new(client_secret), fingerprint })
+        let mut values = vec![(reference.client_id_key(), client_id.as_str()), (reference.client_secret_key(), client_secret.as_str())];
+        let refresh_token = reference.refresh_token_key.as_deref().map(|key| Ok::<_, Blocked>((key, value(key)?))).transpose()?;
+        values.extend(refresh_token.as_ref().map(|(key, value)| (*key, value.as_str())));
+        let fingerprint = secret::credentials_fingerprint(&values);
+        let client_secret = Sensitive::new(client_secret);
+        let grant = match refresh_token {
+            Some((_, refresh_token)) => Grant::RefreshToken { client_id, client_secret, refresh_token: Sensitive::new(refresh_token) },
+            None => Grant::ClientCredentials { client_id, client_secret },
+        };
+        Ok(Credentials { grant, fingerprint })
     }
 
     /// Not in the label-selected cache: one GET tells a missing Secret from a missing label.

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::proxy::EgressProxy;
-use super::{EndpointType, ExpirySource, IssuedToken, TokenError, TokenRequest, UpstreamDetail, jwt};
+use super::{EndpointType, ExpirySource, Grant, IssuedToken, TokenError, TokenRequest, UpstreamDetail, jwt};
 use crate::redact::Sensitive;
 
 /// Tokens that claim to live longer than this are treated as a broken endpoint.
@@ -87,71 +87,78 @@ impl TokenClient {
         let client = self.client_for(request.ca_bundle.as_deref())?;
         self.wait_for_rate_limit().await;
 
-        let basic = STANDARD.encode(format!("{}:{}", request.client_id, request.client_secret.expose()));
+        let validity = request.validity.map(|v| v.as_secs().max(1).to_string());
         let mut form: Vec<(&str, String)> = Vec::new();
-        match request.endpoint_type {
-            EndpointType::Navigator => {
+        match (request.endpoint_type, &request.grant) {
+            (EndpointType::Navigator, _) => {
                 let mut query = url.query_pairs_mut();
                 query.append_pair("orgId", &request.org_id);
-                if let Some(validity) = request.validity {
-                    query.append_pair("accessTokenValiditySeconds", &validity.as_secs().max(1).to_string());
+                if let Some(validity) = &validity {
+                    query.append_pair("accessTokenValiditySeconds", validity);
                 }
             }
-            EndpointType::Csp => {
+            (EndpointType::Csp, Grant::ClientCredentials { .. }) => {
                 form.push(("grant_type", "client_credentials".into()));
                 form.push(("orgId", request.org_id.clone()));
-                if let Some(scope) = &request.scope {
-                    form.push(("scope", scope.clone()));
-                }
-                if let Some(validity) = request.validity {
-                    form.push(("accessTokenValiditySeconds", validity.as_secs().max(1).to_string()));
-                }
+                form.extend(request.scope.clone().map(|scope| ("scope", scope)));
+                form.extend(validity.map(|v| ("accessTokenValiditySeconds", v)));
             }
+            // The refresh token carries its organization: orgId is for client_credentials only.
+            (EndpointType::Csp, Grant::RefreshToken { refresh_token, .. }) => {
+                form.push(("grant_type", "refresh_token".into()));
+                form.push(("refresh_token", refresh_token.expose().to_owned()));
+                form.extend(request.scope.clone().map(|scope| ("scope", scope)));
+                form.extend(validity.map(|v| ("accessTokenValiditySeconds", v)));
+            }
+            // `api_token` is the documented field (`refresh_token` the deprecated one); in the
+            // query string the token would be rejected (and logged by every proxy on the way).
+            (EndpointType::Csp, Grant::ApiToken(token)) => form.push(("api_token", token.expose().to_owned())),
         }
         let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let basic = request.grant.client().map(|(id, secret)| STANDARD.encode(format!("{id}:{}", secret.expose())));
+        let mut scrub = request.grant.secrets();
+        scrub.extend(basic.as_deref());
+        let mut post = client.post(url).header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(basic) = &basic {
+            post = post.header(AUTHORIZATION, format!("Basic {basic}"));
+        }
         let issued_at = Timestamp::now();
-        let url_for_errors = url.clone();
-        let response = client
-            .post(url)
-            .header(AUTHORIZATION, format!("Basic {basic}"))
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(reqwest::header::ACCEPT, "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&e, &url_for_errors))?;
-
-        let status = response.status();
-        let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-        let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, issued_at));
-        let bytes = self.read_capped(response, &url_for_errors).await?;
-        let scrub = [request.client_secret.expose(), basic.as_str()];
-
-        if status.is_redirection() {
-            return Err(TokenError::Redirected { status: status.as_u16(), location: sanitize(&location, &scrub) });
+        let answer = self.send(post.body(body), issued_at, &scrub).await?;
+        if !answer.status.is_success() {
+            return Err(grant_error(&request.grant, answer.error(&scrub)));
         }
-        if !status.is_success() {
-            let detail = parse_detail(&bytes, &scrub);
-            return Err(match status.as_u16() {
-                400 => TokenError::BadRequest(detail),
-                401 => TokenError::Unauthorized(detail),
-                403 => TokenError::Forbidden(detail),
-                404 => TokenError::NotFound(detail),
-                429 => TokenError::RateLimited { retry_after, detail },
-                code @ 500..=599 => TokenError::Unavailable { status: code, detail },
-                code => TokenError::UnexpectedStatus { status: code, detail },
-            });
-        }
-        parse_token(request.endpoint_type, &bytes, issued_at, request.validity)
+        parse_token(request.endpoint_type, &answer.bytes, issued_at, request.validity)
     }
 
+    /// Sends a prepared POST (JSON accepted) and reads its answer, capped; a redirect is an error.
+    pub(super) async fn send(&self, post: reqwest::RequestBuilder, now: Timestamp, scrub: &[&str]) -> Result<Answer, TokenError> {
+        let response = post.header(reqwest::header::ACCEPT, "application/json").send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, now));
+        let bytes = self.read_capped(response).await?;
+        if status.is_redirection() {
+            return Err(TokenError::Redirected { status: status.as_u16(), location: sanitize(&location, scrub) });
+        }
+        Ok(Answer { status, retry_after, bytes })
+    }
+
+    /// The URL of the token endpoint `request` goes to, checked against the operator's policy.
     pub fn checked_url(&self, request: &TokenRequest) -> Result<reqwest::Url, TokenError> {
-        let path = match request.endpoint_type {
-            EndpointType::Navigator => "/cphub/api/auth/v2/authn/authorize",
-            EndpointType::Csp => "/csp/gateway/am/api/auth/token",
+        let path = match (request.endpoint_type, &request.grant) {
+            (EndpointType::Navigator, Grant::ClientCredentials { .. }) => "/cphub/api/auth/v2/authn/authorize",
+            (EndpointType::Navigator, Grant::ApiToken(_)) => return Err(TokenError::UnsupportedGrant("API tokens")),
+            (EndpointType::Navigator, Grant::RefreshToken { .. }) => return Err(TokenError::UnsupportedGrant("refresh tokens")),
+            (EndpointType::Csp, Grant::ApiToken(_)) => API_TOKEN_AUTHORIZE_PATH,
+            (EndpointType::Csp, _) => "/csp/gateway/am/api/auth/token",
         };
-        let url = reqwest::Url::parse(&format!("{}{path}", request.base_url.trim_end_matches('/')))
-            .map_err(|e| TokenError::InvalidEndpoint(format!("url {:?}: {e}", without_userinfo(&request.base_url))))?;
+        self.checked_endpoint(&request.base_url, path, request.ca_bundle.is_some())
+    }
+
+    /// `base_url` + `path`, if the operator may send credentials there.
+    pub(super) fn checked_endpoint(&self, base_url: &str, path: &str, has_ca_bundle: bool) -> Result<reqwest::Url, TokenError> {
+        let url = reqwest::Url::parse(&format!("{}{path}", base_url.trim_end_matches('/')))
+            .map_err(|e| TokenError::InvalidEndpoint(format!("url {:?}: {e}", without_userinfo(base_url))))?;
         let host = url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
         if !url.username().is_empty() || url.password().is_some() {
             return Err(TokenError::InvalidEndpoint("url must not contain credentials".into()));
@@ -168,15 +175,15 @@ impl TokenClient {
         let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
         match url.scheme() {
             "https" => Ok(url),
-            "http" if loopback && request.ca_bundle.is_none() => Ok(url),
+            "http" if loopback && !has_ca_bundle => Ok(url),
             _ => Err(TokenError::InvalidEndpoint(format!(
                 "url {:?} must be https (plain http only for loopback hosts, without caBundle)",
-                request.base_url
+                base_url
             ))),
         }
     }
 
-    fn client_for(&self, ca_bundle: Option<&str>) -> Result<reqwest::Client, TokenError> {
+    pub(super) fn client_for(&self, ca_bundle: Option<&str>) -> Result<reqwest::Client, TokenError> {
         let Some(bundle) = ca_bundle else {
             return Ok(self.default_client.clone());
         };
@@ -190,7 +197,7 @@ impl TokenClient {
     }
 
     /// Spaces requests evenly so that many tokens due at once never cause a 429 storm.
-    async fn wait_for_rate_limit(&self) {
+    pub(super) async fn wait_for_rate_limit(&self) {
         let Some(rate) = self.options.requests_per_second.filter(|r| *r > 0.0) else {
             return;
         };
@@ -203,13 +210,13 @@ impl TokenClient {
         tokio::time::sleep_until(slot).await;
     }
 
-    async fn read_capped(&self, mut response: reqwest::Response, url: &reqwest::Url) -> Result<Vec<u8>, TokenError> {
+    async fn read_capped(&self, mut response: reqwest::Response) -> Result<Vec<u8>, TokenError> {
         let limit = self.options.max_body_bytes;
         if response.content_length().is_some_and(|len| len as usize > limit) {
             return Err(TokenError::ResponseTooLarge { limit });
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e, url))? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport_error(&e))? {
             if body.len() + chunk.len() > limit {
                 return Err(TokenError::ResponseTooLarge { limit });
             }
@@ -218,8 +225,8 @@ impl TokenClient {
         Ok(body)
     }
 
-    fn transport_error(&self, error: &reqwest::Error, url: &reqwest::Url) -> TokenError {
-        let proxy = self.options.proxy.as_ref().filter(|p| p.applies_to(url));
+    fn transport_error(&self, error: &reqwest::Error) -> TokenError {
+        let proxy = self.options.proxy.as_ref().filter(|p| error.url().is_some_and(|url| p.applies_to(url)));
         // Through a proxy, a failed connect is the proxy's (or its tunnel's): say so, not
         // "cannot connect to the token endpoint". TLS errors come from inside the tunnel.
         if let Some(proxy) = proxy
@@ -245,6 +252,52 @@ impl TokenClient {
         } else {
             TokenError::Transport(message)
         }
+    }
+}
+
+/// Path of CSP's API-token exchange.
+pub const API_TOKEN_AUTHORIZE_PATH: &str = "/csp/gateway/am/api/auth/api-tokens/authorize";
+
+/// A non-redirect HTTP answer, its body read (capped).
+pub(super) struct Answer {
+    pub(super) status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+    pub(super) bytes: Vec<u8>,
+}
+
+impl Answer {
+    /// The error a non-success answer stands for, by status.
+    pub(super) fn error(&self, scrub: &[&str]) -> TokenError {
+        let detail = parse_detail(&self.bytes, scrub);
+        match self.status.as_u16() {
+            400 => TokenError::BadRequest(detail),
+            401 => TokenError::Unauthorized(detail),
+            403 => TokenError::Forbidden(detail),
+            404 => TokenError::NotFound(detail),
+            429 => TokenError::RateLimited { retry_after: self.retry_after, detail },
+            code @ 500..=599 => TokenError::Unavailable { status: code, detail },
+            code => TokenError::UnexpectedStatus { status: code, detail },
+        }
+    }
+}
+
+/// Refines an error by the grant: CSP answers a bad API or refresh token with `invalid_grant`
+/// (and a bad API token also with 401/403), which only new credentials can fix.
+fn grant_error(grant: &Grant, error: TokenError) -> TokenError {
+    let invalid_grant = |detail: &UpstreamDetail| {
+        detail.csp_error_code.as_deref() == Some("invalid_grant")
+            || detail.message.as_deref().is_some_and(|m| m.starts_with("invalid_grant"))
+    };
+    match (grant, error) {
+        (Grant::ApiToken(_), TokenError::BadRequest(detail)) if invalid_grant(&detail) => {
+            TokenError::ApiTokenInvalid { status: 400, detail }
+        }
+        (Grant::ApiToken(_), TokenError::Unauthorized(detail)) => TokenError::ApiTokenInvalid { status: 401, detail },
+        (Grant::ApiToken(_), TokenError::Forbidden(detail)) => TokenError::ApiTokenInvalid { status: 403, detail },
+        (Grant::RefreshToken { .. }, TokenError::BadRequest(detail)) if invalid_grant(&detail) => {
+            TokenError::RefreshTokenInvalid { status: 400, detail }
+        }
+        (_, other) => other,
     }
 }
 
@@ -312,7 +365,8 @@ pub fn ca_bundle_roots(bundle: &str) -> Result<rustls::RootCertStore, TokenError
     Ok(roots)
 }
 
-/// The 200 body of either endpoint. Unknown fields (refreshToken, returnUrl, scope…) are ignored.
+/// The 200 body of either endpoint. Unknown fields (Navigator's refreshToken, returnUrl, scope…)
+/// are ignored; CSP's `refresh_token` is kept for the refresh-token grant.
 #[derive(Deserialize)]
 struct TokenResponse {
     #[serde(alias = "accessToken")]
@@ -320,6 +374,7 @@ struct TokenResponse {
     #[serde(alias = "idToken")]
     id_token: Option<String>,
     expires_in: Option<serde_json::Value>,
+    refresh_token: Option<String>,
 }
 
 pub fn parse_token(
@@ -360,6 +415,7 @@ pub fn parse_token(
         issued_at,
         expires_at,
         expiry_source,
+        refresh_token: parsed.refresh_token.filter(|t| !t.trim().is_empty()).map(Sensitive::new),
     })
 }
 
@@ -397,7 +453,37 @@ pub fn sanitize(text: &str, scrub: &[&str]) -> String {
     for secret in scrub.iter().filter(|s| s.len() >= 4) {
         out = out.replace(secret, "<redacted>");
     }
+    out = without_fragments(&out, scrub);
     out.chars().take(MAX_DETAIL_CHARS).collect::<String>().trim().to_owned()
+}
+
+/// Shortest piece of a secret that counts as quoting it.
+const MIN_FRAGMENT: usize = 8;
+
+/// `text` with every word that is a piece of a long secret replaced: an endpoint that quotes
+/// the start of a token it rejects ("Invalid refresh token: AbCd1234...") still shows part of it.
+fn without_fragments(text: &str, scrub: &[&str]) -> String {
+    let long: Vec<&str> = scrub.iter().copied().filter(|s| s.len() >= 2 * MIN_FRAGMENT).collect();
+    if long.is_empty() {
+        return text.to_owned();
+    }
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "-_.~+/=".contains(c);
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(token_char) {
+        out.push_str(&rest[..start]);
+        let word_len = rest[start..].find(|c: char| !token_char(c)).unwrap_or(rest.len() - start);
+        let word = &rest[start..start + word_len];
+        let core = word.trim_matches(|c| ".=".contains(c));
+        if core.len() >= MIN_FRAGMENT && long.iter().any(|secret| secret.contains(core)) {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[start + word_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A URL for messages: whatever precedes an `@` may be a password, so it is left out.
@@ -445,5 +531,15 @@ mod tests {
         assert!(!clean.contains("s3cr3t-value"));
         assert!(clean.starts_with("bad secret <redacted>"));
         assert!(clean.chars().count() <= MAX_DETAIL_CHARS);
+    }
+
+    #[test]
+    fn sanitize_scrubs_quoted_pieces_of_long_tokens_and_keeps_ordinary_words() {
+        let token = "Zq8sLk2PvN4xWc7Rt1YmHa5JdE3uGf9B";
+        let text = format!("invalid_grant: Invalid refresh token: {}... (token {}), see requestId abc-123", &token[..12], &token[20..]);
+        let clean = sanitize(&text, &[token]);
+        assert_eq!(clean, "invalid_grant: Invalid refresh token: <redacted> (token <redacted>), see requestId abc-123");
+        // Short secrets scrub only whole: a short word of the message is no piece of them.
+        assert_eq!(sanitize("bad client secret", &["secret-1"]), "bad client secret");
     }
 }

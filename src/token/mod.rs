@@ -2,6 +2,7 @@
 //! Knows nothing about Kubernetes.
 
 pub(crate) mod client;
+mod details;
 pub mod jwt;
 pub mod proxy;
 
@@ -12,7 +13,8 @@ use jiff::Timestamp;
 
 pub use crate::crd::EndpointType;
 use crate::redact::Sensitive;
-pub use client::{ClientOptions, TokenClient};
+pub use client::{API_TOKEN_AUTHORIZE_PATH, ClientOptions, TokenClient};
+pub use details::{API_TOKEN_DETAILS_PATH, parse_api_token_expiry};
 pub use proxy::EgressProxy;
 
 /// Everything needed for one token request.
@@ -22,18 +24,60 @@ pub struct TokenRequest {
     pub endpoint_type: EndpointType,
     /// Base URL, no trailing slash.
     pub base_url: String,
-    /// Organization GUID.
+    /// Organization GUID (sent with client credentials only: the other grants carry their org).
     pub org_id: String,
-    /// OAuth client id (not secret, but kept out of logs anyway by callers).
-    pub client_id: String,
-    /// OAuth client secret; empty for a public client.
-    pub client_secret: Sensitive,
+    /// What the token is requested with.
+    pub grant: Grant,
     /// CSP scopes.
     pub scope: Option<String>,
     /// Requested lifetime.
     pub validity: Option<Duration>,
     /// Extra PEM roots.
     pub ca_bundle: Option<String>,
+}
+
+/// The credentials a token is requested with, one variant per kind a NavigatorToken can name.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Grant {
+    /// OAuth client credentials (`grant_type=client_credentials`, or Navigator's authorize).
+    ClientCredentials {
+        /// OAuth client id (not secret, but kept out of logs anyway by callers).
+        client_id: String,
+        /// OAuth client secret; empty for a public client.
+        client_secret: Sensitive,
+    },
+    /// A CSP API token, exchanged at `api-tokens/authorize` without client authentication.
+    ApiToken(Sensitive),
+    /// A refresh token with the OAuth client that holds it (`grant_type=refresh_token`).
+    RefreshToken {
+        /// OAuth client id.
+        client_id: String,
+        /// OAuth client secret; empty for a public client.
+        client_secret: Sensitive,
+        /// The refresh token.
+        refresh_token: Sensitive,
+    },
+}
+
+impl Grant {
+    /// The secret values of this grant, to scrub from anything the endpoint echoes.
+    pub fn secrets(&self) -> Vec<&str> {
+        match self {
+            Grant::ClientCredentials { client_secret, .. } => vec![client_secret.expose()],
+            Grant::ApiToken(token) => vec![token.expose()],
+            Grant::RefreshToken { client_secret, refresh_token, .. } => vec![client_secret.expose(), refresh_token.expose()],
+        }
+    }
+
+    /// The OAuth client, for the grants that authenticate one.
+    pub fn client(&self) -> Option<(&str, &Sensitive)> {
+        match self {
+            Grant::ClientCredentials { client_id, client_secret } | Grant::RefreshToken { client_id, client_secret, .. } => {
+                Some((client_id, client_secret))
+            }
+            Grant::ApiToken(_) => None,
+        }
+    }
 }
 
 /// A token as issued, with its lifetime resolved.
@@ -49,6 +93,17 @@ pub struct IssuedToken {
     pub expires_at: Timestamp,
     /// Where `expires_at` came from.
     pub expiry_source: ExpirySource,
+    /// A new refresh token, when a refresh-token grant returned one (the old one may be spent).
+    pub refresh_token: Option<Sensitive>,
+}
+
+/// What CSP's `api-tokens/details` says about an API token's own lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiTokenExpiry {
+    /// It expires at this time.
+    At(Timestamp),
+    /// It was created never to expire.
+    Never,
 }
 
 /// How the expiry of a token was learned.
@@ -191,6 +246,29 @@ pub enum TokenError {
     /// The token claims to live implausibly long.
     #[error("the token endpoint issued a token that expires at {0}, implausibly far in the future")]
     ImplausibleExpiry(Timestamp),
+    /// The CSP API token is invalid, revoked or expired (400 invalid_grant, 401 or 403).
+    #[error(
+        "CSP rejected the API token (HTTP {status}){detail}: it is invalid, revoked or expired. Put a valid API token into the credentials Secret; it is not retried until the credentials change"
+    )]
+    ApiTokenInvalid {
+        /// The HTTP status.
+        status: u16,
+        /// Error body details.
+        detail: UpstreamDetail,
+    },
+    /// The refresh token is invalid, expired or already used (400 invalid_grant).
+    #[error(
+        "CSP rejected the refresh token (HTTP {status}){detail}: it is invalid, expired or already spent. Put a new refresh token into the credentials Secret; it is not retried until the credentials change"
+    )]
+    RefreshTokenInvalid {
+        /// The HTTP status.
+        status: u16,
+        /// Error body details.
+        detail: UpstreamDetail,
+    },
+    /// The grant does not exist at this endpoint (API and refresh tokens are CSP's).
+    #[error("{0} work only with endpoint.type CSP")]
+    UnsupportedGrant(&'static str),
     /// Nothing tells when the token expires.
     #[error("the token's expiry cannot be known (no expires_in, no JWT exp claim); set spec.validity")]
     UnknownExpiry,
@@ -205,7 +283,13 @@ pub enum RetryClass {
     NeedsUserAction,
     /// The server asked us to slow down.
     RateLimited(Option<Duration>),
+    /// The credentials themselves were rejected (an API or refresh token): retrying the same
+    /// values cannot help, so only a change of the credentials (or the spec) retries.
+    UntilCredentialsChange,
 }
+
+/// Reasons of the failures that wait for new credentials ([`RetryClass::UntilCredentialsChange`]).
+pub const CREDENTIALS_REJECTED_REASONS: [&str; 2] = ["APITokenInvalid", "RefreshTokenInvalid"];
 
 impl TokenError {
     /// How to retry after this error.
@@ -220,7 +304,9 @@ impl TokenError {
             | BadRequest(_)
             | Redirected { .. }
             | Tls(_)
+            | UnsupportedGrant(_)
             | UnknownExpiry => RetryClass::NeedsUserAction,
+            ApiTokenInvalid { .. } | RefreshTokenInvalid { .. } => RetryClass::UntilCredentialsChange,
             RateLimited { retry_after, .. } => RetryClass::RateLimited(*retry_after),
             Unavailable { .. }
             | UnexpectedStatus { .. }
@@ -250,6 +336,9 @@ impl TokenError {
             ),
             Tls(cause) => format!("TLS with the token endpoint failed: {cause}; if it uses a private CA, pass it with --ca-bundle"),
             UnknownExpiry => "the token's expiry cannot be known (no expires_in, no JWT exp claim); pass --validity".to_owned(),
+            ApiTokenInvalid { status, detail } => {
+                format!("CSP rejected the API token (HTTP {status}){detail}: it is invalid, revoked or expired; check NAVIGATOR_API_TOKEN")
+            }
             other => other.to_string(),
         }
     }
@@ -279,6 +368,9 @@ impl TokenError {
             AlreadyExpired(_) => "TokenAlreadyExpired",
             ImplausibleExpiry(_) => "ImplausibleExpiry",
             UnknownExpiry => "UnknownExpiry",
+            ApiTokenInvalid { .. } => "APITokenInvalid",
+            RefreshTokenInvalid { .. } => "RefreshTokenInvalid",
+            UnsupportedGrant(_) => "InvalidSpec",
         }
     }
 }

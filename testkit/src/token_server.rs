@@ -5,6 +5,9 @@
 //! - CSP: `POST /csp/gateway/am/api/auth/token` with a form body, answering snake_case
 //!   `{access_token, token_type, expires_in, ..}` and `CspErrorResponse` bodies on errors.
 //!
+//! - CSP's API-token exchange (`api-tokens/authorize`, `api-tokens/details`) and its
+//!   `grant_type=refresh_token` with rotating refresh tokens: see [`grants`].
+//!
 //! Both live on one listener on 127.0.0.1, told apart by path. Tests can script misbehaviour
 //! ([`Scripted`]): error statuses, malformed bodies, huge or never-ending bodies, hung or reset
 //! connections, redirects and delays.
@@ -29,6 +32,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+
+mod grants;
+
+pub use grants::{API_TOKEN_AUTHORIZE_PATH, API_TOKEN_DETAILS_PATH};
 
 /// Path of the Cloud Partner Navigator token endpoint.
 pub const NAVIGATOR_PATH: &str = "/cphub/api/auth/v2/authn/authorize";
@@ -285,6 +292,7 @@ struct State {
     default: Option<Scripted>,
     requests: Vec<RecordedRequest>,
     issued: Vec<IssuedTokenRecord>,
+    grants: grants::Grants,
 }
 
 impl Shared {
@@ -319,6 +327,7 @@ impl TokenServer {
                 default: None,
                 requests: Vec::new(),
                 issued: Vec::new(),
+                grants: grants::Grants::default(),
             }),
         });
         let (stop, stopped) = watch::channel(false);
@@ -846,6 +855,9 @@ fn decode_pairs(text: &str) -> Vec<(String, String)> {
 
 /// Normal issuing: validates the request like the real endpoint would and mints a token.
 fn issue(shared: &Shared, request: &RecordedRequest) -> Response {
+    if let Some(response) = grants::answer(shared, request) {
+        return response;
+    }
     let endpoint = match request.path.as_str() {
         NAVIGATOR_PATH => Endpoint::Navigator,
         CSP_PATH => Endpoint::Csp,
@@ -886,6 +898,7 @@ fn issue(shared: &Shared, request: &RecordedRequest) -> Response {
             }
             match request.form_param("grant_type") {
                 Some("client_credentials") => {}
+                Some("refresh_token") => return grants::refresh(&mut state, request),
                 Some(_) => {
                     return csp_response(400, "unsupported_grant_type", "grant type not supported");
                 }
