@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
-use support::Harness;
+use support::{CREDS, Harness};
 use testkit::token_server::Scripted;
 
 const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/components/monitoring/prometheusrule.yaml");
@@ -28,6 +28,7 @@ const REFRESH_FAILING: &str = "NavigatorTokenRefreshFailing";
 const NOT_READY: &str = "NavigatorTokenNotReady";
 const OPERATOR_DOWN: &str = "NavigatorTokenOperatorDown";
 const ENDPOINT_ERRORS: &str = "NavigatorTokenEndpointErrors";
+const API_TOKEN_EXPIRING: &str = "NavigatorAPITokenExpiringSoon";
 /// Long enough that no routine refresh falls inside a test.
 const LONG: Duration = Duration::from_secs(3600);
 const WAIT: Duration = Duration::from_secs(20);
@@ -98,7 +99,7 @@ fn too_many_requests() -> Scripted {
 
 #[test]
 fn every_alert_has_a_scenario() {
-    let tested: BTreeSet<&str> = [EXPIRING_SOON, REFRESH_FAILING, NOT_READY, OPERATOR_DOWN, ENDPOINT_ERRORS].into();
+    let tested: BTreeSet<&str> = [EXPIRING_SOON, REFRESH_FAILING, NOT_READY, OPERATOR_DOWN, ENDPOINT_ERRORS, API_TOKEN_EXPIRING].into();
     let defined = rules();
     assert_eq!(defined.keys().map(String::as_str).collect::<BTreeSet<_>>(), tested, "alerts in {RULES} without a scenario here");
     for (alert, expr) in &defined {
@@ -275,6 +276,45 @@ async fn endpoint_errors_fire_on_429_and_5xx_answers() {
 }
 
 /// The evaluator itself, on hand-written exposition text.
+/// (f) An API token that expires within 30 days fires; one expiring later, one that never
+/// expires, and client credentials do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_token_expiring_fires_within_thirty_days_of_the_api_tokens_expiry() {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let mut h = Harness::new(LONG).await;
+    let api_tokens = [("soon", Some(29 * DAY)), ("later", Some(31 * DAY)), ("never", None)];
+    let mut data = serde_json::Map::new();
+    for (name, lifetime) in api_tokens {
+        let value = format!("api-token-of-{name}-Hx7Kp2Lm9Qw4Rt6Yz8Ab");
+        h.tokens.add_api_token(&value, lifetime.map(|l| SystemTime::now() + l));
+        data.insert(format!("{name}_api_token"), json!(value));
+    }
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "api-tokens", "labels": {"navigator.dev/credentials": "true"}},
+        "stringData": data,
+    }))
+    .unwrap();
+    h.secrets().create(&Default::default(), &secret).await.unwrap();
+    h.start_operator();
+    for (name, _) in api_tokens {
+        let spec = json!({"endpoint": {"type": "CSP"}, "credentialsSecretRef": {"name": "api-tokens", "apiTokenKey": format!("{name}_api_token")}});
+        h.create_token(name, spec).await;
+    }
+    h.create_token("client", json!({"credentialsSecretRef": {"name": CREDS}})).await;
+    for name in ["soon", "later", "never", "client"] {
+        h.wait_for_ready(name, "True", "TokenValid").await;
+    }
+    h.wait_until("the API tokens' expiry reported", WAIT, || async {
+        value(&h, "navigator_token_api_token_expiry_timestamp_seconds", "soon").is_some()
+            && value(&h, "navigator_token_api_token_expiry_timestamp_seconds", "later").is_some()
+    })
+    .await;
+    assert_eq!(value(&h, "navigator_token_api_token_expiry_timestamp_seconds", "never"), None, "no series without an expiry");
+    assert_eq!(firing_names(API_TOKEN_EXPIRING, &[scrape(&h)]), ["soon".to_owned()].into());
+    h.finish().await;
+}
+
 #[test]
 fn evaluator_follows_promql_semantics_on_known_input() {
     let a = promql::Scrape::parse(
