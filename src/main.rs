@@ -12,7 +12,7 @@ use kube::CustomResourceExt;
 use navigator_token_operator::admin::{self, Readiness};
 use navigator_token_operator::api_counter::{self, ApiCounter};
 use navigator_token_operator::controller::{self, Settings};
-use navigator_token_operator::crd::{CSP_DEFAULT_URL, EndpointType, NAVIGATOR_DEFAULT_URL, NavigatorToken};
+use navigator_token_operator::crd::{CSP_DEFAULT_URL, ClusterNavigatorToken, EndpointType, NAVIGATOR_DEFAULT_URL, NavigatorToken};
 use navigator_token_operator::metrics::Metrics;
 use navigator_token_operator::plugin::{self, PluginArgs, PluginCli};
 use navigator_token_operator::redact::Sensitive;
@@ -32,7 +32,11 @@ enum Command {
     /// Run the controller against the current kubeconfig context or in-cluster config.
     Run(RunArgs),
     /// Print the NavigatorToken CustomResourceDefinition as YAML.
-    Crd,
+    Crd {
+        /// Print the ClusterNavigatorToken CRD instead (crds/clusternavigatortoken.yaml).
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Issue one token with the given credentials and print its expiry and non-secret claims.
     Token(TokenArgs),
     /// The kubectl plugin's commands (status, renew, inspect), as `kubectl nvt` runs them.
@@ -158,8 +162,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(plugin::main(PluginCli::parse().args).await);
     }
     match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", serde_norway::to_string(&NavigatorToken::crd())?);
+        Command::Crd { cluster } => {
+            let crd = if cluster { ClusterNavigatorToken::crd() } else { NavigatorToken::crd() };
+            print!("{}", serde_norway::to_string(&crd)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(args) => issue_one(args).await.map(|()| ExitCode::SUCCESS),

@@ -18,7 +18,7 @@ use super::secret::{self, TokenMaterial, TokenTimes};
 use super::status::{self, REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::{RequestLabels, TokenLabels};
-use crate::token::{RetryClass, TokenRequest};
+use crate::token::{ExpirySource, RetryClass, TokenError, TokenRequest};
 use crate::{Error, duration};
 
 /// One reconcile's acting half: writes and events for a decision already taken.
@@ -52,36 +52,9 @@ impl Actor<'_> {
             info!(?reason, "storing the token issued before the last Secret write failed");
             return self.store_new_token(material, refresh_before, reason).await;
         }
-        let spec = &self.token.spec;
-        let request = TokenRequest {
-            endpoint_type: spec.endpoint_type(),
-            base_url: spec.endpoint_url(),
-            org_id: spec.org_id.clone(),
-            client_id: credentials.client_id.clone(),
-            client_secret: credentials.client_secret.clone(),
-            scope: spec.scope.clone(),
-            validity,
-            ca_bundle: spec.ca_bundle().map(str::to_owned),
-        };
-        let started = Instant::now();
-        let result = self.ctx.tokens.issue(&request).await;
-        let outcome = match &result {
-            Ok(_) => "success",
-            Err(e) => e.reason(),
-        };
-        let endpoint_type = format!("{:?}", request.endpoint_type).replace("Csp", "CSP");
-        self.ctx.metrics.token_requests.get_or_create(&RequestLabels { endpoint_type, outcome: outcome.into() }).inc();
-        self.ctx.metrics.token_request_duration.observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(issued) => {
-                info!(?reason, expires_at = %issued.expires_at, source = ?issued.expiry_source, "issued a token");
-                // Whole seconds, as annotations and status hold them, so that a restart computes
-                // exactly the same refresh time (and finds nothing to write).
-                let material = TokenMaterial {
-                    access_token: issued.access_token,
-                    id_token: issued.id_token,
-                    times: TokenTimes { issued_at: whole_seconds(issued.issued_at), expires_at: whole_seconds(issued.expires_at) },
-                };
+        match request_token(self.ctx, self.token, credentials, validity).await {
+            Ok((material, source)) => {
+                info!(?reason, expires_at = %material.times.expires_at, ?source, "issued a token");
                 self.store_new_token(material, refresh_before, reason).await
             }
             Err(error) => {
@@ -293,6 +266,44 @@ impl Actor<'_> {
             warn!(%error, "could not publish event");
         }
     }
+}
+
+/// One token request for `token` (a NavigatorToken, or a ClusterNavigatorToken's view), counted
+/// in the metrics. Times are whole seconds, as annotations and status hold them, so that a
+/// restart computes exactly the same refresh time (and finds nothing to write).
+pub(super) async fn request_token(
+    ctx: &Context,
+    token: &NavigatorToken,
+    credentials: &Credentials,
+    validity: Option<Duration>,
+) -> Result<(TokenMaterial, ExpirySource), TokenError> {
+    let spec = &token.spec;
+    let request = TokenRequest {
+        endpoint_type: spec.endpoint_type(),
+        base_url: spec.endpoint_url(),
+        org_id: spec.org_id.clone(),
+        client_id: credentials.client_id.clone(),
+        client_secret: credentials.client_secret.clone(),
+        scope: spec.scope.clone(),
+        validity,
+        ca_bundle: spec.ca_bundle().map(str::to_owned),
+    };
+    let started = Instant::now();
+    let result = ctx.tokens.issue(&request).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(e) => e.reason(),
+    };
+    let endpoint_type = format!("{:?}", request.endpoint_type).replace("Csp", "CSP");
+    ctx.metrics.token_requests.get_or_create(&RequestLabels { endpoint_type, outcome: outcome.into() }).inc();
+    ctx.metrics.token_request_duration.observe(started.elapsed().as_secs_f64());
+    let issued = result?;
+    let material = TokenMaterial {
+        access_token: issued.access_token,
+        id_token: issued.id_token,
+        times: TokenTimes { issued_at: whole_seconds(issued.issued_at), expires_at: whole_seconds(issued.expires_at) },
+    };
+    Ok((material, issued.expiry_source))
 }
 
 fn whole_seconds(t: Timestamp) -> Timestamp {

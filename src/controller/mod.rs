@@ -146,7 +146,8 @@ pub async fn run(
     Controller::for_stream(token_events.applied_objects(), token_store)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .watches_stream(changes_after_first_list(managed_events), |secret: ManagedSecret| {
-            Some(ObjectRef::new(secret.cached.token_name.as_deref()?).within(&secret.namespace()?))
+            let name = secret.cached.token_name.as_deref().filter(|_| !secret.cached.cluster)?;
+            Some(ObjectRef::new(name).within(&secret.namespace()?))
         })
         .watches_stream(changes_after_first_list(credentials_events), move |secret: Secret| {
             let (name, ns) = (secret.name_any(), secret.namespace());

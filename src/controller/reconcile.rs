@@ -17,7 +17,7 @@ use super::kube_io::{INVALID_TEMPLATE, SECRET_WRITE_REASONS};
 use super::plan::{self, FailureState, IssueReason, Observed, Step, TargetSecret};
 use super::secret;
 use super::status;
-use crate::crd::NavigatorToken;
+use crate::crd::{CredentialsSecretRef, NavigatorToken};
 use crate::metrics::{ReconcileLabels, TokenLabels};
 use crate::redact::Sensitive;
 use crate::template;
@@ -25,7 +25,7 @@ use crate::token::RetryClass;
 use crate::{CREDENTIALS_LABEL, Error};
 
 /// Reason when the credentials Secret is not in the cache (refined on report).
-const CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
+pub(super) const CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
 /// Reason when a Secret of the target name belongs to someone else.
 const SECRET_CONFLICT: &str = "SecretConflict";
 
@@ -34,9 +34,9 @@ const CACHE_LAG_RECHECK: Duration = Duration::from_secs(1);
 
 /// A condition that stops a token request before it is made: the user must change something.
 #[derive(Debug, Clone, PartialEq)]
-struct Blocked {
-    reason: &'static str,
-    message: String,
+pub(super) struct Blocked {
+    pub(super) reason: &'static str,
+    pub(super) message: String,
 }
 
 /// The credentials a token request is made with.
@@ -44,7 +44,7 @@ pub(super) struct Credentials {
     pub(super) client_id: String,
     pub(super) client_secret: Sensitive,
     /// Fingerprint of the values (see `secret::credentials_fingerprint`).
-    fingerprint: String,
+    pub(super) fingerprint: String,
 }
 
 /// Handles errors of the Kubernetes side (token errors are handled in `reconcile`): retry soon.
@@ -82,7 +82,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     debug!(generation = token.metadata.generation, resource_version = token.resource_version(), "reconciling");
     let previous = token.status.as_ref();
 
-    let credentials = ctx.read_credentials(token, &labels.namespace);
+    let credentials = ctx.read_credentials(&token.spec.credentials_secret_ref, &labels.namespace);
     let refresh_before = parse_duration(token.spec.refresh_before.as_deref(), "refreshBefore");
     let validity = parse_duration(token.spec.validity.as_deref(), "validity");
     let template = check_template(token, &labels);
@@ -148,7 +148,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         (Step::SecretConflict, _) => action.fail(SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction).await,
         (_, Err(mut blocked)) => {
             if blocked.reason == CREDENTIALS_NOT_FOUND {
-                blocked = ctx.explain_uncached_credentials(token, &labels.namespace).await?;
+                blocked = ctx.explain_uncached_credentials(&token.spec.credentials_secret_ref.name, &labels.namespace).await?;
             }
             action.fail(blocked.reason, &blocked.message, RetryClass::NeedsUserAction).await
         }
@@ -179,9 +179,9 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
 }
 
 impl Context {
-    /// The credentials, from the label-selected cache only (no API call).
-    fn read_credentials(&self, token: &NavigatorToken, namespace: &str) -> Result<Credentials, Blocked> {
-        let reference = &token.spec.credentials_secret_ref;
+    /// The credentials `reference` names in `namespace`, from the label-selected cache only (no
+    /// API call).
+    pub(super) fn read_credentials(&self, reference: &CredentialsSecretRef, namespace: &str) -> Result<Credentials, Blocked> {
         let Some(secret) = self.credentials.get(&ObjectRef::new(&reference.name).within(namespace)) else {
             // Refined by `explain_uncached_credentials` when it is reported.
             return Err(Blocked {
@@ -208,8 +208,7 @@ impl Context {
 
     /// Not in the label-selected cache: one GET tells a missing Secret from a missing label.
     /// Only called when the failure is reported, never on a routine path.
-    async fn explain_uncached_credentials(&self, token: &NavigatorToken, namespace: &str) -> Result<Blocked, Error> {
-        let name = &token.spec.credentials_secret_ref.name;
+    pub(super) async fn explain_uncached_credentials(&self, name: &str, namespace: &str) -> Result<Blocked, Error> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let exists = api.get_metadata_opt(name).await.map_err(Error::kube("get credentials Secret"))?.is_some();
         Ok(if exists {
@@ -225,7 +224,7 @@ impl Context {
     }
 }
 
-fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, Blocked> {
+pub(super) fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, Blocked> {
     value
         .map(|v| crate::duration::parse(v).map_err(|e| Blocked { reason: "InvalidSpec", message: format!("spec.{field}: {e}") }))
         .transpose()
@@ -233,7 +232,7 @@ fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, 
 
 /// Renders `spec.target.template` with placeholder values: a template that cannot work costs
 /// no token request, and the Secret stays as it is.
-fn check_template(token: &NavigatorToken, labels: &TokenLabels) -> Result<(), Blocked> {
+pub(super) fn check_template(token: &NavigatorToken, labels: &TokenLabels) -> Result<(), Blocked> {
     let Some(template) = token.spec.target.as_ref().and_then(|t| t.template.as_ref()) else { return Ok(()) };
     template::check(&template.data, &token.spec.org_id, &labels.name, &labels.namespace)
         .map_err(|e| Blocked { reason: INVALID_TEMPLATE, message: format!("{e}; the Secret is left as it is") })
