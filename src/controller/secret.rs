@@ -208,10 +208,12 @@ fn written_for(secret: &Secret) -> Option<&str> {
     (labelled && namespaced).then(|| secret.annotations().get(TOKEN_NAME_ANNOTATION).map(String::as_str)).flatten()
 }
 
-/// The ClusterNavigatorToken a Secret carrying this operator's label was written for.
+/// The ClusterNavigatorToken a Secret carrying this operator's label was written for: the
+/// name annotation, on a Secret with the cluster-token label (whose value may be cut short).
 pub fn written_for_cluster(secret: &Secret) -> Option<&str> {
     let labelled = secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
-    labelled.then(|| secret.labels().get(CLUSTER_TOKEN_LABEL).map(String::as_str)).flatten()
+    let cluster = secret.labels().contains_key(CLUSTER_TOKEN_LABEL);
+    (labelled && cluster).then(|| secret.annotations().get(TOKEN_NAME_ANNOTATION).map(String::as_str)).flatten()
 }
 
 /// What the cache keeps of a Secret this operator manages: only what `observe` reads, taken

@@ -33,17 +33,18 @@ pub struct NamespaceInfo {
 }
 
 /// The namespaces a target selects, sorted: those named in `namespaces` and those whose labels
-/// match `namespaceSelector`, if they exist and are not being deleted. `None` when the selector
-/// does not parse (the message says why).
+/// match `namespaceSelector`, if they exist and are not being deleted. An error when the
+/// selector does not parse (the message says why).
 pub fn selected_namespaces(target: &ClusterTarget, namespaces: &[NamespaceInfo]) -> Result<BTreeSet<String>, String> {
     let selector: Option<Selector> = match &target.namespace_selector {
         Some(s) => Some(s.clone().try_into().map_err(|e| format!("spec.target.namespaceSelector: {e}"))?),
         None => None,
     };
     let named: BTreeSet<&str> = target.namespaces.iter().map(String::as_str).collect();
-    let chosen = namespaces.iter().filter(|ns| !ns.terminating).filter(|ns| {
-        named.contains(ns.name.as_str()) || selector.as_ref().is_some_and(|selector| selector.matches(&ns.labels))
-    });
+    let chosen = namespaces
+        .iter()
+        .filter(|ns| !ns.terminating)
+        .filter(|ns| named.contains(ns.name.as_str()) || selector.as_ref().is_some_and(|selector| selector.matches(&ns.labels)));
     Ok(chosen.map(|ns| ns.name.clone()).collect())
 }
 
@@ -119,8 +120,9 @@ pub enum NamespaceOutcome {
     Lagging(Timestamp),
     /// It holds no valid token of ours; nothing failed there (no token to write yet).
     Missing,
-    /// Its Secret could not be written: reason and message.
-    Failed(String, String),
+    /// Its Secret could not be written: reason, message, and until when an older token of ours
+    /// in it stays valid.
+    Failed(String, String, Option<Timestamp>),
 }
 
 /// Counts, listed failures and the Ready verdict over all selected namespaces.
@@ -143,7 +145,7 @@ pub fn summarize(outcomes: &BTreeMap<String, NamespaceOutcome>, secret: &str, ex
     let failed_list: Vec<NamespaceFailure> = outcomes
         .iter()
         .filter_map(|(ns, o)| match o {
-            NamespaceOutcome::Failed(reason, message) => {
+            NamespaceOutcome::Failed(reason, message, _) => {
                 Some(NamespaceFailure { namespace: ns.clone(), reason: reason.clone(), message: message.clone() })
             }
             _ => None,
@@ -154,8 +156,8 @@ pub fn summarize(outcomes: &BTreeMap<String, NamespaceOutcome>, secret: &str, ex
         .iter()
         .filter(|(_, o)| match o {
             NamespaceOutcome::Current => expires_at.is_none_or(|e| e <= now),
-            NamespaceOutcome::Lagging(until) => *until <= now,
-            NamespaceOutcome::Missing | NamespaceOutcome::Failed(..) => true,
+            NamespaceOutcome::Lagging(until) | NamespaceOutcome::Failed(_, _, Some(until)) => *until <= now,
+            NamespaceOutcome::Missing | NamespaceOutcome::Failed(_, _, None) => true,
         })
         .map(|(ns, _)| ns)
         .collect();
@@ -256,12 +258,19 @@ mod tests {
         let TargetSecret::Managed(Some(seen)) = shared_token(&states, Some(newest)) else { panic!() };
         assert_eq!(seen.issued_at, newest.issued_at);
         // An older remembered token does not hide a newer Secret.
-        assert_eq!(shared_token(&states, Some(times("2026-11-29T09:00:00Z", "2026-11-29T09:30:00Z"))).valid_token(at("2026-11-29T10:21:00Z")).map(|c| c.issued_at), Some(new.issued_at));
+        assert_eq!(
+            shared_token(&states, Some(times("2026-11-29T09:00:00Z", "2026-11-29T09:30:00Z")))
+                .valid_token(at("2026-11-29T10:21:00Z"))
+                .map(|c| c.issued_at),
+            Some(new.issued_at)
+        );
         // Only foreign or absent Secrets: nothing to keep, a token is needed.
         assert_eq!(shared_token(&states[2..], None), TargetSecret::Absent);
         // Stale inputs everywhere: the plan sees them and asks for a new token.
         let stale = CurrentToken { inputs_current: false, ..old };
-        let TargetSecret::Managed(Some(seen)) = shared_token(&[("a".to_owned(), TargetSecret::Managed(Some(stale)))], None) else { panic!() };
+        let TargetSecret::Managed(Some(seen)) = shared_token(&[("a".to_owned(), TargetSecret::Managed(Some(stale)))], None) else {
+            panic!()
+        };
         assert!(!seen.inputs_current);
     }
 
@@ -297,15 +306,18 @@ mod tests {
         let later = summarize(&outcomes, "tok", expiry, at("2026-11-29T10:31:00Z"));
         assert_eq!((later.ready.0, later.ready.1.as_str()), (false, NAMESPACES_FAILING));
 
-        outcomes.insert("b".into(), NamespaceOutcome::Failed("SecretConflict".into(), "foreign".into()));
+        outcomes.insert("b".into(), NamespaceOutcome::Failed("SecretConflict".into(), "foreign".into(), None));
         let conflict = summarize(&outcomes, "tok", expiry, now);
         assert_eq!(conflict.counts, NamespaceCounts { selected: 3, written: 2, failed: 1 });
         assert_eq!((conflict.ready.0, conflict.ready.1.as_str()), (false, "SecretConflict"));
-        assert_eq!(conflict.failures, vec![NamespaceFailure { namespace: "b".into(), reason: "SecretConflict".into(), message: "foreign".into() }]);
+        assert_eq!(
+            conflict.failures,
+            vec![NamespaceFailure { namespace: "b".into(), reason: "SecretConflict".into(), message: "foreign".into() }]
+        );
         assert!(conflict.ready.2.contains("1 of 3 namespaces hold no valid token"), "{}", conflict.ready.2);
 
         let many: BTreeMap<String, NamespaceOutcome> =
-            (0..20).map(|i| (format!("ns-{i:02}"), NamespaceOutcome::Failed("SecretQuotaExceeded".into(), "quota".into()))).collect();
+            (0..20).map(|i| (format!("ns-{i:02}"), NamespaceOutcome::Failed("SecretQuotaExceeded".into(), "quota".into(), None))).collect();
         let summary = summarize(&many, "tok", expiry, now);
         assert_eq!(summary.failures.len(), MAX_LISTED_FAILURES);
         assert_eq!(summary.failures[0].namespace, "ns-00");

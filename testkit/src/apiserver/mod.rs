@@ -412,6 +412,18 @@ impl ApiServer {
         });
     }
 
+    /// Finishes deleting a Namespace as the namespace controller does once it is terminating:
+    /// every object in it is deleted (watchers see each go), then the Namespace itself.
+    pub fn purge_namespace(&self, name: &str) {
+        self.shared().with_store(|store| {
+            let inside: Vec<store::ObjKey> = store.objects.keys().filter(|key| key.1 == name).cloned().collect();
+            for key in inside {
+                store.delete_with_dependents(&key, true);
+            }
+            store.delete_with_dependents(&admission::namespace_key(name), true);
+        });
+    }
+
     /// Delays the delivery of watch events of `plural` by `lag` (`None`: on time again), like a
     /// watch cache that has fallen behind: writes complete at once and reads (get, list) see
     /// them at once; only watchers learn late. Applies to events already queued, too.

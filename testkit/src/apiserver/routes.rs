@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::errors::ApiError;
+use super::objects::{partial_metadata, wants_metadata_only};
 use super::patch::{PatchBody, strip_directives};
 use super::shared::Shared;
 use super::store::{ObjKey, Res};
@@ -217,17 +218,18 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
             return ApiError::method_not_allowed().into_response();
         }
     }
+    let metadata_only = wants_metadata_only(parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let ctx = WriteCtx { manager: field_manager(&query, &parts.headers), dry_run: query.get("dryRun") == Some("All"), now: now_rfc3339() };
     let written = match (verb, t.name.as_deref()) {
         ("get", Some(name)) => shared.with_store(|store| store.get_object(&t, name)).map(|obj| (StatusCode::OK, obj)),
         ("list", None) => {
             return match shared.with_store(|store| store.list_page(&t, &query)) {
-                Ok(page) => page.into_response(),
+                Ok(page) => page.into_response(metadata_only),
                 Err(e) => e.into_response(),
             };
         }
         ("watch", None) => {
-            return open_watch(&shared, &t, &query).unwrap_or_else(IntoResponse::into_response);
+            return open_watch(&shared, &t, &query, metadata_only).unwrap_or_else(IntoResponse::into_response);
         }
         ("create", None) => parse_json(&body).and_then(|obj| shared.with_store(|store| store.create(&t, obj, &ctx))),
         ("update", Some(name)) => parse_json(&body).and_then(|obj| shared.with_store(|store| store.replace(&t, name, obj, &ctx))),
@@ -240,6 +242,10 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         _ => Err(ApiError::method_not_allowed()),
     };
     match written {
+        // A Status (delete) is never converted; objects are, when metadata is all that was asked.
+        Ok((code, obj)) if metadata_only && obj.get("kind").and_then(Value::as_str) != Some("Status") => {
+            json_response(code, &partial_metadata(&obj))
+        }
         Ok((code, obj)) => json_response(code, &*obj),
         Err(e) => e.into_response(),
     }
