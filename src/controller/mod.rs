@@ -172,8 +172,9 @@ pub async fn run(
     let cluster_shutdown = async move {
         let _ = stopped.clone().wait_for(|stop| *stop).await;
     };
-    let cluster_controller =
-        cluster.map(|cluster| cluster::run(context.clone(), cluster, cluster_trigger_rx, settings.concurrency, cluster_shutdown));
+    let cluster_controller = cluster.map(|cluster| {
+        cluster::run(context.clone(), cluster, cluster_trigger_rx, settings.selector.clone(), settings.concurrency, cluster_shutdown)
+    });
     drop(cluster_triggers);
 
     let users_of_credentials = token_store.clone();

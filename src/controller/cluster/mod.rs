@@ -132,6 +132,7 @@ pub(super) async fn run(
     base: Arc<Context>,
     settings: ClusterSettings,
     triggers: UnboundedReceiver<ClusterTrigger>,
+    selector: Option<String>,
     concurrency: u16,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -145,7 +146,12 @@ pub(super) async fn run(
             metrics.forget(&labels(&key.name));
         }
     };
-    let (store, events) = cached_watch(Api::<ClusterNavigatorToken>::all(client.clone()), watcher::Config::default(), &sync, forget);
+    // The shard selector applies to both kinds: each sharded instance runs its own share.
+    let mut config = watcher::Config::default();
+    if let Some(selector) = &selector {
+        config = config.labels(selector);
+    }
+    let (store, events) = cached_watch(Api::<ClusterNavigatorToken>::all(client.clone()), config, &sync, forget);
     // Metadata only: a Namespace's labels and deletionTimestamp are all a selection needs.
     let (namespaces, namespace_writer) = reflector::store();
     let namespace_events = watch(Api::<PartialObjectMeta<Namespace>>::all(client), watcher::Config::default())
