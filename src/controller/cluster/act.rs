@@ -97,7 +97,10 @@ impl ClusterActor<'_> {
                 let times =
                     self.observed.shared.valid_token(self.now).map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
                 match times {
-                    Some(times) => self.valid(times, self.observed.remembered.clone(), decision.next_at, refresh_before, None),
+                    Some(times) => {
+                        let material = self.observed.remembered.clone().filter(|m| m.times == times);
+                        self.valid(times, material, decision.next_at, refresh_before, None)
+                    }
                     None => self.waiting(decision.next_at, false),
                 }
             }
@@ -298,7 +301,8 @@ impl ClusterActor<'_> {
         if to_write.is_empty() {
             return outcomes;
         }
-        if part.material.is_none() {
+        // Only the current token is ever written.
+        if part.material.as_ref().is_none_or(|m| Some(m.times) != part.current) {
             part.material = self.recover(part.current).await;
         }
         let Some(material) = part.material.as_ref() else {

@@ -209,6 +209,10 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
             return ApiError::bad_request(format!("reading the request body: {e}")).into_response();
         }
     };
+    // A cluster-scoped resource has no namespaced path: the real server answers 404.
+    if t.namespace.is_some() && shared.with_store(|store| store.cluster_scoped.contains(&t.res.plural)) {
+        return ApiError::path_not_found().into_response();
+    }
     if t.status {
         let exists = shared.with_store(|store| store.has_status(&t.res.plural));
         if !exists {
