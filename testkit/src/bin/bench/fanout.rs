@@ -41,6 +41,8 @@ pub struct FanOut {
     refresh_api: ApiCounts,
     /// The operator's API requests for the first fan-out.
     first_api: ApiCounts,
+    /// Before the ClusterNavigatorToken (N namespaces watched, nothing to do).
+    empty: Memory,
     memory: Memory,
     cpu: f64,
 }
@@ -69,6 +71,7 @@ pub async fn run(bin: &Path, concurrency: u16, dir: &Path, n: usize) -> Result<F
     let idle_timeout = Duration::from_secs(120) + Duration::from_millis(50) * n as u32;
     operator.wait_idle(|| stand_in.request_count() as u64, idle_timeout).await?;
     let before = operator.scrape().await?;
+    let empty = operator.memory()?;
 
     crate::progress(&format!("fan-out: one ClusterNavigatorToken for {n} namespaces"));
     let token: ClusterNavigatorToken = serde_json::from_value(json!({
@@ -112,6 +115,7 @@ pub async fn run(bin: &Path, concurrency: u16, dir: &Path, n: usize) -> Result<F
         refresh_requests: stand_in.request_count() - first_requests,
         refresh_api: after_refresh.since(&after_first),
         first_api: after_first.since(&before),
+        empty,
         memory,
         cpu,
     })
@@ -164,6 +168,7 @@ impl FanOut {
             describe(api, None),
             format!("N Secret writes + 1 status write, 0 GETs: {}", verdict(writes_ok)),
         ]);
+        table.row(&["RSS before the ClusterNavigatorToken (N namespaces watched)".into(), mib(self.empty.rss_kib), String::new()]);
         table.row(&["peak RSS / CPU (whole run)".into(), format!("{} / {:.2} s", mib(self.memory.peak_kib), self.cpu), String::new()]);
         format!("\n## ClusterNavigatorToken fan-out to N = {n} namespaces\n\n{}", table.render())
     }
