@@ -154,7 +154,8 @@ async fn run_all(cli: &Cli) -> Result<bool> {
     progress(&format!("operator logs and kubeconfig in {}", dir.display()));
     println!("{}", machine_description());
     if let Some(n) = cli.fanout {
-        let outcome = fanout::run(&cli.operator_bin, cli.concurrency, &dir, n).await.with_context(|| format!("fan-out to {n} namespaces"))?;
+        let outcome =
+            fanout::run(&cli.operator_bin, cli.concurrency, &dir, n).await.with_context(|| format!("fan-out to {n} namespaces"))?;
         println!("{}", outcome.render());
         return Ok(outcome.invariants_hold());
     }

@@ -55,7 +55,9 @@ pub async fn run(bin: &Path, concurrency: u16, dir: &Path, n: usize) -> Result<F
     cluster.put_credentials(&ops, crate::CLIENT_ID, crate::CLIENT_SECRET).await?;
     crate::progress(&format!("fan-out: creating {n} namespaces"));
     for i in 0..n {
-        server.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("tenant-{i:05}"), "labels": {LABEL.0: LABEL.1}}}));
+        server.insert(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": format!("tenant-{i:05}"), "labels": {LABEL.0: LABEL.1}}}),
+        );
     }
     let stand_in = TokenServer::start(TokenServerConfig { lifetime: LIFETIME, ..TokenServerConfig::default() }).await;
     let mut operator = Operator::spawn(&operator::Spec {
@@ -157,12 +159,21 @@ impl FanOut {
         let n = self.n;
         let mut table = Table::new(&["measurement", "value", "goal"]);
         let api = &self.refresh_api;
-        let writes_ok = api.get("patch", "secrets") == n as u64 && api.get("patch", "clusternavigatortokens/status") == 1 && api.verb("get") == 0;
+        let writes_ok =
+            api.get("patch", "secrets") == n as u64 && api.get("patch", "clusternavigatortokens/status") == 1 && api.verb("get") == 0;
         table.row(&["ClusterNavigatorToken created → all N Secrets hold the token".into(), secs(self.all_hold), String::new()]);
-        table.row(&["token requests for the first token".into(), self.first_requests.to_string(), format!("= 1: {}", verdict(self.first_requests == 1))]);
+        table.row(&[
+            "token requests for the first token".into(),
+            self.first_requests.to_string(),
+            format!("= 1: {}", verdict(self.first_requests == 1)),
+        ]);
         table.row(&["operator API requests, first fan-out".into(), describe(&self.first_api, None), String::new()]);
         table.row(&["refresh request → all N Secrets hold the new token".into(), secs(self.refresh), String::new()]);
-        table.row(&["token requests for the refresh".into(), self.refresh_requests.to_string(), format!("= 1: {}", verdict(self.refresh_requests == 1))]);
+        table.row(&[
+            "token requests for the refresh".into(),
+            self.refresh_requests.to_string(),
+            format!("= 1: {}", verdict(self.refresh_requests == 1)),
+        ]);
         table.row(&[
             "operator API requests per refresh".into(),
             describe(api, None),
