@@ -303,5 +303,24 @@ async fn restart_requests_and_writes_nothing() {
     assert_eq!(added.get("patch", "secrets"), 1, "{added:?}");
     // One GET of the new namespace's Secret (is a foreign one there?), one to read the token back.
     assert_eq!(added.get("get", "secrets"), 2, "{added:?}");
+
+    // Deleted: its Secrets go with it (owner references, garbage collection); nothing re-creates them.
+    h.cluster_tokens().delete("vendor", &Default::default()).await.unwrap();
+    let mut all = namespaces.clone();
+    all.push(late);
+    h.wait_until("every Secret deleted with its ClusterNavigatorToken", WAIT, || async {
+        for ns in &all {
+            if h.token_in(ns, "vendor-token").await.is_some() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for ns in &all {
+        assert!(h.token_in(ns, "vendor-token").await.is_none());
+    }
+    assert_eq!(h.tokens.request_count(), 1);
     h.finish().await;
 }
