@@ -74,6 +74,8 @@ pub struct Harness {
     pub metrics: Arc<Metrics>,
     synced: Arc<AtomicBool>,
     operator: Option<(Shutdown, JoinHandle<()>)>,
+    /// Namespaces and ClusterNavigatorTokens the test created besides `ns` (deleted on a real cluster).
+    extra: std::sync::Mutex<(Vec<String>, Vec<String>)>,
 }
 
 impl Harness {
@@ -123,6 +125,7 @@ impl Harness {
             metrics: Arc::new(Metrics::default()),
             synced: Arc::default(),
             operator: None,
+            extra: std::sync::Mutex::default(),
         };
         harness.put_credentials("testkit-client", "testkit-secret").await;
         harness
@@ -198,6 +201,7 @@ impl Harness {
             ..Default::default()
         };
         Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &namespace).await.expect("create namespace");
+        self.extra.lock().unwrap().0.push(name.to_owned());
     }
 
     /// ClusterNavigatorTokens.
@@ -219,6 +223,7 @@ impl Harness {
             "metadata": {"name": name}, "spec": spec,
         }))
         .unwrap();
+        self.extra.lock().unwrap().1.push(name.to_owned());
         self.cluster_tokens().create(&PostParams::default(), &token).await.expect("create ClusterNavigatorToken")
     }
 
@@ -426,14 +431,33 @@ impl Drop for Harness {
             return;
         }
         let (config, ns) = (self.config.clone(), self.ns.clone());
+        let (mut all, cluster_tokens) = std::mem::take(&mut *self.extra.lock().unwrap());
+        all.push(ns);
         // Drop cannot await: the request goes from a thread with a runtime of its own.
         let request = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             runtime.block_on(async {
                 let Ok(client) = Client::try_from(config) else { return };
-                let (namespaces, params) = (Api::<Namespace>::all(client), DeleteParams::background());
-                if !matches!(tokio::time::timeout(Duration::from_secs(10), namespaces.delete(&ns, &params)).await, Ok(Ok(_))) {
-                    eprintln!("could not delete namespace {ns}; delete namespaces labelled {TEST_NAMESPACE_LABEL}=true by hand");
+                let params = DeleteParams::background();
+                // Cluster-scoped: a namespace's deletion does not take them along.
+                let tokens = Api::<ClusterNavigatorToken>::all(client.clone());
+                for name in cluster_tokens {
+                    let deleted = tokio::time::timeout(Duration::from_secs(10), tokens.delete(&name, &params)).await;
+                    // Gone already (a test deleted it) is fine.
+                    let gone = match &deleted {
+                        Ok(Ok(_)) => true,
+                        Ok(Err(kube::Error::Api(status))) => status.code == 404,
+                        _ => false,
+                    };
+                    if !gone {
+                        eprintln!("could not delete ClusterNavigatorToken {name}; delete it by hand");
+                    }
+                }
+                let namespaces = Api::<Namespace>::all(client);
+                for ns in all {
+                    if !matches!(tokio::time::timeout(Duration::from_secs(10), namespaces.delete(&ns, &params)).await, Ok(Ok(_))) {
+                        eprintln!("could not delete namespace {ns}; delete namespaces labelled {TEST_NAMESPACE_LABEL}=true by hand");
+                    }
                 }
             });
         });
