@@ -324,3 +324,34 @@ async fn restart_requests_and_writes_nothing() {
     assert_eq!(h.tokens.request_count(), 1);
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_that_misses_a_refresh_lags_while_its_token_is_valid() {
+    let mut h = Harness::new(Duration::from_secs(20)).await;
+    let label = h.ns.clone();
+    let namespaces = tenants(&h, &label, 3).await;
+    h.start_cluster_operator().await;
+    h.create_cluster_token("vendor", selecting(&label)).await;
+    all_hold(&h, &namespaces, 1).await;
+    wait_ready(&h, "vendor", "True", "TokenValid").await;
+    // Someone marks one namespace's Secret immutable: it cannot take the next token.
+    let frozen = Api::<Secret>::namespaced(h.client.clone(), &namespaces[0]);
+    frozen.patch("vendor-token", &PatchParams::default(), &Patch::Merge(&json!({"immutable": true}))).await.unwrap();
+    h.wait_until("a refresh", WAIT, || async { h.tokens.request_count() >= 2 }).await;
+    all_hold(&h, &namespaces[1..], 2).await;
+    wait_ready(&h, "vendor", "True", "NamespacesLagging").await;
+    let status = h.cluster_status("vendor").await.unwrap();
+    let counts = status.namespaces.unwrap();
+    assert_eq!((counts.selected, counts.written, counts.failed), (3, 2, 1));
+    assert_eq!(
+        (status.namespace_failures[0].namespace.as_str(), status.namespace_failures[0].reason.as_str()),
+        (namespaces[0].as_str(), "SecretImmutable")
+    );
+    let message = h.cluster_ready("vendor").await.unwrap().2;
+    assert!(message.starts_with("1 of 3 namespaces lag behind the current token"), "{message}");
+    assert_eq!(h.tokens.request_count(), 2, "a failing namespace costs no token request");
+    assert!(h.cluster_events("vendor").await.contains(&("Warning".to_owned(), "SecretImmutable".to_owned())));
+    // It still holds the first token, valid until that expires.
+    assert_eq!(h.token_in(&namespaces[0], "vendor-token").await.as_deref(), Some(h.tokens.issued()[0].access_token.as_str()));
+    h.finish().await;
+}
