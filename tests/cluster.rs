@@ -355,3 +355,21 @@ async fn a_namespace_that_misses_a_refresh_lags_while_its_token_is_valid() {
     assert_eq!(h.token_in(&namespaces[0], "vendor-token").await.as_deref(), Some(h.tokens.issued()[0].access_token.as_str()));
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn navigator_tokens_are_not_held_up_when_the_cluster_kind_cannot_be_watched() {
+    if support::skip_on_real_cluster("navigator_tokens_are_not_held_up_when_the_cluster_kind_cannot_be_watched") {
+        return;
+    }
+    let mut h = Harness::new(LONG).await;
+    // As with an old ClusterRole: no access to ClusterNavigatorTokens or Namespaces.
+    let api = h.api.clone().unwrap();
+    for (verb, resource) in [("list", "clusternavigatortokens"), ("watch", "clusternavigatortokens"), ("list", "namespaces")] {
+        api.forbid(verb, resource);
+    }
+    h.start_cluster_operator().await;
+    h.create_token("t1", json!({})).await;
+    h.wait_for_token_in_secret("t1", 1).await;
+    h.wait_for_ready("t1", "True", "TokenValid").await;
+    h.finish().await;
+}

@@ -169,11 +169,8 @@ pub async fn run(
         shutdown.await;
         stop.send_replace(true);
     };
-    let cluster_shutdown = async move {
-        let _ = stopped.clone().wait_for(|stop| *stop).await;
-    };
     let cluster_controller = cluster.map(|cluster| {
-        cluster::run(context.clone(), cluster, cluster_trigger_rx, settings.selector.clone(), settings.concurrency, cluster_shutdown)
+        cluster::run(context.clone(), cluster, cluster_trigger_rx, settings.selector.clone(), settings.concurrency, stopped)
     });
     drop(cluster_triggers);
 

@@ -15,8 +15,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use futures::channel::mpsc::UnboundedReceiver;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
@@ -41,6 +41,9 @@ use crate::metrics::{ReconcileLabels, TokenLabels};
 
 /// Reason: the credentials Secret is in a namespace the operator does not allow.
 pub const CREDENTIALS_NAMESPACE_NOT_ALLOWED: &str = "CredentialsNamespaceNotAllowed";
+
+/// Logged when a watch of the ClusterNavigatorToken controller fails.
+const WATCH_HINT: &str = "watching ClusterNavigatorTokens or Namespaces failed; is the ClusterNavigatorToken CRD installed and list/watch on clusternavigatortokens and namespaces granted? (--cluster-tokens=false turns ClusterNavigatorTokens off)";
 
 /// Settings of the ClusterNavigatorToken controller.
 #[derive(Clone, Debug, Default)]
@@ -134,7 +137,7 @@ pub(super) async fn run(
     triggers: UnboundedReceiver<ClusterTrigger>,
     selector: Option<String>,
     concurrency: u16,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let client = base.client.clone();
     let sync = SyncTracker::new(2);
@@ -152,12 +155,16 @@ pub(super) async fn run(
         config = config.labels(selector);
     }
     let (store, events) = cached_watch(Api::<ClusterNavigatorToken>::all(client.clone()), config, &sync, forget);
+    // These watches are what an install without the cluster kind lacks: say so (the watches
+    // retry with backoff; NavigatorTokens are not held up).
+    let events = events.inspect_err(|error| warn!(%error, "{WATCH_HINT}"));
     // Metadata only: a Namespace's labels and deletionTimestamp are all a selection needs.
     let (namespaces, namespace_writer) = reflector::store();
     let namespace_events = watch(Api::<PartialObjectMeta<Namespace>>::all(client), watcher::Config::default())
         .modify(strip_unread_metadata)
         .reflect(namespace_writer)
-        .inspect(sync.marker());
+        .inspect(sync.marker())
+        .inspect_err(|error| warn!(%error, "{WATCH_HINT}"));
     // A Namespace change may change any selection; there are few ClusterNavigatorTokens.
     let namespace_changes = changes_after_first_list(namespace_events).filter_map(|n| std::future::ready(n.ok().map(|_| ())));
     let users = store.clone();
@@ -174,14 +181,33 @@ pub(super) async fn run(
         futures::stream::iter(refs)
     });
     let context = Arc::new(ClusterContext { base, store: store.clone(), namespaces, settings, remembered, synced: sync.receiver() });
-    Controller::for_stream(events.applied_objects(), store)
+    let stopping = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    // Never listed (no CRD, or no RBAC): nothing runs, so stop at once; kube's graceful stop
+    // would wait for the watches to become ready first.
+    let mut listed = sync.receiver();
+    let never_listed = {
+        let stop = stopping(stop.clone());
+        async move {
+            stop.await;
+            if !*listed.borrow_and_update() {
+                return;
+            }
+            std::future::pending::<()>().await;
+        }
+    };
+    let controller = Controller::for_stream(events.applied_objects(), store)
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .reconcile_all_on(namespace_changes)
         .reconcile_on(named)
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(stopping(stop))
         .run(reconcile, error_policy, context)
-        .for_each(|_| async {})
-        .await;
+        .for_each(|_| async {});
+    tokio::select! {
+        () = controller => {}
+        () = never_listed => {}
+    }
 }
 
 /// Metric labels of a ClusterNavigatorToken: its name, and an empty namespace.
