@@ -304,13 +304,27 @@ async fn restart_requests_and_writes_nothing() {
     // One GET of the new namespace's Secret (is a foreign one there?), one to read the token back.
     assert_eq!(added.get("get", "secrets"), 2, "{added:?}");
 
-    // Deleted: its Secrets go with it (owner references, garbage collection); nothing re-creates them.
-    h.cluster_tokens().delete("vendor", &Default::default()).await.unwrap();
+    // A new secretName: a new token under the new name everywhere, the old Secrets deleted.
     let mut all = namespaces.clone();
     all.push(late);
+    let rename = json!({"spec": {"target": {"secretName": "vendor-token-v2"}}});
+    h.cluster_tokens().patch("vendor", &PatchParams::default(), &Patch::Merge(&rename)).await.unwrap();
+    h.wait_until("Secrets renamed", WAIT, || async {
+        for ns in &all {
+            if h.token_in(ns, "vendor-token").await.is_some() || h.token_in(ns, "vendor-token-v2").await.is_none() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(h.tokens.request_count(), 2, "the Secret name is an input of the token, as for a NavigatorToken");
+
+    // Deleted: its Secrets go with it (owner references, garbage collection); nothing re-creates them.
+    h.cluster_tokens().delete("vendor", &Default::default()).await.unwrap();
     h.wait_until("every Secret deleted with its ClusterNavigatorToken", WAIT, || async {
         for ns in &all {
-            if h.token_in(ns, "vendor-token").await.is_some() {
+            if h.token_in(ns, "vendor-token-v2").await.is_some() {
                 return false;
             }
         }
@@ -319,9 +333,9 @@ async fn restart_requests_and_writes_nothing() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     for ns in &all {
-        assert!(h.token_in(ns, "vendor-token").await.is_none());
+        assert!(h.token_in(ns, "vendor-token-v2").await.is_none());
     }
-    assert_eq!(h.tokens.request_count(), 1);
+    assert_eq!(h.tokens.request_count(), 2);
     h.finish().await;
 }
 
