@@ -147,12 +147,23 @@ async fn namespaces_added_relabelled_out_and_deleted() {
     wait_counts(&h, "vendor", (4, 4, 0)).await;
     assert!(h.token_in(&first[1], "vendor-token").await.is_some());
 
-    // A namespace being deleted is skipped quietly: no write, no failure, no Event.
+    // A namespace being deleted is skipped quietly: no write, no failure, no Event. In-process
+    // it stays Terminating until purged; a real namespace controller empties it at its pace.
     if let Some(api) = &h.api {
         api.terminate_namespace(&first[1]);
         wait_counts(&h, "vendor", (3, 3, 0)).await;
         api.purge_namespace(&first[1]);
+    } else {
+        namespaces.delete(&first[1], &Default::default()).await.unwrap();
+        wait_counts(&h, "vendor", (3, 3, 0)).await;
     }
+    // Deleted through the API (terminating, then emptied and gone).
+    namespaces.delete(&named, &Default::default()).await.unwrap();
+    wait_counts(&h, "vendor", (2, 2, 0)).await;
+    h.wait_until("the deleted namespace is gone", Duration::from_secs(120), || async {
+        namespaces.get_opt(&named).await.unwrap().is_none()
+    })
+    .await;
     wait_ready(&h, "vendor", "True", "TokenValid").await;
     assert_eq!(h.tokens.request_count(), 1, "namespaces coming and going cost no token request");
     assert_eq!(h.cluster_events("vendor").await, vec![("Normal".to_owned(), "Issued".to_owned())], "no warnings");
@@ -168,7 +179,7 @@ async fn namespaces_added_relabelled_out_and_deleted() {
     })
     .await;
     namespaces.patch(&late, &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap();
-    wait_counts(&h, "vendor", (2, 2, 0)).await;
+    wait_counts(&h, "vendor", (1, 1, 0)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(h.token_in(&late, "vendor-token").await.is_some(), "Retain leaves the Secret");
     assert_eq!(h.tokens.request_count(), 1);

@@ -1701,6 +1701,22 @@ async fn a_cluster_scoped_resource_has_no_namespaced_path_and_a_purged_namespace
         assert_eq!(api.get(&format!("{SECRETS}/s")).await.code, 404);
         assert_eq!(api.get("/api/v1/namespaces/ref").await.code, 404);
         assert_eq!(api.get("/apis/example.com/v1/widgets/w").await.code, 200, "cluster-scoped objects stay");
+
+        // DELETE through the API: answered with the Namespace, Terminating; emptied and gone soon after.
+        api.server.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ref"}}));
+        assert_eq!(api.post(SECRETS, &secret("ref", "s", json!({}))).await.code, 201);
+        let deleted = api.delete("/api/v1/namespaces/ref").await;
+        assert_eq!((deleted.code, deleted.body["kind"].as_str()), (200, Some("Namespace")));
+        assert_eq!(deleted.body["status"]["phase"], "Terminating");
+        assert!(deleted.body["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(api.post(SECRETS, &secret("ref", "t", json!({}))).await.code, 403, "no creates while terminating");
+        assert_eq!(api.delete("/api/v1/namespaces/ref").await.code, 409, "a second DELETE, as on a real server");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while api.get("/api/v1/namespaces/ref").await.code != 404 {
+            assert!(Instant::now() < deadline, "the namespace was never emptied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(api.get(&format!("{SECRETS}/s")).await.code, 404, "its objects went with it");
     })
     .await;
 }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::admission::is_terminating;
 use super::errors::ApiError;
 use super::objects::{partial_metadata, wants_metadata_only};
 use super::patch::{PatchBody, strip_directives};
@@ -238,6 +239,9 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         ("create", None) => parse_json(&body).and_then(|obj| shared.with_store(|store| store.create(&t, obj, &ctx))),
         ("update", Some(name)) => parse_json(&body).and_then(|obj| shared.with_store(|store| store.replace(&t, name, obj, &ctx))),
         ("patch", Some(name)) => patch_request(&shared, &t, name, &parts.headers, &query, &body, ctx),
+        ("delete", Some(name)) if t.res.group.is_empty() && t.res.plural == "namespaces" && !ctx.dry_run => {
+            delete_namespace(&shared, &t, name)
+        }
         ("delete", Some(name)) => {
             let options = if body.iter().all(u8::is_ascii_whitespace) { Ok(Value::Null) } else { parse_json(&body) };
             options.and_then(|options| shared.with_store(|store| store.delete(&t, name, &options, &query)))
@@ -253,6 +257,36 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         Ok((code, obj)) => json_response(code, &*obj),
         Err(e) => e.into_response(),
     }
+}
+
+/// How long the stand-in namespace controller takes to empty a deleted namespace.
+const NAMESPACE_CONTROLLER_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// DELETE of a Namespace, as the real server does it: the answer is the Namespace, now
+/// Terminating; the namespace controller then deletes everything in it and finally the
+/// Namespace (here shortly after, on its own task).
+fn delete_namespace(shared: &Arc<Shared>, t: &Target, name: &str) -> Written {
+    let now = now_rfc3339();
+    let namespace = shared.with_store(|store| {
+        let existing = store.get_object(t, name)?;
+        if is_terminating(&existing) {
+            // What the real server answers to a second DELETE.
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on namespaces \"{name}\": The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system."
+                ),
+            ));
+        }
+        Ok(store.terminate_namespace(name, &now))
+    })?;
+    let (shared, name) = (shared.clone(), name.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(NAMESPACE_CONTROLLER_DELAY).await;
+        shared.with_store(|store| store.purge_namespace(&name));
+    });
+    Ok((StatusCode::OK, namespace))
 }
 
 fn patch_request(shared: &Shared, t: &Target, name: &str, headers: &HeaderMap, query: &Query, body: &[u8], ctx: WriteCtx) -> Written {
