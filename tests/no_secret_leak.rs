@@ -76,6 +76,7 @@ async fn nothing_secret_in_logs_events_or_status() {
         h.token_in(&tenant, "shared").await.is_some() && h.cluster_ready("refused").await.is_some_and(|(s, _, _)| s == "False")
     })
     .await;
+    assert!(h.cluster_has_event("refused", "Warning", "CredentialsNamespaceNotAllowed").await);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut secrets: Vec<String> = vec![

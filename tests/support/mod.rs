@@ -245,6 +245,19 @@ impl Harness {
         Some(String::from_utf8(bytes).unwrap())
     }
 
+    /// Waits (up to 5 s: Events are published after the status write) for an Event of `kind`
+    /// and `reason` about ClusterNavigatorToken `name`.
+    pub async fn cluster_has_event(&self, name: &str, kind: &str, reason: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            if self.cluster_events(name).await.iter().any(|(k, r)| k == kind && r == reason) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// Events about ClusterNavigatorToken `name` (in `default`), as (type, reason).
     pub async fn cluster_events(&self, name: &str) -> Vec<(String, String)> {
         let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), "default");
