@@ -53,6 +53,19 @@ WATCHED_NAMESPACE_PERMS = {
 } | {
     ("events.k8s.io", "events", "create")
 }
+# Cluster-wide install only (ClusterNavigatorTokens: cluster-scoped, writing into every selected
+# namespace; the namespaced install leaves the kind out). `delete` on secrets is the one delete
+# granted: the operator removes the Secrets it wrote in namespaces a ClusterNavigatorToken no
+# longer selects. RBAC cannot narrow it to labelled Secrets (docs/operations.md#rbac says how to).
+CLUSTER_TOKEN_PERMS = {
+    ("navigator.dev", "clusternavigatortokens", v) for v in ("get", "list", "watch")
+} | {
+    ("navigator.dev", "clusternavigatortokens/status", "patch"),
+} | {
+    ("", "namespaces", v) for v in ("list", "watch")
+} | {
+    ("", "secrets", "delete"),
+}
 # Added in every watched namespace by the opt-in component deploy/components/rollout-restart
 # (spec.rolloutRestartTargets): exactly `patch`, so the operator can set the restart
 # annotation on a pod template but cannot read, list or replace workloads.
@@ -249,6 +262,9 @@ def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, w
                 c.check(not r.get("nonResourceURLs"), f"{ident(d)}: nonResourceURLs not allowed")
                 bad = FORBIDDEN_VERBS & set(r.get("verbs") or [])
                 if "secrets" in (r.get("resources") or []):
+                    # Only the cluster-wide ClusterRole may delete Secrets (ClusterNavigatorTokens).
+                    if d.get("kind") == "ClusterRole" and set(r.get("resources") or []) == {"secrets"}:
+                        bad -= {"delete"}
                     c.check(not bad, f"{ident(d)}: forbidden verb(s) {sorted(bad)} on secrets")
                 else:
                     c.check(not bad, f"{ident(d)}: forbidden verb(s) {sorted(bad)}")
@@ -304,6 +320,9 @@ def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, w
         for perm in sorted(watched_perms):
             where = "cluster-wide" if ns == "*" else f"namespace {ns}"
             c.check(granted(lambda s, ns=ns: s == ns or s == "*", perm), f"missing RBAC {perm} in {where}")
+    if cluster_wide:
+        for perm in sorted(CLUSTER_TOKEN_PERMS):
+            c.check(granted(lambda s: s == "*", perm), f"missing RBAC {perm} cluster-wide (ClusterNavigatorTokens)")
     for perm in sorted(OPERATOR_NAMESPACE_PERMS):
         if perm[2] == "create":  # create cannot be restricted by resourceNames
             ok = granted(lambda s: s in (op_ns, "*"), perm)
@@ -315,7 +334,7 @@ def check_rbac(c: Checker, docs: list[dict], op_ns: str, dep: dict, mode: str, w
         perm = (g, res, v)
         needed = (perm in watched_perms and (scope in targets)) or (
             perm in OPERATOR_NAMESPACE_PERMS and scope == op_ns
-        )
+        ) or (perm in CLUSTER_TOKEN_PERMS and cluster_wide and scope == "*")
         if perm in ROLLOUT_RESTART_PERMS and not rollout_restart:
             c.check(False, f"RBAC grants {perm} in {'all namespaces' if scope == '*' else scope}: only the opt-in "
                            "component deploy/components/rollout-restart may grant it (check with --rollout-restart)")

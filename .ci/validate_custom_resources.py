@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Validate custom resources against the openAPIV3Schema of their CRD.
 
-Usage: validate_custom_resources.py --crd crds/navigatortoken.yaml FILE...
+Usage: validate_custom_resources.py --crd crds/navigatortoken.yaml [--crd crds/clusternavigatortoken.yaml] FILE...
 
-Every document in FILE... whose apiVersion group is the CRD's group is validated
-against the schema of its version, approximating what the API server does with
+Every document in FILE... whose apiVersion group is a CRD's group is validated
+against the schema of its kind and version, approximating what the API server does with
 `kubectl apply` (field validation "Strict", kubectl's default):
 
 * unknown fields are errors, except under x-kubernetes-preserve-unknown-fields or
@@ -31,14 +31,24 @@ import sys
 import jsonschema
 import yaml
 
-# The interface deploy/, docs/operations.md and the RBAC rely on.
-CONTRACT = {
-    "group": "navigator.dev",
-    "kind": "NavigatorToken",
-    "plural": "navigatortokens",
-    "shortName": "nvt",
-    "scope": "Namespaced",
-    "version": "v1alpha1",
+# The interface deploy/, docs/operations.md and the RBAC rely on, per kind.
+CONTRACTS = {
+    "NavigatorToken": {
+        "group": "navigator.dev",
+        "kind": "NavigatorToken",
+        "plural": "navigatortokens",
+        "shortName": "nvt",
+        "scope": "Namespaced",
+        "version": "v1alpha1",
+    },
+    "ClusterNavigatorToken": {
+        "group": "navigator.dev",
+        "kind": "ClusterNavigatorToken",
+        "plural": "clusternavigatortokens",
+        "shortName": "cnvt",
+        "scope": "Cluster",
+        "version": "v1alpha1",
+    },
 }
 
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -102,7 +112,10 @@ def root_schema(crd_schema: dict, cel_rules: list[str]) -> dict:
 def check_contract(crd: dict, errors: list[str]) -> None:
     spec = crd.get("spec", {})
     names = spec.get("names", {})
-    want = CONTRACT
+    want = CONTRACTS.get(names.get("kind"))
+    if want is None:
+        errors.append(f"CRD contract: unknown kind {names.get('kind')!r} (known: {', '.join(CONTRACTS)})")
+        return
 
     def expect(cond: bool, what: str) -> None:
         if not cond:
@@ -131,8 +144,13 @@ def check_contract(crd: dict, errors: list[str]) -> None:
         # Secret in another namespace because the spec has no way to name one: keep it so.
         spec_schema = (root or {}).get("properties", {}).get("spec")
         expect(isinstance(spec_schema, dict), "the schema must define spec")
+        # A ClusterNavigatorToken names exactly two kinds of namespace: where its credentials
+        # are (checked against the operator's allow-list) and where it writes.
+        allowed = {".spec.credentialsSecretRef.namespace", ".spec.target.namespaces", ".spec.target.namespaceSelector"}
         for where, node in walk(spec_schema or {}, ".spec"):
             for prop in node.get("properties") or {}:
+                if want["scope"] == "Cluster" and f"{where}.{prop}" in allowed:
+                    continue
                 expect("namespace" not in prop.lower(),
                        f"{where}.{prop}: the spec must not name a namespace (Secrets are looked up in the NavigatorToken's own namespace)")
             expect(not node.get("x-kubernetes-preserve-unknown-fields"),
@@ -156,48 +174,54 @@ def walk(node, path):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--crd", required=True, help="path of the CustomResourceDefinition YAML")
+    ap.add_argument("--crd", required=True, action="append", help="path of a CustomResourceDefinition YAML (repeatable)")
     ap.add_argument("files", nargs="*", help="YAML files holding custom resources (other kinds are ignored)")
     args = ap.parse_args()
 
     errors: list[str] = []
-    crds = [d for d in load_docs(args.crd) if d.get("kind") == "CustomResourceDefinition"]
-    if len(crds) != 1:
-        print(f"error: {args.crd}: expected exactly one CustomResourceDefinition, found {len(crds)}", file=sys.stderr)
-        return 1
-    crd = crds[0]
-    check_contract(crd, errors)
-
-    spec = crd.get("spec", {})
-    group, kind = spec.get("group"), spec.get("names", {}).get("kind")
-    namespaced = spec.get("scope") == "Namespaced"
-    validators: dict[str, jsonschema.Draft4Validator] = {}
+    # (group, kind) -> (namespaced, {apiVersion: validator})
+    served: dict[tuple[str, str], tuple[bool, dict[str, jsonschema.Draft4Validator]]] = {}
     cel_rules: list[str] = []
-    for v in spec.get("versions", []):
-        if not v.get("served"):
-            continue
-        schema = root_schema(v.get("schema", {}).get("openAPIV3Schema", {}), cel_rules if v.get("storage") else [])
-        try:
-            jsonschema.Draft4Validator.check_schema(schema)
-        except jsonschema.SchemaError as e:
-            errors.append(f"{args.crd}: version {v.get('name')}: schema is not a valid JSON schema: {e.message}")
-            continue
-        validators[f"{group}/{v['name']}"] = jsonschema.Draft4Validator(
-            schema, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER
-        )
+    for crd_path in args.crd:
+        crds = [d for d in load_docs(crd_path) if d.get("kind") == "CustomResourceDefinition"]
+        if len(crds) != 1:
+            print(f"error: {crd_path}: expected exactly one CustomResourceDefinition, found {len(crds)}", file=sys.stderr)
+            return 1
+        crd = crds[0]
+        check_contract(crd, errors)
+        spec = crd.get("spec", {})
+        group, kind = spec.get("group"), spec.get("names", {}).get("kind")
+        validators: dict[str, jsonschema.Draft4Validator] = {}
+        for v in spec.get("versions", []):
+            if not v.get("served"):
+                continue
+            schema = root_schema(v.get("schema", {}).get("openAPIV3Schema", {}), cel_rules if v.get("storage") else [])
+            try:
+                jsonschema.Draft4Validator.check_schema(schema)
+            except jsonschema.SchemaError as e:
+                errors.append(f"{crd_path}: version {v.get('name')}: schema is not a valid JSON schema: {e.message}")
+                continue
+            validators[f"{group}/{v['name']}"] = jsonschema.Draft4Validator(
+                schema, format_checker=jsonschema.Draft4Validator.FORMAT_CHECKER
+            )
+        served[(group, kind)] = (spec.get("scope") == "Namespaced", validators)
+    groups = {group for group, _ in served}
 
     checked = 0
     for path in args.files:
         for i, doc in enumerate(load_docs(path)):
             api_version = str(doc.get("apiVersion", ""))
-            if api_version.split("/")[0] != group or "/" not in api_version:
+            group = api_version.split("/")[0]
+            if group not in groups or "/" not in api_version:
                 continue
             meta = doc.get("metadata") or {}
             where = f"{path}: {doc.get('kind')}/{meta.get('name', '<no name>')} (document {i})"
             checked += 1
-            if doc.get("kind") != kind:
-                errors.append(f"{where}: kind {doc.get('kind')!r} is not served by the CRD (only {kind})")
+            if (group, doc.get("kind")) not in served:
+                kinds = sorted(k for g, k in served if g == group)
+                errors.append(f"{where}: kind {doc.get('kind')!r} is not served by the CRDs (only {', '.join(kinds)})")
                 continue
+            namespaced, validators = served[(group, doc.get("kind"))]
             validator = validators.get(api_version)
             if validator is None:
                 errors.append(f"{where}: apiVersion {api_version} is not a served version of the CRD")
@@ -218,7 +242,7 @@ def main() -> int:
         print(f"note: {len(cel_rules)} CEL rule(s) in the CRD are not evaluated offline:")
         for r in cel_rules:
             print(f"note:   {r}")
-    print(f"custom resources: {checked} {group} object(s) checked against {args.crd}, {len(errors)} error(s)")
+    print(f"custom resources: {checked} object(s) of {', '.join(sorted(groups))} checked against {', '.join(args.crd)}, {len(errors)} error(s)")
     return 1 if errors else 0
 
 

@@ -6,6 +6,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+pub mod cluster;
+
+pub use cluster::{ClusterNavigatorToken, ClusterNavigatorTokenSpec, ClusterNavigatorTokenStatus};
+
 /// Default base URL of the Cloud Partner Navigator endpoint.
 pub const NAVIGATOR_DEFAULT_URL: &str = "https://console.navigator.vmware.com";
 /// Default base URL of the Cloud Services Platform endpoint.
@@ -15,10 +19,10 @@ pub const CSP_DEFAULT_URL: &str = "https://console.cloud.vmware.com";
 /// the guard in front of each `duration()` call: CEL rules run even when the pattern fails, and an
 /// unguarded `duration('30 minutes')` adds a type conversion error to the pattern's. `[.]`, not
 /// `\.`: the same text is a valid CEL string literal.
-const GO_DURATION: &str = "^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+pub(crate) const GO_DURATION: &str = "^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$";
 
 /// CEL: the spec (`self`) names the CSP endpoint.
-const IS_CSP: &str = "(has(self.endpoint) && has(self.endpoint.type) && self.endpoint.type == 'CSP')";
+pub(crate) const IS_CSP: &str = "(has(self.endpoint) && has(self.endpoint.type) && self.endpoint.type == 'CSP')";
 
 /// Asks the operator to keep an access token for one VMware organization in a Secret.
 // kube's printcolumn(...) repeats `type_`, which clippy mistakes for a duplicated attribute.
@@ -162,7 +166,7 @@ fn secret_name(spec: &str) -> String {
 }
 
 /// A transition rule: the Secret type changes only together with the Secret's name.
-fn secret_type_unchanged_rule() -> String {
+pub(crate) fn secret_type_unchanged_rule() -> String {
     format!("{} == {} || {} != {}", template_type("self"), template_type("oldSelf"), secret_name("self"), secret_name("oldSelf"))
 }
 

@@ -24,6 +24,10 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "navigator-token-operator";
 /// Label a credentials Secret must carry so that the operator watches (and caches) it.
 pub const CREDENTIALS_LABEL: &str = "navigator.dev/credentials";
+/// Label on a Secret written for a ClusterNavigatorToken, naming it (with [`TOKEN_NAME_ANNOTATION`]
+/// too). A NavigatorToken treats such a Secret as foreign, and the ClusterNavigatorToken any
+/// Secret without it: the first writer owns a Secret.
+pub const CLUSTER_TOKEN_LABEL: &str = "navigator.dev/cluster-token";
 /// Annotation on a managed Secret naming the NavigatorToken that owns it.
 pub const TOKEN_NAME_ANNOTATION: &str = "navigator.dev/token";
 /// Annotation on a managed Secret: when the token in it expires (RFC 3339).
@@ -70,14 +74,16 @@ impl Error {
     }
 }
 
-/// Creates or updates the NavigatorToken CRD (server-side apply), for `run --install-crd`.
+/// Creates or updates the NavigatorToken and ClusterNavigatorToken CRDs (server-side apply), for
+/// `run --install-crd`.
 pub async fn install_crd(client: &kube::Client) -> Result<(), Error> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::CustomResourceExt;
     use kube::api::{Api, Patch, PatchParams};
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = crd::NavigatorToken::crd();
-    let name = crd.metadata.name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd)).await.map_err(Error::kube("apply CRD"))?;
+    for crd in [crd::NavigatorToken::crd(), crd::ClusterNavigatorToken::crd()] {
+        let name = crd.metadata.name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
+        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&crd)).await.map_err(Error::kube("apply CRD"))?;
+    }
     Ok(())
 }

@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 use navigator_token_operator::admin::{self, Readiness};
 use navigator_token_operator::api_counter::{self, ApiCounter};
-use navigator_token_operator::controller::{self, Settings};
-use navigator_token_operator::crd::{CSP_DEFAULT_URL, EndpointType, NAVIGATOR_DEFAULT_URL, NavigatorToken};
+use navigator_token_operator::controller::{self, ClusterSettings, Settings};
+use navigator_token_operator::crd::{CSP_DEFAULT_URL, ClusterNavigatorToken, EndpointType, NAVIGATOR_DEFAULT_URL, NavigatorToken};
 use navigator_token_operator::metrics::Metrics;
 use navigator_token_operator::plugin::{self, PluginArgs, PluginCli};
 use navigator_token_operator::redact::Sensitive;
@@ -32,7 +32,11 @@ enum Command {
     /// Run the controller against the current kubeconfig context or in-cluster config.
     Run(RunArgs),
     /// Print the NavigatorToken CustomResourceDefinition as YAML.
-    Crd,
+    Crd {
+        /// Print the ClusterNavigatorToken CRD instead (crds/clusternavigatortoken.yaml).
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Issue one token with the given credentials and print its expiry and non-secret claims.
     Token(TokenArgs),
     /// The kubectl plugin's commands (status, renew, inspect), as `kubectl nvt` runs them.
@@ -84,6 +88,15 @@ struct RunArgs {
     /// This replica's identity (default: the pod name or the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Also reconcile ClusterNavigatorTokens (only when watching all namespaces; needs their CRD
+    /// and RBAC on namespaces).
+    #[arg(long, env = "NAVIGATOR_CLUSTER_TOKENS", default_value_t = true, action = clap::ArgAction::Set)]
+    cluster_tokens: bool,
+    /// Namespaces ClusterNavigatorTokens may read credentials from (comma-separated); default the
+    /// operator's own namespace (POD_NAMESPACE). Without either, every ClusterNavigatorToken is
+    /// refused (reason CredentialsNamespaceNotAllowed).
+    #[arg(long, env = "NAVIGATOR_CLUSTER_CREDENTIALS_NAMESPACE", value_delimiter = ',')]
+    cluster_credentials_namespace: Vec<String>,
     /// Log format.
     #[arg(long, env = "NAVIGATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -207,8 +220,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(plugin::main(PluginCli::parse().args).await);
     }
     match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", serde_norway::to_string(&NavigatorToken::crd())?);
+        Command::Crd { cluster } => {
+            let crd = if cluster { ClusterNavigatorToken::crd() } else { NavigatorToken::crd() };
+            print!("{}", serde_norway::to_string(&crd)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Token(args) => issue_one(args).await.map(|()| ExitCode::SUCCESS),
@@ -262,9 +276,25 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.namespaces.iter().map(|n| n.trim()).filter(|n| !n.is_empty()).map(|n| Some(n.to_owned())).collect()
     };
+    // ClusterNavigatorTokens write into any namespace: only an operator watching all of them runs them.
+    let cluster = (args.cluster_tokens && namespaces == [None]).then(|| {
+        let mut allowed: Vec<String> =
+            args.cluster_credentials_namespace.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+        if allowed.is_empty() {
+            allowed.extend(std::env::var("POD_NAMESPACE").ok().filter(|n| !n.trim().is_empty()));
+        }
+        ClusterSettings { credentials_namespaces: allowed }
+    });
+    info!(cluster_credentials_namespaces = ?cluster.as_ref().map(|c| &c.credentials_namespaces), "ClusterNavigatorTokens");
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(namespaces.len()));
     let controllers = namespaces.into_iter().map(|namespace| {
-        let settings = Settings { namespace, selector: args.selector.clone(), concurrency: args.concurrency, instance: identity.clone() };
+        let settings = Settings {
+            namespace,
+            selector: args.selector.clone(),
+            concurrency: args.concurrency,
+            instance: identity.clone(),
+            cluster: cluster.clone(),
+        };
         let (synced, readiness) = (synced.clone(), readiness.clone());
         let on_synced = move || {
             if synced.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {

@@ -101,6 +101,14 @@ fn crd_command_prints_the_committed_crd() {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/navigatortoken.yaml")).unwrap();
     let printed = String::from_utf8(output.stdout).unwrap();
     assert!(printed == committed, "crds/navigatortoken.yaml is stale: run `cargo run -- crd > crds/navigatortoken.yaml`");
+    let output = Command::new(BIN).args(["crd", "--cluster"]).output().unwrap();
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/crds/clusternavigatortoken.yaml")).unwrap();
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(printed.contains("kind: ClusterNavigatorToken") && printed.contains("scope: Cluster"), "{printed}");
+    assert!(
+        printed == committed,
+        "crds/clusternavigatortoken.yaml is stale: run `cargo run -- crd --cluster > crds/clusternavigatortoken.yaml`"
+    );
 }
 
 /// Runs `run` with no cluster configuration, killed after 30 s so a hang fails instead of blocking.

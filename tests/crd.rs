@@ -1,7 +1,7 @@
 //! The generated CRD: the schema and CEL rules reject bad specs at apply time.
 
 use kube::CustomResourceExt;
-use navigator_token_operator::crd::{NavigatorToken, NavigatorTokenSpec};
+use navigator_token_operator::crd::{ClusterNavigatorToken, NavigatorToken, NavigatorTokenSpec};
 use serde_json::{Value, json};
 
 fn schema() -> Value {
@@ -289,9 +289,9 @@ const SCHEMA_KEYWORDS: &[&str] = &[
 
 #[test]
 fn the_crd_uses_nothing_newer_than_the_supported_kubernetes_floor() {
-    let crd = crd();
+    let crds = [crd(), serde_json::to_value(ClusterNavigatorToken::crd()).unwrap()];
     let mut problems = Vec::new();
-    for version in crd["spec"]["versions"].as_array().unwrap() {
+    for version in crds.iter().flat_map(|crd| crd["spec"]["versions"].as_array().unwrap()) {
         for key in version.as_object().unwrap().keys() {
             // selectableFields (1.31) and the like are not among these.
             if !["name", "served", "storage", "schema", "subresources", "additionalPrinterColumns", "deprecated"].contains(&key.as_str()) {
@@ -476,4 +476,83 @@ fn credential_kinds_are_checked_at_apply_time_and_the_messages_name_the_clashing
     for key in ["apiTokenKey", "refreshTokenKey"] {
         assert_eq!(regex_lite(&reference[key]["pattern"]), "^[-._a-zA-Z0-9]+$", "{key} must be a valid Secret key");
     }
+}
+
+fn cluster_token(spec: Value) -> ClusterNavigatorToken {
+    serde_json::from_value(json!({
+        "apiVersion": "navigator.dev/v1alpha1", "kind": "ClusterNavigatorToken", "metadata": {"name": "vendor"}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn cluster_spec(target: Value) -> Value {
+    json!({
+        "orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4",
+        "credentialsSecretRef": {"name": "partner-oauth-client", "namespace": "navigator-token-operator"},
+        "target": target,
+    })
+}
+
+#[test]
+fn the_cluster_kind_is_cluster_scoped_and_names_where_it_writes() {
+    let crd = serde_json::to_value(ClusterNavigatorToken::crd()).unwrap();
+    assert_eq!(crd["spec"]["scope"], "Cluster");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["cnvt"]));
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["required"], json!(["credentialsSecretRef", "orgId", "target"]));
+    // Restarting workloads across namespaces makes no sense for a shared token: not offered.
+    assert!(spec["properties"].get("rolloutRestartTargets").is_none());
+    let reference = &spec["properties"]["credentialsSecretRef"];
+    assert_eq!(reference["required"], json!(["name", "namespace"]));
+    assert!(reference["properties"]["clientSecretKey"].is_object(), "the NavigatorToken's credential keys are reused");
+    let target = &spec["properties"]["target"]["properties"];
+    for field in ["namespaceSelector", "namespaces", "secretName", "template", "deletionPolicy"] {
+        assert!(target[field].is_object(), "target.{field}");
+    }
+    let columns: Vec<&str> =
+        crd["spec"]["versions"][0]["additionalPrinterColumns"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(columns, ["Org", "Secret", "Namespaces", "Written", "Failed", "Ready", "Reason", "Expires", "Age"]);
+    fn documented(path: &str, node: &Value) {
+        for (name, prop) in node["properties"].as_object().into_iter().flatten() {
+            let here = format!("{path}.{name}");
+            assert!(prop["description"].as_str().is_some_and(|d| !d.is_empty()), "{here} has no description");
+            documented(&here, prop);
+        }
+    }
+    documented("spec", spec);
+}
+
+#[test]
+fn a_cluster_token_must_name_namespaces_or_a_selector() {
+    let errors = |target: Value| match cluster_token(cluster_spec(target)).validate_cel() {
+        Ok(()) => String::new(),
+        Err(errors) => format!("{errors:?}"),
+    };
+    assert!(errors(json!({})).contains("namespaceSelector or namespaces"));
+    assert!(errors(json!({"namespaces": []})).contains("namespaceSelector or namespaces"));
+    assert_eq!(errors(json!({"namespaces": ["team-a"]})), "");
+    assert_eq!(errors(json!({"namespaceSelector": {"matchLabels": {"tenant": "yes"}}})), "");
+    // The NavigatorToken's target rules hold here too.
+    assert!(errors(json!({"namespaces": ["a"], "accessTokenKey": "k", "idTokenKey": "k"})).contains("idTokenKey must differ"));
+}
+
+#[test]
+fn a_cluster_token_takes_api_tokens_at_csp_but_no_refresh_token_chain() {
+    let errors = |reference: Value, endpoint: Value| {
+        let mut spec = cluster_spec(json!({"namespaces": ["team-a"]}));
+        spec["credentialsSecretRef"].as_object_mut().unwrap().extend(reference.as_object().unwrap().clone());
+        spec["endpoint"] = endpoint;
+        match cluster_token(spec).validate_cel() {
+            Ok(()) => String::new(),
+            Err(errors) => format!("{errors:?}"),
+        }
+    };
+    let csp = json!({"type": "CSP"});
+    assert_eq!(errors(json!({"apiTokenKey": "api_token"}), csp.clone()), "");
+    assert!(errors(json!({"apiTokenKey": "api_token"}), json!({})).contains("apiTokenKey needs endpoint.type CSP"));
+    assert!(
+        errors(json!({"apiTokenKey": "api_token", "clientIdKey": "id"}), csp.clone()).contains("cannot be used together"),
+        "the NavigatorToken's credential rules hold here too"
+    );
+    assert!(errors(json!({"refreshTokenKey": "refresh_token"}), csp).contains("not supported on a ClusterNavigatorToken"));
 }

@@ -98,3 +98,22 @@ fn every_example_passes_the_crds_rules_and_each_credential_kind_has_one() {
     assert_eq!(file_of(CredentialKind::ApiToken), Some("api-token.yaml"));
     assert_eq!(file_of(CredentialKind::RefreshToken), Some("refresh-token.yaml"));
 }
+
+#[test]
+fn the_cluster_token_example_passes_its_cel_rules_and_reads_credentials_from_the_operator_namespace() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/clusternavigatortoken.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut found = 0;
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let value = Value::deserialize(document).unwrap();
+        if value["kind"] != "ClusterNavigatorToken" {
+            continue;
+        }
+        let token: navigator_token_operator::crd::ClusterNavigatorToken = serde_json::from_value(value).unwrap();
+        token.validate_cel().unwrap_or_else(|e| panic!("{e:?}"));
+        // deploy/ installs the operator in navigator-token-operator: its default allowed namespace.
+        assert_eq!(token.spec.credentials_secret_ref.namespace, "navigator-token-operator");
+        found += 1;
+    }
+    assert_eq!(found, 1);
+}

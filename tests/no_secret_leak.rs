@@ -62,6 +62,21 @@ async fn nothing_secret_in_logs_events_or_status() {
     h.tokens.set_credentials("testkit-client", "another-secret");
     h.create_token("denied", json!({"endpoint": {"type": "Navigator"}})).await;
     h.wait_until("denied", Duration::from_secs(20), || async { h.ready("denied").await.is_some_and(|(_, r)| r == "Unauthorized") }).await;
+
+    // A ClusterNavigatorToken writing into a tenant namespace, and one refused its credentials.
+    h.stop_operator().await;
+    h.tokens.set_credentials("testkit-client", "testkit-secret");
+    let tenant = support::unique_namespace();
+    h.create_namespace(&tenant, &[]).await;
+    h.start_cluster_operator().await;
+    h.create_cluster_token("shared", json!({"target": {"namespaces": [tenant], "idTokenKey": "id_token"}})).await;
+    let refused = json!({"credentialsSecretRef": {"name": support::CREDS, "namespace": tenant}, "target": {"namespaces": [tenant]}});
+    h.create_cluster_token("refused", refused).await;
+    h.wait_until("the cluster token is written", Duration::from_secs(20), || async {
+        h.token_in(&tenant, "shared").await.is_some() && h.cluster_ready("refused").await.is_some_and(|(s, _, _)| s == "False")
+    })
+    .await;
+    assert!(h.cluster_has_event("refused", "Warning", "CredentialsNamespaceNotAllowed").await);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut secrets: Vec<String> = vec![
@@ -77,9 +92,11 @@ async fn nothing_secret_in_logs_events_or_status() {
         secrets.extend(issued.access_token.split('.').skip(1).map(str::to_owned));
     }
 
-    let statuses = serde_json::to_string(&h.navigator_tokens().list(&Default::default()).await.unwrap().items).unwrap();
-    let events =
-        serde_json::to_string(&Api::<Event>::namespaced(h.client.clone(), &h.ns).list(&Default::default()).await.unwrap().items).unwrap();
+    let mut statuses = serde_json::to_string(&h.navigator_tokens().list(&Default::default()).await.unwrap().items).unwrap();
+    statuses += &serde_json::to_string(&h.cluster_tokens().list(&Default::default()).await.unwrap().items).unwrap();
+    // Events about ClusterNavigatorTokens go to `default`.
+    let events = serde_json::to_string(&Api::<Event>::all(h.client.clone()).list(&Default::default()).await.unwrap().items).unwrap();
+    assert!(events.contains("CredentialsNamespaceNotAllowed") && statuses.contains("CredentialsNamespaceNotAllowed"));
     let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(log_text.contains("capture is live") && log_text.contains("issued a token"), "logs were not captured");
     assert!(events.contains("Issued") && statuses.contains("Unauthorized"), "events and status were not collected");
@@ -91,5 +108,6 @@ async fn nothing_secret_in_logs_events_or_status() {
     // The target Secrets do hold the tokens: the scan would have found them there.
     let stored = h.secret_token("csp", "token").await.unwrap();
     assert!(secrets.contains(&stored));
+    assert!(secrets.contains(&h.token_in(&tenant, "shared").await.unwrap()));
     h.finish().await;
 }

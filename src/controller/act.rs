@@ -19,7 +19,8 @@ use super::secret::{self, TokenMaterial, TokenTimes};
 use super::status::{self, REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
 use crate::crd::{CredentialsStatus, NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::{RequestLabels, TokenLabels};
-use crate::token::{Grant, RetryClass, TokenRequest};
+use crate::redact::Sensitive;
+use crate::token::{ExpirySource, Grant, RetryClass, TokenError, TokenRequest};
 use crate::{Error, duration};
 
 /// One reconcile's acting half: writes and events for a decision already taken.
@@ -55,7 +56,6 @@ impl Actor<'_> {
             info!(?reason, "storing the token issued before the last Secret write failed");
             return self.store_new_token(material, refresh_before, reason, credentials).await;
         }
-        let spec = &self.token.spec;
         // A refresh-token chain continues from its newest token, wherever that is kept.
         let grant = match &credentials.grant {
             Grant::RefreshToken { client_id, client_secret, refresh_token: seed } => {
@@ -71,43 +71,16 @@ impl Actor<'_> {
             }
             other => other.clone(),
         };
-        let request = TokenRequest {
-            endpoint_type: spec.endpoint_type(),
-            base_url: spec.endpoint_url(),
-            org_id: spec.org_id.clone(),
-            grant,
-            scope: spec.scope.as_deref().map(str::to_owned),
-            validity,
-            ca_bundle: spec.ca_bundle().map(str::to_owned),
-        };
-        let started = Instant::now();
-        let result = self.ctx.tokens.issue(&request).await;
-        let outcome = match &result {
-            Ok(_) => "success",
-            Err(e) => e.reason(),
-        };
-        let endpoint_type = format!("{:?}", request.endpoint_type).replace("Csp", "CSP");
-        self.ctx.metrics.token_requests.get_or_create(&RequestLabels { endpoint_type, outcome: outcome.into() }).inc();
-        self.ctx.metrics.token_request_duration.observe(started.elapsed().as_secs_f64());
-        match result {
+        match request_token(self.ctx, self.token, grant, validity).await {
             Ok(issued) => {
-                info!(?reason, expires_at = %issued.expires_at, source = ?issued.expiry_source, "issued a token");
+                info!(?reason, expires_at = %issued.material.times.expires_at, source = ?issued.source, "issued a token");
                 // A rotated refresh token is kept before anything else is written: the one just
                 // sent may be spent now (see `refresh_store`).
-                if let (Grant::RefreshToken { refresh_token: seed, .. }, Grant::RefreshToken { refresh_token: sent, .. }) =
-                    (&credentials.grant, &request.grant)
-                    && let Some(rotated) = issued.refresh_token.filter(|new| new != sent)
+                if let (Grant::RefreshToken { refresh_token: seed, .. }, Some(rotated)) = (&credentials.grant, issued.rotated_refresh_token)
                 {
                     self.ctx.remember_refresh_token(self.token, seed, rotated);
                 }
-                // Whole seconds, as annotations and status hold them, so that a restart computes
-                // exactly the same refresh time (and finds nothing to write).
-                let material = TokenMaterial {
-                    access_token: issued.access_token,
-                    id_token: issued.id_token,
-                    times: TokenTimes { issued_at: whole_seconds(issued.issued_at), expires_at: whole_seconds(issued.expires_at) },
-                };
-                self.store_new_token(material, refresh_before, reason, credentials).await
+                self.store_new_token(issued.material, refresh_before, reason, credentials).await
             }
             Err(error) => {
                 warn!(reason = error.reason(), %error, "token request failed");
@@ -330,6 +303,58 @@ impl Actor<'_> {
             warn!(%error, "could not publish event");
         }
     }
+}
+
+/// A token just issued, in the form it is stored.
+pub(super) struct Issued {
+    pub(super) material: TokenMaterial,
+    pub(super) source: ExpirySource,
+    /// The new refresh token of a refresh-token grant, when the endpoint rotated it.
+    pub(super) rotated_refresh_token: Option<Sensitive>,
+}
+
+/// One token request for `token` (a NavigatorToken, or a ClusterNavigatorToken's view) with
+/// `grant`, counted in the metrics. Times are whole seconds, as annotations and status hold
+/// them, so that a restart computes exactly the same refresh time (and finds nothing to write).
+pub(super) async fn request_token(
+    ctx: &Context,
+    token: &NavigatorToken,
+    grant: Grant,
+    validity: Option<Duration>,
+) -> Result<Issued, TokenError> {
+    let spec = &token.spec;
+    let request = TokenRequest {
+        endpoint_type: spec.endpoint_type(),
+        base_url: spec.endpoint_url(),
+        org_id: spec.org_id.clone(),
+        grant,
+        scope: spec.scope.as_deref().map(str::to_owned),
+        validity,
+        ca_bundle: spec.ca_bundle().map(str::to_owned),
+    };
+    let started = Instant::now();
+    let result = ctx.tokens.issue(&request).await;
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(e) => e.reason(),
+    };
+    let endpoint_type = format!("{:?}", request.endpoint_type).replace("Csp", "CSP");
+    ctx.metrics.token_requests.get_or_create(&RequestLabels { endpoint_type, outcome: outcome.into() }).inc();
+    ctx.metrics.token_request_duration.observe(started.elapsed().as_secs_f64());
+    let issued = result?;
+    let sent_refresh_token = match &request.grant {
+        Grant::RefreshToken { refresh_token, .. } => Some(refresh_token),
+        _ => None,
+    };
+    Ok(Issued {
+        rotated_refresh_token: issued.refresh_token.filter(|new| sent_refresh_token.is_some_and(|sent| new != sent)),
+        material: TokenMaterial {
+            access_token: issued.access_token,
+            id_token: issued.id_token,
+            times: TokenTimes { issued_at: whole_seconds(issued.issued_at), expires_at: whole_seconds(issued.expires_at) },
+        },
+        source: issued.expiry_source,
+    })
 }
 
 fn whole_seconds(t: Timestamp) -> Timestamp {

@@ -12,7 +12,6 @@ use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::FIELD_MANAGER;
-use crate::crd::NavigatorToken;
 
 /// Normal or Warning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,9 +35,13 @@ impl Publisher {
         Publisher { client, instance }
     }
 
-    /// Creates one Event about `token`.
-    pub async fn publish(&self, token: &NavigatorToken, type_: EventType, reason: &str, note: &str) -> Result<(), kube::Error> {
-        let namespace = token.namespace().unwrap_or_default();
+    /// Creates one Event about `token` (a NavigatorToken or ClusterNavigatorToken). Events about a
+    /// cluster-scoped object go to the namespace `default`, as kubectl and client-go put them.
+    pub async fn publish<K>(&self, token: &K, type_: EventType, reason: &str, note: &str) -> Result<(), kube::Error>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let namespace = token.namespace().unwrap_or_else(|| "default".to_owned());
         let now = Timestamp::now();
         let event = Event {
             metadata: ObjectMeta { name: Some(event_name(&token.name_any(), now)), ..ObjectMeta::default() },

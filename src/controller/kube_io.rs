@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
@@ -30,16 +30,47 @@ impl Context {
     /// Applies the target Secret of `token` (in the token's namespace).
     pub(super) async fn apply_secret(&self, token: &NavigatorToken, desired: &Secret) -> Result<(), kube::Error> {
         let namespace = token.namespace().unwrap_or_default();
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
-        let (name, params, patch) = (desired.name_any(), PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(desired));
-        let written = with_retries(|| api.patch(&name, &params, &patch)).await?;
-        let cached = || Some(self.managed_secrets.get(&namespace, &name)?.resource_version);
-        if let Some(version) = written.resource_version()
-            && !wait_for_cache(cached, &version).await
-        {
-            self.record_lag(token, |lag| lag.secret = Some((name, version)));
+        if let Some(lag) = self.apply_secret_in(&namespace, desired).await? {
+            self.record_lag(token, |lagging| lagging.secret = Some(lag));
         }
         Ok(())
+    }
+
+    /// Applies `desired` in `namespace` and waits (bounded) for the managed cache to show it.
+    /// Returns the Secret's name and resourceVersion when the cache had not shown it in time.
+    pub(super) async fn apply_secret_in(&self, namespace: &str, desired: &Secret) -> Result<Option<(String, String)>, kube::Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let (name, params, patch) = (desired.name_any(), PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(desired));
+        let written = with_retries(|| api.patch(&name, &params, &patch)).await?;
+        let cached = || Some(self.managed_secrets.get(namespace, &name)?.resource_version);
+        match written.resource_version() {
+            Some(version) if !wait_for_cache(cached, &version).await => Ok(Some((name, version))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Metadata of a Secret not in the managed cache: one GET tells "none yet" from someone
+    /// else's Secret (whose data it does not transfer).
+    pub(super) async fn uncached_secret_metadata(&self, namespace: &str, name: &str) -> Result<Option<Secret>, kube::Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let found = api.get_metadata_opt(name).await?;
+        Ok(found.map(|meta| Secret { metadata: meta.metadata, ..Secret::default() }))
+    }
+
+    /// Deletes a Secret this operator wrote, only if it is still the version the cache showed
+    /// (a precondition): a Secret re-created or changed meanwhile is left alone. Gone already
+    /// counts as deleted.
+    pub(super) async fn delete_secret_version(&self, namespace: &str, name: &str, resource_version: &str) -> Result<(), kube::Error> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let params = DeleteParams {
+            preconditions: Some(Preconditions { resource_version: Some(resource_version.to_owned()), uid: None }),
+            ..DeleteParams::background()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// Applies `status` to the NavigatorToken's status subresource.
@@ -195,7 +226,7 @@ fn scrub(text: &str, secrets: &[&str]) -> String {
 
 /// Retries a write a few times on conflicts, throttling and server errors: they are usually
 /// momentary, and a failed Secret write would otherwise wait for the error policy's requeue.
-async fn with_retries<T, F, Fut>(mut write: F) -> Result<T, kube::Error>
+pub(super) async fn with_retries<T, F, Fut>(mut write: F) -> Result<T, kube::Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, kube::Error>>,
@@ -215,7 +246,7 @@ where
 
 /// Waits (bounded) until a watch cache shows a write of ours, so the next reconcile cannot act on
 /// the state from before it (which could request a second token). False when it timed out.
-async fn wait_for_cache(cached_version: impl Fn() -> Option<String>, written: &str) -> bool {
+pub(super) async fn wait_for_cache(cached_version: impl Fn() -> Option<String>, written: &str) -> bool {
     let caught_up = || cached_version().is_some_and(|rv| resource_version_at_least(&rv, written));
     let deadline = Instant::now() + READ_YOUR_WRITES_TIMEOUT;
     while !caught_up() {
@@ -228,7 +259,7 @@ async fn wait_for_cache(cached_version: impl Fn() -> Option<String>, written: &s
 }
 
 /// resourceVersions are opaque, but etcd's are integers; compare numerically when both are.
-fn resource_version_at_least(have: &str, want: &str) -> bool {
+pub(super) fn resource_version_at_least(have: &str, want: &str) -> bool {
     match (have.parse::<u64>(), want.parse::<u64>()) {
         (Ok(h), Ok(w)) => h >= w,
         _ => have == want,

@@ -5,6 +5,7 @@
 
 mod act;
 mod api_token;
+pub mod cluster;
 pub mod events;
 mod kube_io;
 pub mod plan;
@@ -26,6 +27,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
+pub use self::cluster::ClusterSettings;
 use self::events::Publisher;
 use self::kube_io::LaggingWrites;
 use self::reconcile::{error_policy, reconcile};
@@ -48,6 +50,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Reporting instance for events (the pod name).
     pub instance: String,
+    /// Also run the ClusterNavigatorToken controller (only when watching all namespaces).
+    pub cluster: Option<ClusterSettings>,
 }
 
 /// Shared state of a controller's reconciles.
@@ -149,13 +153,42 @@ pub async fn run(
         synced: sync.receiver(),
     });
 
+    // The ClusterNavigatorToken controller shares these caches: its triggers come from the same
+    // streams (no second watch of Secrets).
+    let cluster = settings.cluster.clone().filter(|_| ns.is_none());
+    let (cluster_triggers, cluster_trigger_rx) = futures::channel::mpsc::unbounded::<ClusterTrigger>();
+    let cluster_triggers = cluster.is_some().then_some(cluster_triggers);
+    let to_cluster = cluster_triggers.clone();
+    let managed_events = changes_after_first_list(managed_events).inspect_ok(move |secret: &ManagedSecret| {
+        if let (Some(tx), Some(name)) = (&to_cluster, secret.cached.token_name.as_deref().filter(|_| secret.cached.cluster)) {
+            let _ = tx.unbounded_send(ClusterTrigger::Token(name.to_owned()));
+        }
+    });
+    let to_cluster = cluster_triggers.clone();
+    let credentials_events = changes_after_first_list(credentials_events).inspect_ok(move |secret: &Secret| {
+        if let Some(tx) = &to_cluster {
+            let _ = tx.unbounded_send(ClusterTrigger::Credentials(secret.namespace().unwrap_or_default(), secret.name_any()));
+        }
+    });
+    // One shutdown for both controllers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        stop.send_replace(true);
+    };
+    let cluster_controller = cluster.map(|cluster| {
+        cluster::run(context.clone(), cluster, cluster_trigger_rx, settings.selector.clone(), settings.concurrency, stopped)
+    });
+    drop(cluster_triggers);
+
     let users_of_credentials = token_store.clone();
-    Controller::for_stream(token_events.applied_objects(), token_store)
+    let tokens_controller = Controller::for_stream(token_events.applied_objects(), token_store)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-        .watches_stream(changes_after_first_list(managed_events), |secret: ManagedSecret| {
-            Some(ObjectRef::new(secret.cached.token_name.as_deref()?).within(&secret.namespace()?))
+        .watches_stream(managed_events, |secret: ManagedSecret| {
+            let name = secret.cached.token_name.as_deref().filter(|_| !secret.cached.cluster)?;
+            Some(ObjectRef::new(name).within(&secret.namespace()?))
         })
-        .watches_stream(changes_after_first_list(credentials_events), move |secret: Secret| {
+        .watches_stream(credentials_events, move |secret: Secret| {
             let (name, ns) = (secret.name_any(), secret.namespace());
             users_of_credentials
                 .state()
@@ -166,6 +199,17 @@ pub async fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
-        .for_each(|_| async {})
-        .await;
+        .for_each(|_| async {});
+    match cluster_controller {
+        Some(cluster_controller) => drop(futures::future::join(tokens_controller, cluster_controller).await),
+        None => tokens_controller.await,
+    }
+}
+
+/// What makes ClusterNavigatorTokens reconcile, from the watches shared with NavigatorTokens.
+enum ClusterTrigger {
+    /// A Secret written for the ClusterNavigatorToken of this name changed.
+    Token(String),
+    /// The credentials Secret (namespace, name) changed.
+    Credentials(String, String),
 }

@@ -25,7 +25,7 @@ use crate::token::{CREDENTIALS_REJECTED_REASONS, Grant, RetryClass};
 use crate::{CREDENTIALS_LABEL, Error};
 
 /// Reason when the credentials Secret is not in the cache (refined on report).
-const CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
+pub(super) const CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
 /// Reason when a Secret of the target name belongs to someone else.
 const SECRET_CONFLICT: &str = "SecretConflict";
 
@@ -156,7 +156,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         (Step::SecretConflict, _) => action.fail(SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction).await,
         (_, Err(mut blocked)) => {
             if blocked.reason == CREDENTIALS_NOT_FOUND {
-                blocked = ctx.explain_uncached_credentials(token, &labels.namespace).await?;
+                blocked = ctx.explain_uncached_credentials(&token.spec.credentials_secret_ref.name, &labels.namespace).await?;
             }
             action.fail(blocked.reason, &blocked.message, RetryClass::NeedsUserAction).await
         }
@@ -228,8 +228,7 @@ impl Context {
 
     /// Not in the label-selected cache: one GET tells a missing Secret from a missing label.
     /// Only called when the failure is reported, never on a routine path.
-    async fn explain_uncached_credentials(&self, token: &NavigatorToken, namespace: &str) -> Result<Blocked, Error> {
-        let name = &token.spec.credentials_secret_ref.name;
+    pub(super) async fn explain_uncached_credentials(&self, name: &str, namespace: &str) -> Result<Blocked, Error> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let exists = api.get_metadata_opt(name).await.map_err(Error::kube("get credentials Secret"))?.is_some();
         Ok(if exists {
@@ -245,7 +244,7 @@ impl Context {
     }
 }
 
-fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, Blocked> {
+pub(super) fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, Blocked> {
     value
         .map(|v| crate::duration::parse(v).map_err(|e| Blocked { reason: "InvalidSpec", message: format!("spec.{field}: {e}") }))
         .transpose()
@@ -253,7 +252,7 @@ fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, 
 
 /// Renders `spec.target.template` with placeholder values: a template that cannot work costs
 /// no token request, and the Secret stays as it is.
-fn check_template(token: &NavigatorToken, labels: &TokenLabels) -> Result<(), Blocked> {
+pub(super) fn check_template(token: &NavigatorToken, labels: &TokenLabels) -> Result<(), Blocked> {
     let Some(template) = token.spec.target.as_ref().and_then(|t| t.template.as_ref()) else { return Ok(()) };
     template::check(&template.data, &token.spec.org_id, &labels.name, &labels.namespace)
         .map_err(|e| Blocked { reason: INVALID_TEMPLATE, message: format!("{e}; the Secret is left as it is") })

@@ -21,7 +21,7 @@ use crate::redact::Sensitive;
 use crate::template::{self, TemplateError};
 use crate::token::ClientOptions;
 use crate::{
-    EXPIRES_AT_ANNOTATION, INPUTS_FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    CLUSTER_TOKEN_LABEL, EXPIRES_AT_ANNOTATION, INPUTS_FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
     REFRESH_REQUESTED_ANNOTATION, TOKEN_FINGERPRINT_ANNOTATION, TOKEN_NAME_ANNOTATION,
 };
 
@@ -204,10 +204,20 @@ pub fn is_ours(secret: &Secret, token: &NavigatorToken) -> bool {
     written_for(secret) == token.metadata.name.as_deref()
 }
 
-/// The NavigatorToken a Secret carrying this operator's label was written for.
+/// The NavigatorToken a Secret carrying this operator's label was written for (none when it was
+/// written for a ClusterNavigatorToken).
 fn written_for(secret: &Secret) -> Option<&str> {
     let labelled = secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
-    labelled.then(|| secret.annotations().get(TOKEN_NAME_ANNOTATION).map(String::as_str)).flatten()
+    let namespaced = !secret.labels().contains_key(CLUSTER_TOKEN_LABEL);
+    (labelled && namespaced).then(|| secret.annotations().get(TOKEN_NAME_ANNOTATION).map(String::as_str)).flatten()
+}
+
+/// The ClusterNavigatorToken a Secret carrying this operator's label was written for: the
+/// name annotation, on a Secret with the cluster-token label (whose value may be cut short).
+pub fn written_for_cluster(secret: &Secret) -> Option<&str> {
+    let labelled = secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
+    let cluster = secret.labels().contains_key(CLUSTER_TOKEN_LABEL);
+    (labelled && cluster).then(|| secret.annotations().get(TOKEN_NAME_ANNOTATION).map(String::as_str)).flatten()
 }
 
 /// What the cache keeps of a Secret this operator manages: only what `observe` reads, taken
@@ -217,8 +227,12 @@ fn written_for(secret: &Secret) -> Option<&str> {
 pub struct CachedSecret {
     /// metadata.resourceVersion.
     pub resource_version: String,
-    /// The NavigatorToken it was written for (`None` when the label or annotation is missing).
+    /// The NavigatorToken (or, with `cluster`, ClusterNavigatorToken) it was written for
+    /// (`None` when the label or annotation is missing).
     pub token_name: Option<String>,
+    /// Written for a ClusterNavigatorToken (label navigator.dev/cluster-token): foreign to every
+    /// NavigatorToken. One byte, in what was padding.
+    pub cluster: bool,
     /// Issue and expiry time of the token it holds.
     pub times: Option<TokenTimes>,
     /// The inputs fingerprint annotation, as a number (16 bytes, no allocation).
@@ -250,7 +264,8 @@ impl From<Secret> for ManagedSecret {
         let intact_keys = secret.data.iter().flatten().filter(|(_, value)| is_recorded_token(&secret, &value.0));
         let cached = CachedSecret {
             resource_version: secret.resource_version().unwrap_or_default(),
-            token_name: written_for(&secret).map(str::to_owned),
+            token_name: written_for(&secret).or_else(|| written_for_cluster(&secret)).map(str::to_owned),
+            cluster: written_for_cluster(&secret).is_some(),
             times: times(&secret),
             inputs_fingerprint: annotation(INPUTS_FINGERPRINT_ANNOTATION),
             template_fingerprint: annotation(TEMPLATE_FINGERPRINT_ANNOTATION),
@@ -309,6 +324,14 @@ impl SecretCache {
         entries.get(&(namespace.to_owned(), name.to_owned())).cloned()
     }
 
+    /// The cached Secrets written for ClusterNavigatorToken `name`, as (namespace, Secret name,
+    /// cached). Walks the whole cache: called once per reconcile of a ClusterNavigatorToken.
+    pub fn cluster_secrets(&self, name: &str) -> Vec<(String, String, CachedSecret)> {
+        let entries = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let ours = entries.iter().filter(|(_, c)| c.cluster && c.token_name.as_deref() == Some(name));
+        ours.map(|((ns, secret), c)| (ns.clone(), secret.clone(), c.clone())).collect()
+    }
+
     /// A handler of the Secrets' watch events that keeps the cache as kube's reflector keeps a
     /// `Store`: a (re)list is collected aside and replaces the whole cache once complete.
     pub fn writer(&self) -> impl FnMut(&watcher::Event<ManagedSecret>) + use<> {
@@ -330,10 +353,16 @@ impl SecretCache {
 
 /// Classifies the cached Secret under the target name.
 pub fn observe(secret: Option<&CachedSecret>, token: &NavigatorToken, inputs_fp: &str) -> TargetSecret {
+    observe_as(secret, token, inputs_fp, false)
+}
+
+/// [`observe`] for the Secret of a ClusterNavigatorToken (`cluster`) seen through its
+/// NavigatorToken view, or of a NavigatorToken: the other kind's Secrets are foreign.
+pub fn observe_as(secret: Option<&CachedSecret>, token: &NavigatorToken, inputs_fp: &str, cluster: bool) -> TargetSecret {
     let Some(secret) = secret else {
         return TargetSecret::Absent;
     };
-    if secret.token_name.is_none() || secret.token_name != token.metadata.name {
+    if secret.cluster != cluster || secret.token_name.is_none() || secret.token_name != token.metadata.name {
         return TargetSecret::Foreign;
     }
     let Some(TokenTimes { issued_at, expires_at }) = secret.times else {
@@ -352,6 +381,13 @@ pub fn observe(secret: Option<&CachedSecret>, token: &NavigatorToken, inputs_fp:
         inputs_current: current(secret.inputs_fingerprint, inputs_fp),
         template_current: owner_ok && secret.data_intact && current(secret.template_fingerprint, &template_fingerprint(token)),
     }))
+}
+
+impl CachedSecret {
+    /// True when `uid` is among its owners.
+    pub fn owned_by(&self, uid: &str) -> bool {
+        self.owner_uids.iter().any(|owner| owner == uid)
+    }
 }
 
 /// A [`fingerprint`] as the number its hex digits spell.

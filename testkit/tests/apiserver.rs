@@ -1637,3 +1637,86 @@ async fn many_concurrent_writes_and_a_watch_keep_up() {
     })
     .await;
 }
+
+const PARTIAL_LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json";
+const PARTIAL: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
+
+#[tokio::test]
+async fn metadata_only_requests_get_partial_object_metadata() {
+    bounded(async {
+        let api = Api::start().await;
+        api.server.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "labels": {"tenant": "yes"}}}));
+        let accept = |value: &'static str| {
+            let (http, url) = (api.http.clone(), api.server.url());
+            move |path: &str| http.get(format!("{url}{path}")).header("accept", value)
+        };
+        let list: Value = accept(PARTIAL_LIST)("/api/v1/namespaces").send().await.unwrap().json().await.unwrap();
+        assert_eq!((list["kind"].as_str(), list["apiVersion"].as_str()), (Some("PartialObjectMetadataList"), Some("meta.k8s.io/v1")));
+        let team_a = list["items"].as_array().unwrap().iter().find(|i| i["metadata"]["name"] == "team-a").unwrap();
+        assert_eq!(team_a["kind"], "PartialObjectMetadata");
+        assert_eq!(team_a["metadata"]["labels"]["tenant"], "yes");
+        assert!(team_a.get("spec").is_none() && team_a.get("status").is_none(), "metadata only: {team_a}");
+
+        // A Secret's data never travels in a metadata-only GET.
+        let with_data = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"token": "t0ken"}});
+        assert_eq!(api.post(SECRETS, &with_data).await.code, 201);
+        let got: Value = accept(PARTIAL)(&format!("{SECRETS}/s")).send().await.unwrap().json().await.unwrap();
+        assert_eq!(got["kind"], "PartialObjectMetadata");
+        assert!(got.get("data").is_none(), "{got}");
+        // Plain requests are unchanged.
+        assert!(api.get(&format!("{SECRETS}/s")).await.body.get("data").is_some());
+
+        let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
+        let response = accept(PARTIAL)(&format!("/api/v1/namespaces?watch=true&resourceVersion={rv}")).send().await.unwrap();
+        let mut watch = Watch::new(response);
+        let relabel = json!({"metadata": {"labels": {"tenant": "no"}}});
+        assert_eq!(api.merge("/api/v1/namespaces/team-a", &relabel).await.code, 200);
+        let event = watch.next_change().await;
+        assert_eq!((event["type"].as_str(), event["object"]["kind"].as_str()), (Some("MODIFIED"), Some("PartialObjectMetadata")));
+        assert_eq!(event["object"]["metadata"]["labels"]["tenant"], "no");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cluster_scoped_resource_has_no_namespaced_path_and_a_purged_namespace_takes_its_objects() {
+    bounded(async {
+        let api = Api::start().await;
+        let crd = json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Cluster", "names": {"plural": "widgets", "kind": "Widget"},
+                     "versions": [{"name": "v1", "served": true, "storage": true, "subresources": {"status": {}}}]},
+        });
+        assert_eq!(api.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", &crd).await.code, 201);
+        let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}});
+        assert_eq!(api.post("/apis/example.com/v1/namespaces/ref/widgets", &widget).await.code, 404);
+        assert_eq!(api.post("/apis/example.com/v1/widgets", &widget).await.code, 201);
+        assert_eq!(api.get("/apis/example.com/v1/widgets/w").await.code, 200);
+
+        api.post(SECRETS, &secret("ref", "s", json!({}))).await;
+        api.server.terminate_namespace("ref");
+        assert_eq!(api.post(SECRETS, &secret("ref", "t", json!({}))).await.code, 403, "no creates while terminating");
+        api.server.purge_namespace("ref");
+        assert_eq!(api.get(&format!("{SECRETS}/s")).await.code, 404);
+        assert_eq!(api.get("/api/v1/namespaces/ref").await.code, 404);
+        assert_eq!(api.get("/apis/example.com/v1/widgets/w").await.code, 200, "cluster-scoped objects stay");
+
+        // DELETE through the API: answered with the Namespace, Terminating; emptied and gone soon after.
+        api.server.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ref"}}));
+        assert_eq!(api.post(SECRETS, &secret("ref", "s", json!({}))).await.code, 201);
+        let deleted = api.delete("/api/v1/namespaces/ref").await;
+        assert_eq!((deleted.code, deleted.body["kind"].as_str()), (200, Some("Namespace")));
+        assert_eq!(deleted.body["status"]["phase"], "Terminating");
+        assert!(deleted.body["metadata"]["deletionTimestamp"].is_string());
+        assert_eq!(api.post(SECRETS, &secret("ref", "t", json!({}))).await.code, 403, "no creates while terminating");
+        assert_eq!(api.delete("/api/v1/namespaces/ref").await.code, 409, "a second DELETE, as on a real server");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while api.get("/api/v1/namespaces/ref").await.code != 404 {
+            assert!(Instant::now() < deadline, "the namespace was never emptied");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(api.get(&format!("{SECRETS}/s")).await.code, 404, "its objects went with it");
+    })
+    .await;
+}

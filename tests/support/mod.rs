@@ -18,7 +18,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Client, Config};
 use navigator_token_operator::api_counter::{self, ApiCounter, ApiCounts};
 use navigator_token_operator::controller::{self, Settings};
-use navigator_token_operator::crd::NavigatorToken;
+use navigator_token_operator::crd::{ClusterNavigatorToken, ClusterNavigatorTokenStatus, NavigatorToken};
 use navigator_token_operator::leader::Shutdown;
 use navigator_token_operator::metrics::Metrics;
 use navigator_token_operator::token::{ClientOptions, TokenClient};
@@ -74,6 +74,8 @@ pub struct Harness {
     pub metrics: Arc<Metrics>,
     synced: Arc<AtomicBool>,
     operator: Option<(Shutdown, JoinHandle<()>)>,
+    /// Namespaces and ClusterNavigatorTokens the test created besides `ns` (deleted on a real cluster).
+    extra: std::sync::Mutex<(Vec<String>, Vec<String>)>,
 }
 
 impl Harness {
@@ -123,6 +125,7 @@ impl Harness {
             metrics: Arc::new(Metrics::default()),
             synced: Arc::default(),
             operator: None,
+            extra: std::sync::Mutex::default(),
         };
         harness.put_credentials("testkit-client", "testkit-secret").await;
         harness
@@ -150,12 +153,124 @@ impl Harness {
         self.synced = Arc::default();
         let client = api_counter::client(self.config.clone(), self.counter.clone()).unwrap();
         let tokens = TokenClient::new(options).unwrap();
-        let settings = Settings { namespace: Some(self.ns.clone()), selector: None, concurrency: 16, instance: "test-operator".into() };
+        let settings =
+            Settings { namespace: Some(self.ns.clone()), selector: None, concurrency: 16, instance: "test-operator".into(), cluster: None };
         let shutdown = Shutdown::default();
         let synced = self.synced.clone();
         let on_synced = move || synced.store(true, Ordering::Release);
         let task = tokio::spawn(controller::run(client, tokens, settings, self.metrics.clone(), on_synced, shutdown.clone().wait()));
         self.operator = Some((shutdown, task));
+    }
+
+    /// Starts an operator watching all namespaces, with the ClusterNavigatorToken controller
+    /// allowed to read credentials from the harness namespace `ns` only.
+    pub async fn start_cluster_operator(&mut self) {
+        assert!(self.operator.is_none(), "operator already running");
+        // The in-process server learns the cluster kind and its status subresource from the CRD.
+        navigator_token_operator::install_crd(&self.client).await.expect("install CRDs");
+        if self.api.is_some() {
+            // Events about cluster-scoped objects go to `default`, which a real cluster always has.
+            let default = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+            Api::<Namespace>::all(self.client.clone())
+                .patch("default", &PatchParams::apply("scenario-test"), &Patch::Apply(&default))
+                .await
+                .expect("namespace default");
+        }
+        self.metrics = Arc::new(Metrics::default());
+        self.counter = ApiCounter::new(self.metrics.kube_api_requests.clone());
+        self.synced = Arc::default();
+        let client = api_counter::client(self.config.clone(), self.counter.clone()).unwrap();
+        let tokens = TokenClient::new(ClientOptions {
+            allowed_hosts: Some(vec!["127.0.0.1".to_owned()]),
+            request_timeout: Duration::from_secs(2),
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        let cluster = controller::ClusterSettings { credentials_namespaces: vec![self.ns.clone()] };
+        let settings =
+            Settings { namespace: None, selector: None, concurrency: 16, instance: "test-operator".into(), cluster: Some(cluster) };
+        let shutdown = Shutdown::default();
+        let synced = self.synced.clone();
+        let on_synced = move || synced.store(true, Ordering::Release);
+        let task = tokio::spawn(controller::run(client, tokens, settings, self.metrics.clone(), on_synced, shutdown.clone().wait()));
+        self.operator = Some((shutdown, task));
+    }
+
+    /// Creates a namespace with `labels` (and the test label, to find leftovers).
+    pub async fn create_namespace(&self, name: &str, labels: &[(&str, &str)]) {
+        let mut all: std::collections::BTreeMap<String, String> = labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        all.insert(TEST_NAMESPACE_LABEL.to_owned(), "true".to_owned());
+        let namespace = Namespace {
+            metadata: ObjectMeta { name: Some(name.to_owned()), labels: Some(all), ..Default::default() },
+            ..Default::default()
+        };
+        Api::<Namespace>::all(self.client.clone()).create(&PostParams::default(), &namespace).await.expect("create namespace");
+        self.extra.lock().unwrap().0.push(name.to_owned());
+    }
+
+    /// ClusterNavigatorTokens.
+    pub fn cluster_tokens(&self) -> Api<ClusterNavigatorToken> {
+        Api::all(self.client.clone())
+    }
+
+    /// Creates a ClusterNavigatorToken pointing at the stand-in, with credentials in the harness
+    /// namespace and `extra` merged into its spec.
+    pub async fn create_cluster_token(&self, name: &str, extra: Value) -> ClusterNavigatorToken {
+        let mut spec = json!({
+            "orgId": ORG,
+            "credentialsSecretRef": {"name": CREDS, "namespace": self.ns},
+            "endpoint": {"type": "CSP", "url": self.tokens.base_url()},
+        });
+        merge(&mut spec, extra);
+        let token: ClusterNavigatorToken = serde_json::from_value(json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": "ClusterNavigatorToken",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        self.extra.lock().unwrap().1.push(name.to_owned());
+        self.cluster_tokens().create(&PostParams::default(), &token).await.expect("create ClusterNavigatorToken")
+    }
+
+    /// The ClusterNavigatorToken's status, if any.
+    pub async fn cluster_status(&self, name: &str) -> Option<ClusterNavigatorTokenStatus> {
+        self.cluster_tokens().get(name).await.expect("get ClusterNavigatorToken").status
+    }
+
+    /// The ClusterNavigatorToken's Ready condition as (status, reason, message).
+    pub async fn cluster_ready(&self, name: &str) -> Option<(String, String, String)> {
+        let condition = self.cluster_status(name).await?.token.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        Some((condition.status, condition.reason, condition.message))
+    }
+
+    /// The access token in Secret `name` of namespace `ns`, if any.
+    pub async fn token_in(&self, ns: &str, name: &str) -> Option<String> {
+        let secret = Api::<Secret>::namespaced(self.client.clone(), ns).get_opt(name).await.expect("get Secret")?;
+        let bytes = secret.data?.get("token")?.0.clone();
+        Some(String::from_utf8(bytes).unwrap())
+    }
+
+    /// Waits (up to 5 s: Events are published after the status write) for an Event of `kind`
+    /// and `reason` about ClusterNavigatorToken `name`.
+    pub async fn cluster_has_event(&self, name: &str, kind: &str, reason: &str) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            if self.cluster_events(name).await.iter().any(|(k, r)| k == kind && r == reason) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Events about ClusterNavigatorToken `name` (in `default`), as (type, reason).
+    pub async fn cluster_events(&self, name: &str) -> Vec<(String, String)> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), "default");
+        let selector = format!("regarding.kind=ClusterNavigatorToken,regarding.name={name}");
+        let list = api.list(&ListParams::default().fields(&selector)).await.expect("list events");
+        let mut events: Vec<(String, String)> =
+            list.items.into_iter().map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default())).collect();
+        events.sort();
+        events
     }
 
     /// Stops the operator and waits for it to finish.
@@ -333,14 +448,33 @@ impl Drop for Harness {
             return;
         }
         let (config, ns) = (self.config.clone(), self.ns.clone());
+        let (mut all, cluster_tokens) = std::mem::take(&mut *self.extra.lock().unwrap());
+        all.push(ns);
         // Drop cannot await: the request goes from a thread with a runtime of its own.
         let request = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             runtime.block_on(async {
                 let Ok(client) = Client::try_from(config) else { return };
-                let (namespaces, params) = (Api::<Namespace>::all(client), DeleteParams::background());
-                if !matches!(tokio::time::timeout(Duration::from_secs(10), namespaces.delete(&ns, &params)).await, Ok(Ok(_))) {
-                    eprintln!("could not delete namespace {ns}; delete namespaces labelled {TEST_NAMESPACE_LABEL}=true by hand");
+                let params = DeleteParams::background();
+                // Cluster-scoped: a namespace's deletion does not take them along.
+                let tokens = Api::<ClusterNavigatorToken>::all(client.clone());
+                for name in cluster_tokens {
+                    let deleted = tokio::time::timeout(Duration::from_secs(10), tokens.delete(&name, &params)).await;
+                    // Gone already (a test deleted it) is fine.
+                    let gone = match &deleted {
+                        Ok(Ok(_)) => true,
+                        Ok(Err(kube::Error::Api(status))) => status.code == 404,
+                        _ => false,
+                    };
+                    if !gone {
+                        eprintln!("could not delete ClusterNavigatorToken {name}; delete it by hand");
+                    }
+                }
+                let namespaces = Api::<Namespace>::all(client);
+                for ns in all {
+                    if !matches!(tokio::time::timeout(Duration::from_secs(10), namespaces.delete(&ns, &params)).await, Ok(Ok(_))) {
+                        eprintln!("could not delete namespace {ns}; delete namespaces labelled {TEST_NAMESPACE_LABEL}=true by hand");
+                    }
                 }
             });
         });

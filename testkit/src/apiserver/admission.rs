@@ -1,12 +1,15 @@
 //! Admission: the real server's NamespaceLifecycle (no writes into a namespace that does not
-//! exist, no creates in one that is being deleted) and ResourceQuota object counts.
+//! exist, no creates in one that is being deleted) and ResourceQuota object counts; and the
+//! namespace lifecycle itself (terminating, then emptied and gone).
 
-use serde_json::Value;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
 
 use super::errors::ApiError;
-use super::objects::meta_str;
+use super::objects::{meta_str, set_meta};
 use super::routes::Target;
-use super::store::{Res, Store};
+use super::store::{ObjKey, Res, Store};
 
 impl Store {
     /// NamespaceLifecycle for a create (`creating`) or an update of `name` in `t`'s namespace.
@@ -92,5 +95,32 @@ fn quantity(value: &Value) -> Option<u64> {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
         _ => None,
+    }
+}
+
+impl Store {
+    /// Marks Namespace `name` as being deleted (created if missing): deletionTimestamp set,
+    /// phase Terminating. Returns the stored Namespace.
+    pub(super) fn terminate_namespace(&mut self, name: &str, now: &str) -> Arc<Value> {
+        let mut namespace = self
+            .objects
+            .get(&namespace_key(name))
+            .map(|ns| (**ns).clone())
+            .unwrap_or_else(|| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
+        if !is_terminating(&namespace) {
+            set_meta(&mut namespace, "deletionTimestamp", Value::String(now.to_owned()));
+        }
+        namespace["status"] = json!({"phase": "Terminating"});
+        self.insert_direct(namespace).expect("a Namespace object is insertable")
+    }
+
+    /// What the namespace controller does to a terminating Namespace: deletes every object in
+    /// it, then the Namespace.
+    pub(super) fn purge_namespace(&mut self, name: &str) {
+        let inside: Vec<ObjKey> = self.objects.keys().filter(|key| key.1 == name).cloned().collect();
+        for key in inside {
+            self.delete_with_dependents(&key, true);
+        }
+        self.delete_with_dependents(&namespace_key(name), true);
     }
 }

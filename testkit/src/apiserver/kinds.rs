@@ -78,6 +78,9 @@ impl Store {
         let kind = names.and_then(|n| n.get("kind")).and_then(Value::as_str);
         if let (Some(plural), Some(kind)) = (plural, kind) {
             self.register_kind(plural, kind);
+            if obj.pointer("/spec/scope").and_then(Value::as_str) == Some("Cluster") {
+                self.cluster_scoped.insert(plural.to_owned());
+            }
             let versions = obj.pointer("/spec/versions").and_then(Value::as_array);
             let has_status = versions.is_some_and(|versions| versions.iter().any(|v| v.pointer("/subresources/status").is_some()));
             if has_status {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::errors::ApiError;
+use super::objects::partial_metadata;
 use super::routes::{Query, Target, json_response};
 use super::selectors::Filter;
 use super::store::{ObjKey, Store};
@@ -67,13 +68,19 @@ struct ListBody<'a> {
 }
 
 impl ListPage {
-    pub(super) fn into_response(self) -> Response {
+    pub(super) fn into_response(self, metadata_only: bool) -> Response {
         let mut metadata = json!({"resourceVersion": self.rv.to_string()});
         if let Some(next) = &self.next {
             metadata["continue"] = Value::String(next.clone());
         }
         if let Some(remaining) = self.remaining {
             metadata["remainingItemCount"] = json!(remaining);
+        }
+        if metadata_only {
+            let items: Vec<Value> = self.items.iter().map(|item| partial_metadata(item)).collect();
+            let body =
+                ListBody { kind: "PartialObjectMetadataList", api_version: "meta.k8s.io/v1", metadata, items: items.iter().collect() };
+            return json_response(StatusCode::OK, &body);
         }
         let body = ListBody {
             kind: &self.kind,

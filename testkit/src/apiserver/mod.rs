@@ -11,7 +11,11 @@
 //! resource's `kind` only for list and bookmark envelopes (see [`ApiServer::register_kind`]).
 //! Built in, as on the real server: name, label, annotation and Secret/ConfigMap validation,
 //! NamespaceLifecycle admission (writes need an existing namespace, creates one that is not being
-//! deleted), ResourceQuota object counts. RBAC denials are opt-in ([`ApiServer::forbid`]).
+//! deleted), ResourceQuota object counts. A Namespace's DELETE leaves it Terminating and the
+//! stand-in namespace controller empties and removes it shortly after. Metadata-only requests
+//! (`Accept: …;as=PartialObjectMetadata[List];g=meta.k8s.io`) get PartialObjectMetadata, and a
+//! cluster-scoped resource (a CRD with `scope: Cluster`) has no namespaced path. RBAC denials are
+//! opt-in ([`ApiServer::forbid`]).
 //! OpenAPI schemas, finalizers and discovery are not modelled; validation can be plugged in per
 //! resource with [`ApiServer::set_validator`].
 //!
@@ -48,7 +52,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::serve::ListenerExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpListener;
 
 use self::objects::group_of;
@@ -400,16 +404,14 @@ impl ApiServer {
     /// deletes still work, as on a real server while the namespace controller empties it.
     pub fn terminate_namespace(&self, name: &str) {
         let now = time::now_rfc3339();
-        self.shared().with_store(|store| {
-            let mut namespace = store
-                .objects
-                .get(&admission::namespace_key(name))
-                .map(|ns| (**ns).clone())
-                .unwrap_or_else(|| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}));
-            objects::set_meta(&mut namespace, "deletionTimestamp", Value::String(now));
-            namespace["status"] = json!({"phase": "Terminating"});
-            store.insert_direct(namespace).expect("a Namespace object is insertable");
-        });
+        self.shared().with_store(|store| store.terminate_namespace(name, &now));
+    }
+
+    /// Finishes deleting a Namespace as the namespace controller does once it is terminating:
+    /// every object in it is deleted (watchers see each go), then the Namespace itself.
+    /// (`DELETE` of a Namespace through the API does this by itself, shortly after.)
+    pub fn purge_namespace(&self, name: &str) {
+        self.shared().with_store(|store| store.purge_namespace(name));
     }
 
     /// Delays the delivery of watch events of `plural` by `lag` (`None`: on time again), like a

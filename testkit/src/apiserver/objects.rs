@@ -9,6 +9,23 @@ use super::errors::ApiError;
 /// Resources whose objects carry no `metadata.generation`.
 const NO_GENERATION: [&str; 7] = ["secrets", "configmaps", "events", "leases", "namespaces", "serviceaccounts", "endpoints"];
 
+/// An object as a metadata-only request receives it (`Accept: …;as=PartialObjectMetadata;
+/// g=meta.k8s.io;v=v1`): its metadata, under the PartialObjectMetadata type.
+pub(super) fn partial_metadata(obj: &Value) -> Value {
+    serde_json::json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or_default()})
+}
+
+/// True when the `Accept` header asks for metadata only (PartialObjectMetadata or its List).
+pub(super) fn wants_metadata_only(accept: Option<&str>) -> bool {
+    accept.is_some_and(|accept| {
+        accept.split(',').any(|media| {
+            let params: Vec<&str> = media.split(';').map(str::trim).collect();
+            params.iter().any(|p| *p == "as=PartialObjectMetadata" || *p == "as=PartialObjectMetadataList")
+                && params.contains(&"g=meta.k8s.io")
+        })
+    })
+}
+
 pub(super) fn group_of(api_version: &str) -> &str {
     api_version.rsplit_once('/').map(|(group, _)| group).unwrap_or("")
 }

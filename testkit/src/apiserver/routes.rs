@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::admission::is_terminating;
 use super::errors::ApiError;
+use super::objects::{partial_metadata, wants_metadata_only};
 use super::patch::{PatchBody, strip_directives};
 use super::shared::Shared;
 use super::store::{ObjKey, Res};
@@ -208,6 +210,10 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
             return ApiError::bad_request(format!("reading the request body: {e}")).into_response();
         }
     };
+    // A cluster-scoped resource has no namespaced path: the real server answers 404.
+    if t.namespace.is_some() && shared.with_store(|store| store.cluster_scoped.contains(&t.res.plural)) {
+        return ApiError::path_not_found().into_response();
+    }
     if t.status {
         let exists = shared.with_store(|store| store.has_status(&t.res.plural));
         if !exists {
@@ -217,21 +223,25 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
             return ApiError::method_not_allowed().into_response();
         }
     }
+    let metadata_only = wants_metadata_only(parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let ctx = WriteCtx { manager: field_manager(&query, &parts.headers), dry_run: query.get("dryRun") == Some("All"), now: now_rfc3339() };
     let written = match (verb, t.name.as_deref()) {
         ("get", Some(name)) => shared.with_store(|store| store.get_object(&t, name)).map(|obj| (StatusCode::OK, obj)),
         ("list", None) => {
             return match shared.with_store(|store| store.list_page(&t, &query)) {
-                Ok(page) => page.into_response(),
+                Ok(page) => page.into_response(metadata_only),
                 Err(e) => e.into_response(),
             };
         }
         ("watch", None) => {
-            return open_watch(&shared, &t, &query).unwrap_or_else(IntoResponse::into_response);
+            return open_watch(&shared, &t, &query, metadata_only).unwrap_or_else(IntoResponse::into_response);
         }
         ("create", None) => parse_json(&body).and_then(|obj| shared.with_store(|store| store.create(&t, obj, &ctx))),
         ("update", Some(name)) => parse_json(&body).and_then(|obj| shared.with_store(|store| store.replace(&t, name, obj, &ctx))),
         ("patch", Some(name)) => patch_request(&shared, &t, name, &parts.headers, &query, &body, ctx),
+        ("delete", Some(name)) if t.res.group.is_empty() && t.res.plural == "namespaces" && !ctx.dry_run => {
+            delete_namespace(&shared, &t, name)
+        }
         ("delete", Some(name)) => {
             let options = if body.iter().all(u8::is_ascii_whitespace) { Ok(Value::Null) } else { parse_json(&body) };
             options.and_then(|options| shared.with_store(|store| store.delete(&t, name, &options, &query)))
@@ -240,9 +250,43 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
         _ => Err(ApiError::method_not_allowed()),
     };
     match written {
+        // A Status (delete) is never converted; objects are, when metadata is all that was asked.
+        Ok((code, obj)) if metadata_only && obj.get("kind").and_then(Value::as_str) != Some("Status") => {
+            json_response(code, &partial_metadata(&obj))
+        }
         Ok((code, obj)) => json_response(code, &*obj),
         Err(e) => e.into_response(),
     }
+}
+
+/// How long the stand-in namespace controller takes to empty a deleted namespace.
+const NAMESPACE_CONTROLLER_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// DELETE of a Namespace, as the real server does it: the answer is the Namespace, now
+/// Terminating; the namespace controller then deletes everything in it and finally the
+/// Namespace (here shortly after, on its own task).
+fn delete_namespace(shared: &Arc<Shared>, t: &Target, name: &str) -> Written {
+    let now = now_rfc3339();
+    let namespace = shared.with_store(|store| {
+        let existing = store.get_object(t, name)?;
+        if is_terminating(&existing) {
+            // What the real server answers to a second DELETE.
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on namespaces \"{name}\": The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system."
+                ),
+            ));
+        }
+        Ok(store.terminate_namespace(name, &now))
+    })?;
+    let (shared, name) = (shared.clone(), name.to_owned());
+    tokio::spawn(async move {
+        tokio::time::sleep(NAMESPACE_CONTROLLER_DELAY).await;
+        shared.with_store(|store| store.purge_namespace(&name));
+    });
+    Ok((StatusCode::OK, namespace))
 }
 
 fn patch_request(shared: &Shared, t: &Target, name: &str, headers: &HeaderMap, query: &Query, body: &[u8], ctx: WriteCtx) -> Written {

@@ -96,10 +96,15 @@ pub(super) struct Store {
     pub(super) kinds: HashMap<String, String>,
     pub(super) plurals: HashMap<String, String>,
     pub(super) status_subresources: HashSet<String>,
+    /// Resources without namespaces (built in, or a CRD with `scope: Cluster`).
+    pub(super) cluster_scoped: HashSet<String>,
     pub(super) validators: HashMap<String, Arc<Validator>>,
     pub(super) bookmark_interval: Duration,
     rng: u64,
 }
+
+/// Built-in resources that have no namespace.
+const CLUSTER_SCOPED: [&str; 3] = ["namespaces", "customresourcedefinitions", "clusternavigatortokens"];
 
 impl Store {
     pub(super) fn new() -> Store {
@@ -116,6 +121,7 @@ impl Store {
             kinds: HashMap::new(),
             plurals: HashMap::new(),
             status_subresources: HashSet::from(["navigatortokens".to_owned()]),
+            cluster_scoped: CLUSTER_SCOPED.iter().map(|p| (*p).to_owned()).collect(),
             validators: HashMap::new(),
             bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
             rng: seed,

@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use super::errors::ApiError;
-use super::objects::set_meta;
+use super::objects::{partial_metadata, set_meta};
 use super::routes::{Query, Target};
 use super::selectors::Filter;
 use super::shared::{Control, Shared, lock};
@@ -48,6 +48,18 @@ fn departed(change: &Change) -> String {
     let mut obj = change.previous.as_deref().unwrap_or(&change.object).clone();
     set_meta(&mut obj, "resourceVersion", Value::String(change.rv.to_string()));
     serde_json::to_string(&obj).unwrap_or_default()
+}
+
+/// A rendered event line with its object reduced to PartialObjectMetadata (errors stay Status).
+fn metadata_only_line(line: &str) -> String {
+    let Ok(mut event) = serde_json::from_str::<Value>(line) else { return line.to_owned() };
+    if event.get("type").and_then(Value::as_str) == Some("ERROR") {
+        return line.to_owned();
+    }
+    if let Some(object) = event.get_mut("object") {
+        *object = partial_metadata(object);
+    }
+    format!("{event}\n")
 }
 
 fn event_line(kind: &str, object_json: &str) -> String {
@@ -92,6 +104,8 @@ struct WatchStream {
     deadline: Instant,
     /// End once `pending` is sent (410 Expired).
     closing: bool,
+    /// The client asked for PartialObjectMetadata.
+    metadata_only: bool,
 }
 
 enum Step {
@@ -121,7 +135,8 @@ impl WatchStream {
                         () = tokio::time::sleep_until(due) => {}
                     }
                 }
-                return Some(item.render());
+                let line = item.render();
+                return Some(if self.metadata_only { metadata_only_line(&line) } else { line });
             }
             if self.closing {
                 return None;
@@ -176,7 +191,7 @@ impl WatchStream {
     }
 }
 
-pub(super) fn open_watch(shared: &Arc<Shared>, t: &Target, query: &Query) -> Result<Response, ApiError> {
+pub(super) fn open_watch(shared: &Arc<Shared>, t: &Target, query: &Query, metadata_only: bool) -> Result<Response, ApiError> {
     let filter = Filter::new(t, query)?;
     let from = match query.get("resourceVersion") {
         None | Some("" | "0") => None,
@@ -246,6 +261,7 @@ pub(super) fn open_watch(shared: &Arc<Shared>, t: &Target, query: &Query) -> Res
         next_bookmark,
         deadline: now + timeout,
         closing,
+        metadata_only,
     };
     let body = futures::stream::unfold(stream, |mut stream| async move {
         let line = stream.next_line().await?;

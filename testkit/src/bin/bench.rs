@@ -20,6 +20,9 @@
 //! 6. the baseline: one full round, then rounds every lifetime/2 over the same window;
 //! 7. rate limiting: N tokens at once through an endpoint limited to R requests per second.
 //!
+//! With `--fanout N` it runs instead one ClusterNavigatorToken fanning out to N namespaces
+//! (see `bench/fanout.rs`).
+//!
 //! Results are printed as Markdown tables. The exit status is 1 when token requests differ
 //! from N after a creation or from 0 after the restart (timings are only reported), and 2 when
 //! the bench itself fails.
@@ -29,6 +32,8 @@
 mod baseline;
 #[path = "bench/cluster.rs"]
 mod cluster;
+#[path = "bench/fanout.rs"]
+mod fanout;
 #[path = "bench/operator.rs"]
 mod operator;
 #[path = "bench/procfs.rs"]
@@ -103,6 +108,10 @@ struct Cli {
     /// Phases to leave out (comma-separated).
     #[arg(long, value_delimiter = ',')]
     skip: Vec<Phase>,
+    /// Instead of the runs above: one ClusterNavigatorToken fanning out to this many namespaces
+    /// (time until all hold the token, API requests per refresh, peak RSS; about 2 minutes).
+    #[arg(long)]
+    fanout: Option<usize>,
 }
 
 /// Phases that can be skipped.
@@ -144,6 +153,12 @@ async fn run_all(cli: &Cli) -> Result<bool> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     progress(&format!("operator logs and kubeconfig in {}", dir.display()));
     println!("{}", machine_description());
+    if let Some(n) = cli.fanout {
+        let outcome =
+            fanout::run(&cli.operator_bin, cli.concurrency, &dir, n).await.with_context(|| format!("fan-out to {n} namespaces"))?;
+        println!("{}", outcome.render());
+        return Ok(outcome.invariants_hold());
+    }
     let mut all_held = true;
     for &n in &cli.tokens {
         // A fresh API server per N, so that one run's objects never weigh on the next.
@@ -261,6 +276,7 @@ impl World<'_> {
             bin: &self.cli.operator_bin,
             kubeconfig: &self.cluster.kubeconfig,
             namespace,
+            cluster_credentials: None,
             token_rate_limit,
             concurrency: self.cli.concurrency,
             log: self.dir.join(format!("operator-{}-{log}.log", self.n)),

@@ -20,6 +20,9 @@ pub struct Spec<'a> {
     pub bin: &'a Path,
     pub kubeconfig: &'a Path,
     pub namespace: &'a str,
+    /// Run in cluster mode (all namespaces, ClusterNavigatorTokens) with credentials from this
+    /// namespace, instead of watching `namespace` only.
+    pub cluster_credentials: Option<&'a str>,
     /// --token-rate-limit (0: unlimited).
     pub token_rate_limit: f64,
     pub concurrency: u16,
@@ -43,8 +46,14 @@ impl Operator {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let log = std::fs::File::create(&spec.log).with_context(|| format!("creating {}", spec.log.display()))?;
         let started = Instant::now();
+        let scope = match spec.cluster_credentials {
+            Some(credentials) => ["--cluster-credentials-namespace", credentials],
+            None => ["--namespaces", spec.namespace],
+        };
         let child = Command::new(spec.bin)
-            .args(["run", "--namespaces", spec.namespace, "--allowed-endpoint-hosts", "127.0.0.1"])
+            .arg("run")
+            .args(scope)
+            .args(["--allowed-endpoint-hosts", "127.0.0.1"])
             .args(["--admin-addr", &format!("127.0.0.1:{port}")])
             .args(["--token-rate-limit", &spec.token_rate_limit.to_string()])
             .args(["--concurrency", &spec.concurrency.to_string()])

@@ -1,0 +1,504 @@
+//! The acting half of a ClusterNavigatorToken reconcile: at most one token request, the
+//! per-namespace writes and deletes, one status write, and the Events.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::plan::{NamespaceNeed, NamespaceOutcome, namespace_need, summarize};
+use super::{ClusterContext, Observation};
+use crate::controller::act::request_token;
+use crate::controller::events::EventType;
+use crate::controller::kube_io::{SecretWriteFailure, wait_for_cache, with_retries};
+use crate::controller::plan::{self as token_plan, IssueReason, Plan, Step, TargetSecret};
+use crate::controller::reconcile::{Blocked, CREDENTIALS_NOT_FOUND, Credentials, requeue_at};
+use crate::controller::secret::{self, TokenMaterial, TokenTimes};
+use crate::controller::status::{self, REASON_REFRESH_FAILING, REASON_SUSPENDED};
+use crate::crd::cluster::ClusterNavigatorTokenStatus;
+use crate::crd::{ClusterNavigatorToken, DeletionPolicy, NavigatorToken, NavigatorTokenStatus};
+use crate::metrics::TokenLabels;
+use crate::token::{Grant, RetryClass};
+use crate::{CLUSTER_TOKEN_LABEL, Error, FIELD_MANAGER, duration};
+
+/// Secret writes (and deletes) in flight at once: fast enough for 1,000 namespaces, gentle on
+/// the API server's priority and fairness budget.
+const WRITES_IN_FLIGHT: usize = 8;
+/// Look again this soon while a namespace fails or lags: its trouble may have been fixed.
+const NAMESPACE_RETRY: Duration = Duration::from_secs(30);
+/// Reason: a Secret of the target name belongs to someone else.
+const SECRET_CONFLICT: &str = "SecretConflict";
+
+/// One reconcile's acting half.
+pub(super) struct ClusterActor<'a> {
+    pub(super) cnvt: &'a ClusterNavigatorToken,
+    pub(super) ctx: &'a ClusterContext,
+    /// The object as a NavigatorToken (namespace empty), for the shared code.
+    pub(super) view: &'a NavigatorToken,
+    pub(super) now: Timestamp,
+    pub(super) labels: &'a TokenLabels,
+    pub(super) observed: &'a Observation,
+    pub(super) secret_name: &'a str,
+}
+
+/// What the shared token's side of a reconcile decided.
+struct TokenPart {
+    /// Status fields about the token (Ready is set from this and the namespaces).
+    status: NavigatorTokenStatus,
+    /// Ready as the token's side sees it, when that overrides the namespaces' view.
+    verdict: Option<(bool, String, String)>,
+    /// The current token's times, if there is a valid one.
+    current: Option<TokenTimes>,
+    /// Its material, when at hand (else recovered from a Secret if a namespace needs it).
+    material: Option<TokenMaterial>,
+    /// Whether to write the current token where it is missing, and clean up.
+    spread: bool,
+    /// When to look again, as far as the token goes.
+    requeue: Option<Timestamp>,
+    /// An Event to publish after the status write.
+    event: Option<(EventType, String, String)>,
+}
+
+/// Why one namespace was not written.
+enum Skipped {
+    /// The namespace is gone or being deleted: not selected any more, quietly.
+    Leaving,
+    /// A failure to report.
+    Failed(String, String),
+}
+
+impl ClusterActor<'_> {
+    pub(super) async fn act(
+        &mut self,
+        decision: Plan,
+        inputs: Result<(Credentials, Option<Duration>, Option<Duration>), Blocked>,
+    ) -> Result<Action, Error> {
+        let writable = self.observed.states.iter().any(|(_, state)| *state != TargetSecret::Foreign);
+        let mut part = match (decision.step, inputs) {
+            (Step::Suspended, _) => self.suspended(),
+            (Step::WaitForRetry, _) => self.waiting(decision.next_at, false),
+            (Step::Lapsed, _) => self.waiting(decision.next_at, true),
+            (_, Err(mut blocked)) => {
+                if blocked.reason == CREDENTIALS_NOT_FOUND {
+                    let reference = &self.cnvt.spec.credentials_secret_ref;
+                    blocked = self.ctx.base.explain_uncached_credentials(&reference.secret.name, &reference.namespace).await?;
+                }
+                self.failed(blocked.reason, &blocked.message, RetryClass::NeedsUserAction)
+            }
+            (Step::Keep { .. }, Ok((_, refresh_before, _))) => {
+                let times =
+                    self.observed.shared.valid_token(self.now).map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
+                match times {
+                    Some(times) => {
+                        let material = self.observed.remembered.clone().filter(|m| m.times == times);
+                        self.valid(times, material, decision.next_at, refresh_before, None)
+                    }
+                    None => self.waiting(decision.next_at, false),
+                }
+            }
+            // No selected namespace could take a token: none is requested.
+            (Step::Issue(_) | Step::SecretConflict, Ok(_)) if !writable => self.idle(),
+            (Step::Issue(reason), Ok((credentials, refresh_before, validity))) => {
+                self.issue(reason, &credentials, validity, refresh_before).await
+            }
+            (Step::SecretConflict, Ok(_)) => self.idle(),
+        };
+        let outcomes = self.fan_out(&mut part).await;
+        if part.spread {
+            self.clean_up().await;
+        }
+        self.finish(part, outcomes).await
+    }
+
+    fn previous(&self) -> Option<&NavigatorTokenStatus> {
+        self.cnvt.status.as_ref().map(|s| &s.token)
+    }
+
+    fn jitter_seed(&self) -> u64 {
+        token_plan::jitter_seed(self.cnvt.metadata.uid.as_deref().unwrap_or_default())
+    }
+
+    async fn issue(
+        &mut self,
+        reason: IssueReason,
+        credentials: &Credentials,
+        validity: Option<Duration>,
+        refresh_before: Option<Duration>,
+    ) -> TokenPart {
+        // A refresh-token chain needs a store of its newest token, which only NavigatorTokens
+        // have; the CRD rejects refreshTokenKey here too, this covers objects stored before.
+        if matches!(credentials.grant, Grant::RefreshToken { .. }) {
+            let message = "credentialsSecretRef.refreshTokenKey is not supported on a ClusterNavigatorToken; use client credentials or an API token (apiTokenKey)";
+            return self.failed("InvalidSpec", message, RetryClass::NeedsUserAction);
+        }
+        match request_token(&self.ctx.base, self.view, credentials.grant.clone(), validity).await {
+            Ok(issued) => {
+                let material = issued.material;
+                info!(?reason, expires_at = %material.times.expires_at, source = ?issued.source, "issued a token");
+                self.ctx.remember(self.cnvt, &self.observed.inputs_fp, &material);
+                self.valid(material.times, Some(material), None, refresh_before, Some(reason))
+            }
+            Err(error) => {
+                warn!(reason = error.reason(), %error, "token request failed");
+                self.failed(error.reason(), &error.to_string(), error.retry_class())
+            }
+        }
+    }
+
+    /// The token of `times` is current: status describes it (as a NavigatorToken's does).
+    fn valid(
+        &self,
+        times: TokenTimes,
+        material: Option<TokenMaterial>,
+        recheck_at: Option<Timestamp>,
+        refresh_before: Option<Duration>,
+        issued: Option<IssueReason>,
+    ) -> TokenPart {
+        let refresh_at = token_plan::refresh_at(times.issued_at, times.expires_at, refresh_before, self.jitter_seed());
+        let lifetime: Duration = times.expires_at.duration_since(times.issued_at).try_into().unwrap_or_default();
+        let status = NavigatorTokenStatus {
+            observed_generation: self.cnvt.metadata.generation,
+            secret_name: Some(self.secret_name.to_owned()),
+            issued_at: Some(status::rfc3339(times.issued_at)),
+            expires_at: Some(status::rfc3339(times.expires_at)),
+            next_refresh_at: Some(status::rfc3339(refresh_at)),
+            granted_lifetime: Some(duration::format(lifetime).into()),
+            inputs_fingerprint: Some(self.observed.inputs_fp.as_str().into()),
+            ..NavigatorTokenStatus::default()
+        };
+        self.ctx.base.metrics.token_expiry.get_or_create(self.labels).set(times.expires_at.as_second());
+        self.ctx.base.metrics.consecutive_failures.remove(self.labels);
+        let failures_before = self.previous().map_or(0, |s| s.consecutive_failures);
+        let note = format!("token valid until {}", status::rfc3339(times.expires_at));
+        let event = match issued {
+            Some(_) if failures_before > 0 => {
+                Some((EventType::Normal, "Recovered".to_owned(), format!("{note} after {failures_before} failed attempts")))
+            }
+            Some(IssueReason::Initial) => Some((EventType::Normal, "Issued".to_owned(), format!("issued a {note}"))),
+            _ => None,
+        };
+        let requeue = Some(recheck_at.map_or(refresh_at, |at| at.min(refresh_at)));
+        TokenPart { status, verdict: None, current: Some(times), material, spread: true, requeue, event }
+    }
+
+    /// A failed attempt, as a NavigatorToken records it: the token already in the Secrets stays.
+    fn failed(&self, reason: &str, message: &str, class: RetryClass) -> TokenPart {
+        let previous = self.previous();
+        let failures = previous.map_or(0, |s| s.consecutive_failures).saturating_add(1);
+        let delay = token_plan::retry_delay(class, failures, self.jitter_seed());
+        let retry_at = ceil_seconds(token_plan::add(self.now, delay));
+        let current = self.observed.shared.valid_token(self.now);
+        let mut status = NavigatorTokenStatus {
+            observed_generation: self.cnvt.metadata.generation,
+            secret_name: current.map(|_| self.secret_name.to_owned()),
+            issued_at: current.map(|c| status::rfc3339(c.issued_at)),
+            expires_at: current.map(|c| status::rfc3339(c.expires_at)),
+            next_refresh_at: Some(status::rfc3339(retry_at)),
+            inputs_fingerprint: Some(self.observed.attempt_fp.as_str().into()),
+            ..NavigatorTokenStatus::default()
+        };
+        status::record_failure(&mut status, previous, reason, message, self.now);
+        let still_valid = current.filter(|_| class != RetryClass::NeedsUserAction);
+        let verdict = match still_valid {
+            Some(c) => (
+                true,
+                REASON_REFRESH_FAILING.to_owned(),
+                format!(
+                    "{message}. The current token stays valid until {}; retrying at {}",
+                    status::rfc3339(c.expires_at),
+                    status::rfc3339(retry_at)
+                ),
+            ),
+            None => {
+                let kept = current
+                    .map(|c| format!(" The previous token stays in the Secrets until it expires at {}.", status::rfc3339(c.expires_at)))
+                    .unwrap_or_default();
+                (false, reason.to_owned(), format!("{message}.{kept}"))
+            }
+        };
+        self.ctx.base.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failures));
+        let same_failure =
+            previous.is_some_and(|p| p.consecutive_failures > 0 && p.last_failure.as_ref().is_some_and(|f| f.reason == reason));
+        let event = (!same_failure).then(|| (EventType::Warning, reason.to_owned(), message.to_owned()));
+        let current_times = still_valid.map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
+        // A transient failure still hands the valid token to new namespaces; a block does not.
+        let material = self.observed.remembered.clone().filter(|m| Some(m.times) == current_times);
+        let requeue = Some(still_valid.map_or(retry_at, |c| c.expires_at.min(retry_at)));
+        TokenPart { status, verdict: Some(verdict), current: current_times, material, spread: still_valid.is_some(), requeue, event }
+    }
+
+    /// Backing off after a failure: status stays; Ready turns False when the token lapsed.
+    fn waiting(&self, retry_at: Option<Timestamp>, lapsed: bool) -> TokenPart {
+        let previous = self.previous();
+        let mut status = previous.cloned().unwrap_or_default();
+        let ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY));
+        let current = self.observed.shared.valid_token(self.now).map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
+        let (verdict, event) = if lapsed {
+            let expired_at = status.expires_at.take().unwrap_or_default();
+            (status.issued_at, status.secret_name) = (None, None);
+            let (reason, last) = match &status.last_failure {
+                Some(f) => (f.reason.clone(), f.message.clone()),
+                None => (REASON_REFRESH_FAILING.to_owned(), String::new()),
+            };
+            let retry = status.next_refresh_at.clone().unwrap_or_default();
+            let message = format!("the token expired at {expired_at} before a refresh succeeded: {last}. Retrying at {retry}");
+            (Some((false, reason, message.clone())), Some((EventType::Warning, "TokenExpired".to_owned(), message)))
+        } else {
+            // The token's own trouble (a failure backing off) keeps its Ready; else the namespaces say.
+            let failing = status.consecutive_failures > 0;
+            (ready.filter(|_| failing).map(|c| (c.status == "True", c.reason.clone(), c.message.clone())), None)
+        };
+        let spread = verdict.as_ref().is_none_or(|(ok, ..)| *ok);
+        let material = self.observed.remembered.clone().filter(|m| Some(m.times) == current);
+        TokenPart { status, verdict, current, material, spread, requeue: retry_at, event }
+    }
+
+    fn suspended(&self) -> TokenPart {
+        let mut status = self.previous().cloned().unwrap_or_default();
+        status.observed_generation = self.cnvt.metadata.generation;
+        status.next_refresh_at = None;
+        let current = self.observed.shared.valid_token(self.now).map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
+        let message = match current {
+            Some(c) => format!("refreshing is suspended; the current token expires at {}", status::rfc3339(c.expires_at)),
+            None => "refreshing is suspended and the Secrets hold no valid token".to_owned(),
+        };
+        let verdict = Some((current.is_some(), REASON_SUSPENDED.to_owned(), message));
+        let material = self.observed.remembered.clone().filter(|m| Some(m.times) == current);
+        TokenPart { status, verdict, current, material, spread: true, requeue: current.map(|c| c.expires_at), event: None }
+    }
+
+    /// Nothing to request: no namespace is selected, or every one holds someone else's Secret.
+    fn idle(&self) -> TokenPart {
+        let mut status = self.previous().cloned().unwrap_or_default();
+        status.observed_generation = self.cnvt.metadata.generation;
+        TokenPart { status, verdict: None, current: None, material: None, spread: true, requeue: None, event: None }
+    }
+
+    /// Writes the current token to every selected namespace that lacks it (bounded concurrency),
+    /// and tells how each namespace ended up.
+    async fn fan_out(&self, part: &mut TokenPart) -> BTreeMap<String, NamespaceOutcome> {
+        let mut outcomes = BTreeMap::new();
+        let mut to_write = Vec::new();
+        for (namespace, state) in &self.observed.states {
+            let older = state.valid_token(self.now).map(|c| c.expires_at);
+            let need = match (part.current, state) {
+                (_, TargetSecret::Foreign) => NamespaceNeed::Conflict,
+                (Some(current), _) => namespace_need(state, current),
+                (None, _) => NamespaceNeed::Write,
+            };
+            let outcome = match need {
+                NamespaceNeed::Current => NamespaceOutcome::Current,
+                NamespaceNeed::Conflict => NamespaceOutcome::Failed(SECRET_CONFLICT.into(), self.conflict(namespace), None),
+                _ if part.spread && part.current.is_some() => {
+                    to_write.push((namespace.clone(), need, older));
+                    continue;
+                }
+                _ => older.map_or(NamespaceOutcome::Missing, NamespaceOutcome::Lagging),
+            };
+            outcomes.insert(namespace.clone(), outcome);
+        }
+        if to_write.is_empty() {
+            return outcomes;
+        }
+        // Only the current token is ever written.
+        if part.material.as_ref().is_none_or(|m| Some(m.times) != part.current) {
+            part.material = self.recover(part.current).await;
+        }
+        let Some(material) = part.material.as_ref() else {
+            for (namespace, _, older) in to_write {
+                outcomes.insert(namespace, older.map_or(NamespaceOutcome::Missing, NamespaceOutcome::Lagging));
+            }
+            return outcomes;
+        };
+        let writes = futures::stream::iter(to_write)
+            .map(|(namespace, need, older)| async move {
+                let result = self.write(&namespace, need, material).await;
+                (namespace, older, result)
+            })
+            .buffer_unordered(WRITES_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+        for (namespace, older, result) in writes {
+            match result {
+                Ok(()) => drop(outcomes.insert(namespace, NamespaceOutcome::Current)),
+                Err(Skipped::Leaving) => {}
+                Err(Skipped::Failed(reason, message)) => drop(outcomes.insert(namespace, NamespaceOutcome::Failed(reason, message, older))),
+            }
+        }
+        outcomes
+    }
+
+    /// The current token's material from one Secret that holds it (one GET), after a restart
+    /// emptied the memory: a namespace that starts to match costs no token request.
+    async fn recover(&self, current: Option<TokenTimes>) -> Option<TokenMaterial> {
+        let current = current?;
+        let holder = self.observed.states.iter().find(|(_, state)| namespace_need(state, current) == NamespaceNeed::Current)?;
+        let stored = match self.ctx.base.uncached_secret(&holder.0, self.secret_name).await {
+            Ok(stored) => stored?,
+            Err(error) => {
+                warn!(%error, namespace = holder.0, "could not read the current token back from its Secret");
+                return None;
+            }
+        };
+        let material = secret::material(&stored, self.view).filter(|m| m.times == current)?;
+        self.ctx.remember(self.cnvt, &self.observed.inputs_fp, &material);
+        Some(material)
+    }
+
+    /// Writes the token into `namespace` (server-side apply), after checking that a Secret not in
+    /// the cache is not someone else's.
+    async fn write(&self, namespace: &str, need: NamespaceNeed, material: &TokenMaterial) -> Result<(), Skipped> {
+        let name = self.secret_name;
+        if need == NamespaceNeed::CheckThenWrite {
+            match self.ctx.base.uncached_secret_metadata(namespace, name).await {
+                Ok(Some(existing)) if secret::written_for_cluster(&existing) != self.cnvt.metadata.name.as_deref() => {
+                    return Err(Skipped::Failed(SECRET_CONFLICT.into(), self.conflict(namespace)));
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    let failure = SecretWriteFailure::classify(&error, namespace, name, material);
+                    return Err(Skipped::Failed(failure.reason.into(), failure.message));
+                }
+            }
+        }
+        let desired = self.desired(namespace, material).map_err(|f| Skipped::Failed(f.reason.into(), f.message))?;
+        match self.ctx.base.apply_secret_in(namespace, &desired).await {
+            Ok(_) => Ok(()),
+            // The namespace went away meanwhile: not selected any more.
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(Skipped::Leaving),
+            Err(error) => {
+                let failure = SecretWriteFailure::classify(&error, namespace, name, material);
+                if failure.reason == "NamespaceTerminating" {
+                    return Err(Skipped::Leaving);
+                }
+                warn!(namespace, reason = failure.reason, message = %failure.message, "writing the target Secret failed");
+                Err(Skipped::Failed(failure.reason.into(), failure.message))
+            }
+        }
+    }
+
+    /// The Secret for `namespace`: a NavigatorToken's Secret, marked as this
+    /// ClusterNavigatorToken's (label) and owned by it under deletionPolicy Delete.
+    fn desired(&self, namespace: &str, material: &TokenMaterial) -> Result<Secret, SecretWriteFailure> {
+        let mut desired =
+            secret::desired(&self.cnvt.view_in(namespace), material, &self.observed.inputs_fp).map_err(SecretWriteFailure::template)?;
+        desired.labels_mut().insert(CLUSTER_TOKEN_LABEL.into(), label_value(&self.cnvt.name_any()));
+        desired.metadata.owner_references = match self.cnvt.spec.target.secret.deletion_policy.unwrap_or_default() {
+            DeletionPolicy::Delete => self.cnvt.controller_owner_ref(&()).map(|r| vec![r]),
+            DeletionPolicy::Retain => None,
+        };
+        Ok(desired)
+    }
+
+    fn conflict(&self, namespace: &str) -> String {
+        format!(
+            "Secret {namespace}/{} already exists and was not written by this operator for this ClusterNavigatorToken; it is left untouched. Delete it, or leave the namespace out of spec.target",
+            self.secret_name
+        )
+    }
+
+    /// Deletes this object's Secrets that are no longer wanted: in namespaces no longer selected
+    /// (not those being deleted), or under an old secretName. Only Secrets it owns (deletionPolicy
+    /// Delete), each only at the version the cache showed.
+    async fn clean_up(&self) {
+        if self.cnvt.spec.target.secret.deletion_policy.unwrap_or_default() != DeletionPolicy::Delete {
+            return;
+        }
+        let uid = self.cnvt.metadata.uid.as_deref().unwrap_or_default();
+        let selected: BTreeSet<&str> = self.observed.states.iter().map(|(ns, _)| ns.as_str()).collect();
+        let unwanted = self.ctx.base.managed_secrets.cluster_secrets(&self.cnvt.name_any()).into_iter().filter(|(ns, name, cached)| {
+            let wanted = selected.contains(ns.as_str()) && name == self.secret_name;
+            !wanted && !self.observed.terminating.contains(ns) && cached.owned_by(uid)
+        });
+        let deletes = futures::stream::iter(unwanted)
+            .map(|(namespace, name, cached)| async move {
+                match self.ctx.base.delete_secret_version(&namespace, &name, &cached.resource_version).await {
+                    Ok(()) => info!(namespace, secret = name, "deleted the Secret of a namespace no longer selected"),
+                    // A precondition failure: changed meanwhile; the next reconcile looks again.
+                    Err(error) => warn!(namespace, secret = name, %error, "could not delete a Secret no longer wanted"),
+                }
+            })
+            .buffer_unordered(WRITES_IN_FLIGHT);
+        deletes.collect::<Vec<()>>().await;
+    }
+
+    /// Sets Ready from the token's side and the namespaces, writes status when it changed, and
+    /// publishes the Events.
+    async fn finish(&self, part: TokenPart, outcomes: BTreeMap<String, NamespaceOutcome>) -> Result<Action, Error> {
+        let expiry = part.current.map(|c| c.expires_at);
+        let summary = summarize(&outcomes, self.secret_name, expiry, self.now);
+        let (ready, reason, message) = match part.verdict {
+            // The token's trouble wins, unless it still holds a token and a namespace does not.
+            Some(verdict) if !verdict.0 || summary.ready.0 => verdict,
+            _ => summary.ready.clone(),
+        };
+        let previous = self.previous();
+        let mut token = part.status;
+        let generation = self.cnvt.metadata.generation;
+        status::set_ready(&mut token, previous, ready, &reason, message, generation, self.now);
+        let listed_before: BTreeSet<(String, String)> =
+            self.cnvt.status.iter().flat_map(|s| &s.namespace_failures).map(|f| (f.namespace.clone(), f.reason.clone())).collect();
+        let new_failures: Vec<(String, String, String)> = summary
+            .failures
+            .iter()
+            .filter(|f| !listed_before.contains(&(f.namespace.clone(), f.reason.clone())))
+            .map(|f| (f.namespace.clone(), f.reason.clone(), f.message.clone()))
+            .collect();
+        let status = ClusterNavigatorTokenStatus { token, namespaces: Some(summary.counts), namespace_failures: summary.failures };
+        if self.cnvt.status.as_ref() != Some(&status) {
+            self.apply_status(&status).await?;
+        }
+        if let Some((type_, reason, note)) = &part.event {
+            self.event(*type_, reason, note).await;
+        }
+        for (namespace, reason, message) in new_failures {
+            self.event(EventType::Warning, &reason, &format!("namespace {namespace}: {message}")).await;
+        }
+        let troubled = outcomes.values().any(|o| *o != NamespaceOutcome::Current) && part.spread;
+        let retry = troubled.then(|| token_plan::add(self.now, NAMESPACE_RETRY));
+        let next = match (part.requeue, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(requeue_at(next, self.now))
+    }
+
+    async fn apply_status(&self, status: &ClusterNavigatorTokenStatus) -> Result<(), Error> {
+        let api: Api<ClusterNavigatorToken> = Api::all(self.ctx.base.client.clone());
+        let patch = json!({"apiVersion": "navigator.dev/v1alpha1", "kind": "ClusterNavigatorToken", "status": status});
+        let (name, params, patch) = (self.cnvt.name_any(), PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&patch));
+        let written =
+            with_retries(|| api.patch_status(&name, &params, &patch)).await.map_err(Error::kube("patch ClusterNavigatorToken status"))?;
+        // The next reconcile must see this status (its failure count and retry time).
+        let key = ObjectRef::from_obj(&written);
+        if let Some(version) = written.resource_version() {
+            wait_for_cache(|| self.ctx.store.get(&key)?.resource_version(), &version).await;
+        }
+        Ok(())
+    }
+
+    async fn event(&self, type_: EventType, reason: &str, note: &str) {
+        if let Err(error) = self.ctx.base.events.publish(self.cnvt, type_, reason, note).await {
+            warn!(%error, "could not publish event");
+        }
+    }
+}
+
+/// The cluster-token label's value: the name, cut to the 63 characters a label value may have
+/// (the name annotation carries it whole).
+fn label_value(name: &str) -> String {
+    name.chars().take(63).collect::<String>().trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
+}
+
+fn ceil_seconds(t: Timestamp) -> Timestamp {
+    let whole = Timestamp::from_second(t.as_second()).unwrap_or(t);
+    if whole < t { token_plan::add(whole, Duration::from_secs(1)) } else { whole }
+}

@@ -1,0 +1,329 @@
+//! The ClusterNavigatorToken's own decisions, free of I/O: which namespaces are selected, which
+//! token the shared plan (`controller::plan::decide`) should look at, what each namespace needs,
+//! and what Ready says. The token itself is decided by the same plan as a NavigatorToken's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use kube::core::{Selector, SelectorExt};
+
+use crate::controller::plan::{CurrentToken, TargetSecret};
+use crate::controller::secret::TokenTimes;
+use crate::crd::cluster::{ClusterTarget, NamespaceCounts, NamespaceFailure};
+
+/// How many namespace failures status lists.
+pub const MAX_LISTED_FAILURES: usize = 5;
+
+/// Reason: no namespace is selected (none matches, or none exists yet).
+pub const NO_NAMESPACES: &str = "NoNamespacesSelected";
+/// Reason: every selected namespace holds a valid token, some an older one than the current.
+pub const NAMESPACES_LAGGING: &str = "NamespacesLagging";
+/// Reason: selected namespaces hold no valid token, for more than one reason.
+pub const NAMESPACES_FAILING: &str = "NamespacesFailing";
+
+/// What the metadata watch tells about a Namespace.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamespaceInfo {
+    /// Its name.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// deletionTimestamp is set: it is being deleted.
+    pub terminating: bool,
+}
+
+/// The namespaces a target selects, sorted: those named in `namespaces` and those whose labels
+/// match `namespaceSelector`, if they exist and are not being deleted. An error when the
+/// selector does not parse (the message says why).
+pub fn selected_namespaces(target: &ClusterTarget, namespaces: &[NamespaceInfo]) -> Result<BTreeSet<String>, String> {
+    let selector: Option<Selector> = match &target.namespace_selector {
+        Some(s) => Some(s.clone().try_into().map_err(|e| format!("spec.target.namespaceSelector: {e}"))?),
+        None => None,
+    };
+    let named: BTreeSet<&str> = target.namespaces.iter().map(String::as_str).collect();
+    let chosen = namespaces
+        .iter()
+        .filter(|ns| !ns.terminating)
+        .filter(|ns| named.contains(ns.name.as_str()) || selector.as_ref().is_some_and(|selector| selector.matches(&ns.labels)));
+    Ok(chosen.map(|ns| ns.name.clone()).collect())
+}
+
+/// The token the plan decides on: the newest token of this object with current inputs in any
+/// selected namespace, or the one kept in memory when newer (a write the caches have not shown
+/// yet must not look like "no token": that would request a second one). Failing those, the
+/// newest Secret of ours at all (stale inputs or edited: the plan then asks for a new token), or
+/// Absent. Foreign Secrets are per-namespace problems, never the shared token's.
+pub fn shared_token(namespaces: &[(String, TargetSecret)], in_memory: Option<TokenTimes>) -> TargetSecret {
+    let ours = namespaces.iter().filter_map(|(_, state)| match state {
+        TargetSecret::Managed(Some(current)) => Some(current),
+        _ => None,
+    });
+    let newest_current = ours.clone().filter(|c| c.intact && c.inputs_current).max_by_key(|c| c.issued_at);
+    let remembered = in_memory.map(|times| CurrentToken {
+        issued_at: times.issued_at,
+        expires_at: times.expires_at,
+        intact: true,
+        inputs_current: true,
+        template_current: true,
+    });
+    let best = match (newest_current, remembered) {
+        (Some(seen), Some(memory)) if memory.issued_at > seen.issued_at => Some(memory),
+        (Some(seen), _) => Some(seen.clone()),
+        (None, memory) => memory,
+    };
+    match best.or_else(|| ours.max_by_key(|c| c.issued_at).cloned()) {
+        // Per-namespace rewrites are this module's business, not the plan's.
+        Some(current) => TargetSecret::Managed(Some(CurrentToken { template_current: true, ..current })),
+        None if namespaces.iter().any(|(_, s)| matches!(s, TargetSecret::Managed(None))) => TargetSecret::Managed(None),
+        None => TargetSecret::Absent,
+    }
+}
+
+/// What one selected namespace needs, given the current token's times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamespaceNeed {
+    /// It holds the current token as the spec wants it.
+    Current,
+    /// No Secret of ours in the cache: look (one GET) whether a foreign one is there, then write.
+    CheckThenWrite,
+    /// Ours, but an older token, edited, or its template changed: write.
+    Write,
+    /// Someone else's Secret (another ClusterNavigatorToken's or a NavigatorToken's): never touched.
+    Conflict,
+}
+
+/// What namespace `state` needs so that it holds the token of `current`.
+pub fn namespace_need(state: &TargetSecret, current: TokenTimes) -> NamespaceNeed {
+    match state {
+        TargetSecret::Absent => NamespaceNeed::CheckThenWrite,
+        TargetSecret::Foreign => NamespaceNeed::Conflict,
+        TargetSecret::Managed(Some(c))
+            if c.intact
+                && c.inputs_current
+                && c.template_current
+                && c.issued_at == current.issued_at
+                && c.expires_at == current.expires_at =>
+        {
+            NamespaceNeed::Current
+        }
+        TargetSecret::Managed(_) => NamespaceNeed::Write,
+    }
+}
+
+/// How one selected namespace ended up after a reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NamespaceOutcome {
+    /// It holds the current token.
+    Current,
+    /// It holds an older token of ours, still valid until the given time (a write is pending or
+    /// failed, or there is no current token to write).
+    Lagging(Timestamp),
+    /// It holds no valid token of ours; nothing failed there (no token to write yet).
+    Missing,
+    /// Its Secret could not be written: reason, message, and until when an older token of ours
+    /// in it stays valid.
+    Failed(String, String, Option<Timestamp>),
+}
+
+/// Counts, listed failures and the Ready verdict over all selected namespaces.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    /// Selected, written (current token), failed.
+    pub counts: NamespaceCounts,
+    /// The first [`MAX_LISTED_FAILURES`] failures, by namespace name.
+    pub failures: Vec<NamespaceFailure>,
+    /// Ready's status, reason and message, as far as the namespaces go.
+    pub ready: (bool, String, String),
+}
+
+/// Sums up the namespaces: Ready is True while every selected namespace holds a valid token
+/// (`TokenValid` when all hold the current one, `NamespacesLagging` saying how many do not),
+/// False when one holds none (its failure's reason, or `NamespacesFailing` for several).
+pub fn summarize(outcomes: &BTreeMap<String, NamespaceOutcome>, secret: &str, expires_at: Option<Timestamp>, now: Timestamp) -> Summary {
+    let selected = outcomes.len() as u32;
+    let written = outcomes.values().filter(|o| **o == NamespaceOutcome::Current).count() as u32;
+    let failed_list: Vec<NamespaceFailure> = outcomes
+        .iter()
+        .filter_map(|(ns, o)| match o {
+            NamespaceOutcome::Failed(reason, message, _) => {
+                Some(NamespaceFailure { namespace: ns.clone(), reason: reason.clone(), message: message.clone() })
+            }
+            _ => None,
+        })
+        .collect();
+    let counts = NamespaceCounts { selected, written, failed: failed_list.len() as u32 };
+    let without_token: Vec<&String> = outcomes
+        .iter()
+        .filter(|(_, o)| match o {
+            NamespaceOutcome::Current => expires_at.is_none_or(|e| e <= now),
+            NamespaceOutcome::Lagging(until) | NamespaceOutcome::Failed(_, _, Some(until)) => *until <= now,
+            NamespaceOutcome::Missing | NamespaceOutcome::Failed(_, _, None) => true,
+        })
+        .map(|(ns, _)| ns)
+        .collect();
+    let expiry = expires_at.map(crate::controller::status::rfc3339).unwrap_or_default();
+    let ready = if selected == 0 {
+        (false, NO_NAMESPACES.to_owned(), "no namespace matches spec.target.namespaceSelector or spec.target.namespaces".to_owned())
+    } else if without_token.is_empty() && written == selected {
+        (true, "TokenValid".to_owned(), format!("Secret {secret} holds a token valid until {expiry} in all {selected} selected namespaces"))
+    } else if without_token.is_empty() {
+        let lagging = selected - written;
+        (
+            true,
+            NAMESPACES_LAGGING.to_owned(),
+            format!(
+                "{lagging} of {selected} namespaces lag behind the current token (valid until {expiry}) but still hold a valid one{}",
+                listed(&failed_list)
+            ),
+        )
+    } else {
+        let reasons: BTreeSet<&str> = failed_list.iter().map(|f| f.reason.as_str()).collect();
+        let reason = match reasons.iter().next() {
+            Some(only) if reasons.len() == 1 && failed_list.len() == without_token.len() => (*only).to_owned(),
+            _ => NAMESPACES_FAILING.to_owned(),
+        };
+        let names: Vec<&str> = without_token.iter().take(MAX_LISTED_FAILURES).map(|ns| ns.as_str()).collect();
+        let more = if without_token.len() > names.len() { ", ..." } else { "" };
+        let message = format!(
+            "{} of {selected} namespaces hold no valid token in Secret {secret} ({}{more}){}",
+            without_token.len(),
+            names.join(", "),
+            listed(&failed_list)
+        );
+        (false, reason, message)
+    };
+    Summary { counts, failures: failed_list.into_iter().take(MAX_LISTED_FAILURES).collect(), ready }
+}
+
+/// "; namespace a: Reason, namespace b: Reason" for the first few failures.
+fn listed(failures: &[NamespaceFailure]) -> String {
+    let parts: Vec<String> = failures.iter().take(MAX_LISTED_FAILURES).map(|f| format!("{}: {}", f.namespace, f.reason)).collect();
+    if parts.is_empty() { String::new() } else { format!("; failing: {}", parts.join(", ")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn ns(name: &str, labels: &[(&str, &str)], terminating: bool) -> NamespaceInfo {
+        NamespaceInfo { name: name.into(), labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(), terminating }
+    }
+
+    fn token(issued: &str, expires: &str) -> CurrentToken {
+        CurrentToken { issued_at: at(issued), expires_at: at(expires), intact: true, inputs_current: true, template_current: true }
+    }
+
+    fn times(issued: &str, expires: &str) -> TokenTimes {
+        TokenTimes { issued_at: at(issued), expires_at: at(expires) }
+    }
+
+    #[test]
+    fn selection_joins_names_and_labels_and_skips_terminating_namespaces() {
+        let target: ClusterTarget = serde_json::from_value(serde_json::json!({
+            "namespaceSelector": {"matchLabels": {"tenant": "yes"}},
+            "namespaces": ["named", "missing"],
+        }))
+        .unwrap();
+        let all = [
+            ns("a", &[("tenant", "yes")], false),
+            ns("b", &[("tenant", "no")], false),
+            ns("named", &[], false),
+            ns("leaving", &[("tenant", "yes")], true),
+        ];
+        let chosen: Vec<String> = selected_namespaces(&target, &all).unwrap().into_iter().collect();
+        assert_eq!(chosen, ["a", "named"]);
+        let bad: ClusterTarget =
+            serde_json::from_value(serde_json::json!({"namespaceSelector": {"matchExpressions": [{"key": "k", "operator": "Bogus"}]}}))
+                .unwrap();
+        assert!(selected_namespaces(&bad, &all).unwrap_err().contains("namespaceSelector"));
+    }
+
+    #[test]
+    fn the_shared_token_is_the_newest_current_one_or_the_one_in_memory() {
+        let old = token("2026-11-29T10:00:00Z", "2026-11-29T10:30:00Z");
+        let new = token("2026-11-29T10:20:00Z", "2026-11-29T10:50:00Z");
+        let states = vec![
+            ("a".to_owned(), TargetSecret::Managed(Some(old.clone()))),
+            ("b".to_owned(), TargetSecret::Managed(Some(new.clone()))),
+            ("c".to_owned(), TargetSecret::Foreign),
+            ("d".to_owned(), TargetSecret::Absent),
+        ];
+        assert_eq!(shared_token(&states, None), TargetSecret::Managed(Some(new.clone())));
+        // The caches have not shown the newest write yet: memory wins, no second request.
+        let newest = times("2026-11-29T10:40:00Z", "2026-11-29T11:10:00Z");
+        let TargetSecret::Managed(Some(seen)) = shared_token(&states, Some(newest)) else { panic!() };
+        assert_eq!(seen.issued_at, newest.issued_at);
+        // An older remembered token does not hide a newer Secret.
+        assert_eq!(
+            shared_token(&states, Some(times("2026-11-29T09:00:00Z", "2026-11-29T09:30:00Z")))
+                .valid_token(at("2026-11-29T10:21:00Z"))
+                .map(|c| c.issued_at),
+            Some(new.issued_at)
+        );
+        // Only foreign or absent Secrets: nothing to keep, a token is needed.
+        assert_eq!(shared_token(&states[2..], None), TargetSecret::Absent);
+        // Stale inputs everywhere: the plan sees them and asks for a new token.
+        let stale = CurrentToken { inputs_current: false, ..old };
+        let TargetSecret::Managed(Some(seen)) = shared_token(&[("a".to_owned(), TargetSecret::Managed(Some(stale)))], None) else {
+            panic!()
+        };
+        assert!(!seen.inputs_current);
+    }
+
+    #[test]
+    fn each_namespace_needs_only_what_it_lacks() {
+        let current = times("2026-11-29T10:20:00Z", "2026-11-29T10:50:00Z");
+        let holding = token("2026-11-29T10:20:00Z", "2026-11-29T10:50:00Z");
+        assert_eq!(namespace_need(&TargetSecret::Managed(Some(holding.clone())), current), NamespaceNeed::Current);
+        let older = token("2026-11-29T10:00:00Z", "2026-11-29T10:30:00Z");
+        assert_eq!(namespace_need(&TargetSecret::Managed(Some(older)), current), NamespaceNeed::Write);
+        let retemplated = CurrentToken { template_current: false, ..holding };
+        assert_eq!(namespace_need(&TargetSecret::Managed(Some(retemplated)), current), NamespaceNeed::Write);
+        assert_eq!(namespace_need(&TargetSecret::Managed(None), current), NamespaceNeed::Write);
+        assert_eq!(namespace_need(&TargetSecret::Absent, current), NamespaceNeed::CheckThenWrite);
+        assert_eq!(namespace_need(&TargetSecret::Foreign, current), NamespaceNeed::Conflict);
+    }
+
+    #[test]
+    fn ready_counts_namespaces_and_says_how_many_lag() {
+        let now = at("2026-11-29T10:25:00Z");
+        let expiry = Some(at("2026-11-29T10:50:00Z"));
+        let mut outcomes: BTreeMap<String, NamespaceOutcome> =
+            ["a", "b", "c"].iter().map(|n| ((*n).to_owned(), NamespaceOutcome::Current)).collect();
+        let all = summarize(&outcomes, "tok", expiry, now);
+        assert_eq!(all.counts, NamespaceCounts { selected: 3, written: 3, failed: 0 });
+        assert_eq!((all.ready.0, all.ready.1.as_str()), (true, "TokenValid"));
+
+        outcomes.insert("b".into(), NamespaceOutcome::Lagging(at("2026-11-29T10:30:00Z")));
+        let lagging = summarize(&outcomes, "tok", expiry, now);
+        assert_eq!((lagging.ready.0, lagging.ready.1.as_str()), (true, NAMESPACES_LAGGING));
+        assert!(lagging.ready.2.starts_with("1 of 3 namespaces lag"), "{}", lagging.ready.2);
+        // Once the older token in b expires, b holds no valid token: Ready turns False.
+        let later = summarize(&outcomes, "tok", expiry, at("2026-11-29T10:31:00Z"));
+        assert_eq!((later.ready.0, later.ready.1.as_str()), (false, NAMESPACES_FAILING));
+
+        outcomes.insert("b".into(), NamespaceOutcome::Failed("SecretConflict".into(), "foreign".into(), None));
+        let conflict = summarize(&outcomes, "tok", expiry, now);
+        assert_eq!(conflict.counts, NamespaceCounts { selected: 3, written: 2, failed: 1 });
+        assert_eq!((conflict.ready.0, conflict.ready.1.as_str()), (false, "SecretConflict"));
+        assert_eq!(
+            conflict.failures,
+            vec![NamespaceFailure { namespace: "b".into(), reason: "SecretConflict".into(), message: "foreign".into() }]
+        );
+        assert!(conflict.ready.2.contains("1 of 3 namespaces hold no valid token"), "{}", conflict.ready.2);
+
+        let many: BTreeMap<String, NamespaceOutcome> =
+            (0..20).map(|i| (format!("ns-{i:02}"), NamespaceOutcome::Failed("SecretQuotaExceeded".into(), "quota".into(), None))).collect();
+        let summary = summarize(&many, "tok", expiry, now);
+        assert_eq!(summary.failures.len(), MAX_LISTED_FAILURES);
+        assert_eq!(summary.failures[0].namespace, "ns-00");
+        assert_eq!(summary.counts.failed, 20);
+
+        let none = summarize(&BTreeMap::new(), "tok", expiry, now);
+        assert_eq!((none.ready.0, none.ready.1.as_str()), (false, NO_NAMESPACES));
+    }
+}

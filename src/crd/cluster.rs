@@ -1,0 +1,211 @@
+//! The cluster-scoped `ClusterNavigatorToken`: one token, written to a Secret in every selected
+//! namespace. Its spec reuses the NavigatorToken's parts; the controller is in
+//! `controller::cluster`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    CredentialsSecretRef, Endpoint, GO_DURATION, IS_CSP, NavigatorToken, NavigatorTokenSpec, NavigatorTokenStatus, Target,
+    secret_type_unchanged_rule,
+};
+
+/// Asks the operator to keep one access token in a Secret in each selected namespace, from
+/// credentials that stay in the operator's own namespace.
+// kube's printcolumn(...) repeats `type_`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "navigator.dev",
+    version = "v1alpha1",
+    kind = "ClusterNavigatorToken",
+    shortname = "cnvt",
+    status = "ClusterNavigatorTokenStatus",
+    cel,
+    doc = "A ClusterNavigatorToken keeps one VMware Cloud Partner Navigator or CSP access token fresh in a Secret in every selected namespace: one token request per refresh window, however many namespaces.",
+    printcolumn(name = "Org", type_ = "string", json_path = ".spec.orgId"),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
+    printcolumn(name = "Namespaces", type_ = "integer", json_path = ".status.namespaces.selected"),
+    printcolumn(name = "Written", type_ = "integer", json_path = ".status.namespaces.written"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.namespaces.failed", priority = 1),
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    // A string, not a date: kubectl shows a date as an age, and a future time as `<invalid>`.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new(format!("!has(self.scope) || {IS_CSP}")).message("scope is supported only with endpoint.type CSP"))]
+#[x_kube(validation = Rule::new(format!("!has(self.credentialsSecretRef.apiTokenKey) || {IS_CSP}")).message("credentialsSecretRef.apiTokenKey needs endpoint.type CSP: API tokens are exchanged at CSP only"))]
+// A refresh-token chain needs a store for its newest token, which only NavigatorTokens have.
+#[x_kube(validation = Rule::new("!has(self.credentialsSecretRef.refreshTokenKey)").message("credentialsSecretRef.refreshTokenKey is not supported on a ClusterNavigatorToken: use client credentials or an API token (apiTokenKey), or a NavigatorToken per namespace"))]
+#[x_kube(validation = Rule::new(format!("!has(self.refreshBefore) || !has(self.validity) || !self.refreshBefore.matches('{GO_DURATION}') || !self.validity.matches('{GO_DURATION}') || duration(self.refreshBefore) < duration(self.validity)")).message("refreshBefore must be shorter than validity"))]
+#[x_kube(validation = Rule::new(secret_type_unchanged_rule()).message("target.template.type cannot change while target.secretName stays the same: the type of an existing Secret is immutable. Change secretName too, or delete and re-create the ClusterNavigatorToken"))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterNavigatorTokenSpec {
+    /// Organization (GUID) the token is issued for.
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    pub org_id: String,
+    /// Secret holding the OAuth client credentials, in a namespace the operator allows (its flag --cluster-credentials-namespace, by default the operator's own namespace). The Secret must carry the label navigator.dev/credentials=true. Tenants never see it: only the token is written to their namespaces.
+    pub credentials_secret_ref: ClusterCredentialsSecretRef,
+    /// Token endpoint; default: Cloud Partner Navigator at https://console.navigator.vmware.com.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Box<Endpoint>>,
+    /// Space-separated scopes to request (CSP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub scope: Option<String>,
+    /// Requested token lifetime as a Go duration (e.g. 30m), sent as accessTokenValiditySeconds. The endpoint may grant less; default: what the OAuth client is configured for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{GO_DURATION}') || duration(self) >= duration('1s')")).message("validity must be at least 1s"))]
+    pub validity: Option<String>,
+    /// How long before expiry to refresh, as a Go duration; default: once 2/3 of the lifetime has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
+    #[x_kube(validation = Rule::new(format!("!self.matches('{GO_DURATION}') || duration(self) > duration('0s')")).message("refreshBefore must be positive"))]
+    pub refresh_before: Option<String>,
+    /// The Secret the token is written to, and in which namespaces (namespaceSelector and/or namespaces).
+    pub target: Box<ClusterTarget>,
+    /// When true the operator stops refreshing (the current token stays in the Secrets until it expires).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+}
+
+/// Where the OAuth client credentials are: a namespace the operator allows, and the Secret in it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterCredentialsSecretRef {
+    /// Namespace of the Secret. Must be one the operator allows (--cluster-credentials-namespace, default the operator's own namespace); any other is refused with the reason CredentialsNamespaceNotAllowed.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub namespace: String,
+    /// The Secret and its keys, as in a NavigatorToken.
+    #[serde(flatten)]
+    pub secret: CredentialsSecretRef,
+}
+
+/// The Secret the token is written to, and the namespaces it is written in.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.namespaceSelector) || (has(self.namespaces) && size(self.namespaces) > 0)").message("target needs namespaceSelector or namespaces (or both)"))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterTarget {
+    /// Namespaces whose labels match are selected; an empty selector ({}) selects every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Namespaces selected by name (in addition to namespaceSelector).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
+    pub namespaces: Vec<String>,
+    /// The Secret, as in a NavigatorToken's target (secretName defaults to the ClusterNavigatorToken's name). With deletionPolicy Delete (the default) each Secret has this ClusterNavigatorToken as owner, so Kubernetes deletes them all with it, and the operator deletes the Secret of a namespace that stops being selected; Retain leaves them.
+    #[serde(flatten)]
+    pub secret: Target,
+}
+
+/// What the operator observed and did. Never holds a token.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterNavigatorTokenStatus {
+    /// The fields of a NavigatorToken's status, for the token shared by all namespaces. Ready is True while every selected namespace holds a valid token.
+    #[serde(flatten)]
+    pub token: NavigatorTokenStatus,
+    /// How many namespaces are selected, hold the current token, and could not be written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<NamespaceCounts>,
+    /// The first few namespaces that could not be written, by namespace name, with their reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub namespace_failures: Vec<NamespaceFailure>,
+}
+
+/// Counts of the selected namespaces.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceCounts {
+    /// Namespaces selected (existing and not being deleted).
+    pub selected: u32,
+    /// Selected namespaces whose Secret holds the current token.
+    pub written: u32,
+    /// Selected namespaces whose Secret could not be written (see namespaceFailures).
+    pub failed: u32,
+}
+
+/// A namespace whose Secret could not be written.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceFailure {
+    /// The namespace.
+    pub namespace: String,
+    /// Machine-readable reason (SecretConflict, SecretQuotaExceeded, SecretWriteForbidden, ...).
+    pub reason: String,
+    /// What went wrong and what to do about it.
+    pub message: String,
+}
+
+impl ClusterNavigatorToken {
+    /// The target Secret name: spec.target.secretName or the ClusterNavigatorToken's own name.
+    pub fn target_secret_name(&self) -> String {
+        self.spec.target.secret.secret_name.clone().unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+    }
+
+    /// This token as the NavigatorToken it stands in for in `namespace`: same name, uid,
+    /// annotations and token settings. Shared code (Secret contents, fingerprints, the plan)
+    /// works on that view, so both kinds write Secrets the same way.
+    pub fn view_in(&self, namespace: &str) -> NavigatorToken {
+        let spec = &self.spec;
+        let mut view = NavigatorToken::new(
+            self.metadata.name.as_deref().unwrap_or_default(),
+            NavigatorTokenSpec {
+                org_id: spec.org_id.clone(),
+                credentials_secret_ref: spec.credentials_secret_ref.secret.clone(),
+                endpoint: spec.endpoint.clone(),
+                scope: spec.scope.as_deref().map(Into::into),
+                validity: spec.validity.as_deref().map(Into::into),
+                refresh_before: spec.refresh_before.as_deref().map(Into::into),
+                target: Some(Box::new(spec.target.secret.clone())),
+                suspend: spec.suspend,
+                rollout_restart_targets: None,
+            },
+        );
+        view.metadata.namespace = Some(namespace.to_owned());
+        view.metadata.uid = self.metadata.uid.clone();
+        view.metadata.generation = self.metadata.generation;
+        view.metadata.annotations = self.metadata.annotations.clone();
+        view
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::ResourceExt;
+
+    use super::*;
+    use crate::REFRESH_REQUESTED_ANNOTATION;
+
+    #[test]
+    fn the_cached_navigator_token_stays_in_its_allocator_class() {
+        // 752 bytes inline: with the Arc, mimalloc's 768-byte class (bench/RESULTS.md).
+        assert!(std::mem::size_of::<NavigatorToken>() <= 752, "{}", std::mem::size_of::<NavigatorToken>());
+    }
+
+    #[test]
+    fn the_view_in_a_namespace_carries_what_the_shared_code_reads() {
+        let cnvt: ClusterNavigatorToken = serde_json::from_value(serde_json::json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": "ClusterNavigatorToken",
+            "metadata": {"name": "vendor", "uid": "u-7", "generation": 3, "annotations": {REFRESH_REQUESTED_ANNOTATION: "now"}},
+            "spec": {
+                "orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4",
+                "credentialsSecretRef": {"namespace": "ops", "name": "creds", "clientIdKey": "id"},
+                "target": {"namespaces": ["team-a"], "secretName": "vendor-token", "accessTokenKey": "bearer"},
+            },
+        }))
+        .unwrap();
+        let view = cnvt.view_in("team-a");
+        assert_eq!(view.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!((view.metadata.uid.as_deref(), view.metadata.generation), (Some("u-7"), Some(3)));
+        assert_eq!(view.annotations().get(REFRESH_REQUESTED_ANNOTATION).map(String::as_str), Some("now"));
+        assert_eq!(view.spec.credentials_secret_ref.client_id_key(), "id");
+        assert_eq!(view.target_secret_name(), "vendor-token");
+        assert_eq!(view.spec.target().access_token_key(), "bearer");
+        assert!(view.spec.rollout_targets().is_empty());
+    }
+}
