@@ -352,6 +352,8 @@ async fn a_grant_shorter_than_refresh_before_needs_is_said_in_status_and_an_even
     let (issued, next) = (status.issued_at.unwrap(), status.next_refresh_at.unwrap());
     let at = |t: &str| t.parse::<jiff::Timestamp>().unwrap().as_second();
     assert!(at(&next) - at(&issued) >= 300, "refreshed no earlier than half the granted lifetime: {issued} -> {next}");
+    // The Event follows the status write: wait for it, then check there is one.
+    h.wait_until("the RefreshBeforeNotHonoured Event", WAIT, || h.has_event("capped", "Warning", "RefreshBeforeNotHonoured")).await;
     let warnings = h.events("capped").await.into_iter().filter(|(kind, reason)| kind == "Warning" && reason == "RefreshBeforeNotHonoured");
     assert_eq!(warnings.count(), 1);
 
