@@ -45,10 +45,10 @@ pub(crate) const IS_CSP: &str = "(has(self.endpoint) && has(self.endpoint.type) 
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new(format!("!has(self.scope) || {IS_CSP}")).message("scope is supported only with endpoint.type CSP"))]
-#[x_kube(validation = Rule::new(format!("!has(self.credentialsSecretRef.apiTokenKey) || {IS_CSP}")).message("credentialsSecretRef.apiTokenKey needs endpoint.type CSP: API tokens are exchanged at CSP only"))]
+#[x_kube(validation = shared_rules::scope_needs_csp())]
+#[x_kube(validation = shared_rules::api_token_needs_csp())]
 #[x_kube(validation = Rule::new(format!("!has(self.credentialsSecretRef.refreshTokenKey) || {IS_CSP}")).message("credentialsSecretRef.refreshTokenKey needs endpoint.type CSP: the refresh-token grant is CSP's"))]
-#[x_kube(validation = Rule::new(format!("!has(self.refreshBefore) || !has(self.validity) || !self.refreshBefore.matches('{GO_DURATION}') || !self.validity.matches('{GO_DURATION}') || duration(self.refreshBefore) < duration(self.validity)")).message("refreshBefore must be shorter than validity"))]
+#[x_kube(validation = shared_rules::refresh_before_shorter_than_validity())]
 #[x_kube(validation = Rule::new(secret_type_unchanged_rule()).message("target.template.type cannot change while target.secretName stays the same: the type of an existing Secret is immutable. Change secretName too, or delete and re-create the NavigatorToken"))]
 #[serde(rename_all = "camelCase")]
 pub struct NavigatorTokenSpec {
@@ -69,12 +69,12 @@ pub struct NavigatorTokenSpec {
     /// Requested token lifetime as a Go duration (e.g. 30m), sent as accessTokenValiditySeconds. The endpoint may grant less; default: what the OAuth client is configured for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
-    #[x_kube(validation = Rule::new(format!("!self.matches('{GO_DURATION}') || duration(self) >= duration('1s')")).message("validity must be at least 1s"))]
+    #[x_kube(validation = shared_rules::validity_at_least_a_second())]
     pub validity: Option<Box<str>>,
     /// How long before expiry to refresh, as a Go duration; default: once 2/3 of the lifetime has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
-    #[x_kube(validation = Rule::new(format!("!self.matches('{GO_DURATION}') || duration(self) > duration('0s')")).message("refreshBefore must be positive"))]
+    #[x_kube(validation = shared_rules::refresh_before_positive())]
     pub refresh_before: Option<Box<str>>,
     /// The Secret the token is written to; default: a Secret named like this NavigatorToken with the key token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -471,5 +471,38 @@ mod tests {
     #[test]
     fn the_cached_navigator_token_stays_in_its_allocator_size_class() {
         assert!(std::mem::size_of::<NavigatorToken>() <= 752, "{} bytes", std::mem::size_of::<NavigatorToken>());
+    }
+}
+
+/// The spec rules both kinds share (a NavigatorToken's and a ClusterNavigatorToken's spec).
+mod shared_rules {
+    use kube::core::Rule;
+
+    use super::{GO_DURATION, IS_CSP};
+
+    /// `scope` only with CSP.
+    pub(super) fn scope_needs_csp() -> Rule {
+        Rule::new(format!("!has(self.scope) || {IS_CSP}")).message("scope is supported only with endpoint.type CSP")
+    }
+
+    /// `apiTokenKey` only with CSP.
+    pub(super) fn api_token_needs_csp() -> Rule {
+        Rule::new(format!("!has(self.credentialsSecretRef.apiTokenKey) || {IS_CSP}"))
+            .message("credentialsSecretRef.apiTokenKey needs endpoint.type CSP: API tokens are exchanged at CSP only")
+    }
+
+    /// `refreshBefore` < `validity`.
+    pub(super) fn refresh_before_shorter_than_validity() -> Rule {
+        Rule::new(format!("!has(self.refreshBefore) || !has(self.validity) || !self.refreshBefore.matches('{GO_DURATION}') || !self.validity.matches('{GO_DURATION}') || duration(self.refreshBefore) < duration(self.validity)")).message("refreshBefore must be shorter than validity")
+    }
+
+    /// `validity` at least 1s.
+    pub(super) fn validity_at_least_a_second() -> Rule {
+        Rule::new(format!("!self.matches('{GO_DURATION}') || duration(self) >= duration('1s')")).message("validity must be at least 1s")
+    }
+
+    /// `refreshBefore` > 0.
+    pub(super) fn refresh_before_positive() -> Rule {
+        Rule::new(format!("!self.matches('{GO_DURATION}') || duration(self) > duration('0s')")).message("refreshBefore must be positive")
     }
 }

@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -14,32 +12,9 @@ use serde_json::json;
 use support::Harness;
 use testkit::token_server::Scripted;
 
-/// A `MakeWriter` that appends every log line to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_secret_in_logs_events_or_status() {
-    let logs = Captured::default();
-    tracing_subscriber::fmt().with_writer(logs.clone()).with_max_level(tracing::Level::DEBUG).with_ansi(false).init();
-    tracing::debug!("capture is live");
+    let logs = support::capture_logs();
 
     let mut h = Harness::new(Duration::from_secs(600)).await;
     h.start_operator();
@@ -97,7 +72,7 @@ async fn nothing_secret_in_logs_events_or_status() {
     // Events about ClusterNavigatorTokens go to `default`.
     let events = serde_json::to_string(&Api::<Event>::all(h.client.clone()).list(&Default::default()).await.unwrap().items).unwrap();
     assert!(events.contains("CredentialsNamespaceNotAllowed") && statuses.contains("CredentialsNamespaceNotAllowed"));
-    let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let log_text = logs.text();
     assert!(log_text.contains("capture is live") && log_text.contains("issued a token"), "logs were not captured");
     assert!(events.contains("Issued") && statuses.contains("Unauthorized"), "events and status were not collected");
     for secret in &secrets {

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -13,27 +11,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use support::{CREDS, Harness};
-
-/// A `MakeWriter` that appends every log line to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
 
 const API_TOKEN: &str = "Zq8sLk2PvN4xWc7Rt1YmHa5JdE3uGf9BqW2eR4tY6uI8oP0";
 const REVOKED: &str = "Rv0kEdAp1T0kEn9Xy8Wv7Ut6Sr5Qp4On3Ml2Kj1";
@@ -55,9 +32,7 @@ async fn put_secret(h: &Harness, name: &str, data: serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_and_refresh_tokens_never_reach_logs_events_or_status() {
-    let logs = Captured::default();
-    tracing_subscriber::fmt().with_writer(logs.clone()).with_max_level(tracing::Level::DEBUG).with_ansi(false).init();
-    tracing::debug!("capture is live");
+    let logs = support::capture_logs();
 
     let mut h = Harness::new(Duration::from_secs(4)).await;
     h.tokens.add_api_token(API_TOKEN, Some(std::time::SystemTime::now() + Duration::from_secs(10 * 24 * 3600)));
@@ -95,7 +70,7 @@ async fn api_and_refresh_tokens_never_reach_logs_events_or_status() {
     let statuses = serde_json::to_string(&h.navigator_tokens().list(&Default::default()).await.unwrap().items).unwrap();
     let events =
         serde_json::to_string(&Api::<Event>::namespaced(h.client.clone(), &h.ns).list(&Default::default()).await.unwrap().items).unwrap();
-    let log_text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let log_text = logs.text();
     assert!(log_text.contains("issued a token") && log_text.contains("stored the rotated refresh token"), "logs were not captured");
     assert!(statuses.contains("APITokenInvalid") && statuses.contains("RefreshTokenInvalid") && statuses.contains("apiTokenExpiresAt"));
     assert!(events.contains("APITokenExpiringSoon"), "events were not collected");

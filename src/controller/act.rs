@@ -245,18 +245,8 @@ impl Actor<'_> {
     /// The token in the Secret expired while a failure was backing off: Ready turns False; the
     /// failure count and the retry time stay as they are.
     pub(super) async fn lapsed(&mut self, retry_at: Option<Timestamp>) -> Result<Action, Error> {
-        let mut status = self.previous.cloned().unwrap_or_default();
-        let expired_at = status.expires_at.take().unwrap_or_default();
-        (status.issued_at, status.secret_name) = (None, None);
-        let (reason, last) = match &status.last_failure {
-            Some(f) => (f.reason.clone(), f.message.clone()),
-            None => (REASON_REFRESH_FAILING.to_owned(), String::new()),
-        };
-        let retry = status.next_refresh_at.clone().unwrap_or_default();
-        let message = format!(
-            "the token in Secret {} expired at {expired_at} before a refresh succeeded: {last}. Retrying at {retry}",
-            self.token.target_secret_name()
-        );
+        let what = format!("the token in Secret {}", self.token.target_secret_name());
+        let (mut status, reason, message) = status::lapsed(self.previous, &what);
         let generation = status.observed_generation;
         status::set_ready(&mut status, self.previous, false, &reason, message.clone(), generation, self.now);
         self.write_status(status).await?;

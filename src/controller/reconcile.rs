@@ -17,7 +17,7 @@ use super::kube_io::{INVALID_TEMPLATE, SECRET_WRITE_REASONS};
 use super::plan::{self, FailureState, IssueReason, Observed, Step, TargetSecret};
 use super::secret;
 use super::status;
-use crate::crd::{CredentialsSecretRef, NavigatorToken};
+use crate::crd::{CredentialsSecretRef, NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::{ReconcileLabels, TokenLabels};
 use crate::redact::Sensitive;
 use crate::template;
@@ -99,18 +99,11 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     // (an operator restarted with a corrected allow-list re-evaluates what it blocked).
     let attempt_fp = secret::attempt_fingerprint(&inputs_fp, &ctx.settings_fp);
     let failures = FailureState {
-        consecutive_failures: previous.map_or(0, |s| s.consecutive_failures),
-        retry_at: previous.and_then(|s| s.next_refresh_at.as_deref()).and_then(|t| t.parse().ok()),
-        // A spec change (a new generation) retries at once, as a change of inputs does.
-        same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(attempt_fp.as_str())
-            && previous.and_then(|s| s.observed_generation) == token.metadata.generation,
         // Only while status still names the Secret (it held a valid token at the failure): a
         // write that fails before the Secret ever existed would otherwise retry in a tight loop.
         secret_write: previous.is_some_and(|s| s.secret_name.is_some())
             && previous.and_then(|s| s.last_failure.as_ref()).is_some_and(|f| SECRET_WRITE_REASONS.contains(&f.reason.as_str())),
-        until_credentials_change: previous
-            .and_then(|s| s.last_failure.as_ref())
-            .is_some_and(|f| CREDENTIALS_REJECTED_REASONS.contains(&f.reason.as_str())),
+        ..failure_state(previous, &attempt_fp, token.metadata.generation)
     };
     let secret_name = token.target_secret_name();
     let cached_secret = ctx.managed_secrets.get(&labels.namespace, &secret_name);
@@ -241,6 +234,20 @@ impl Context {
         } else {
             Blocked { reason: CREDENTIALS_NOT_FOUND, message: format!("credentials Secret {name} not found in namespace {namespace}") }
         })
+    }
+}
+
+/// The failures `previous` status records, for the plan; `secret_write` is the caller's (false).
+pub(super) fn failure_state(previous: Option<&NavigatorTokenStatus>, attempt_fp: &str, generation: Option<i64>) -> FailureState {
+    let last_failure = previous.and_then(|s| s.last_failure.as_ref());
+    FailureState {
+        consecutive_failures: previous.map_or(0, |s| s.consecutive_failures),
+        retry_at: previous.and_then(|s| s.next_refresh_at.as_deref()).and_then(|t| t.parse().ok()),
+        // A spec change (a new generation) retries at once, as a change of inputs does.
+        same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(attempt_fp)
+            && previous.and_then(|s| s.observed_generation) == generation,
+        secret_write: false,
+        until_credentials_change: last_failure.is_some_and(|f| CREDENTIALS_REJECTED_REASONS.contains(&f.reason.as_str())),
     }
 }
 

@@ -18,6 +18,22 @@ pub const ROLLOUTS_RESTARTED: &str = "RolloutsRestarted";
 /// Reason: spec.suspend.
 pub const REASON_SUSPENDED: &str = "Suspended";
 
+/// The status once the token (`what`, e.g. "the token in Secret x") expired while a failure was
+/// backing off: no issuedAt, expiresAt or secretName any more; the failure count and the retry
+/// time stay. With the reason and message for Ready=False and the `TokenExpired` Event.
+pub fn lapsed(previous: Option<&NavigatorTokenStatus>, what: &str) -> (NavigatorTokenStatus, String, String) {
+    let mut status = previous.cloned().unwrap_or_default();
+    let expired_at = status.expires_at.take().unwrap_or_default();
+    (status.issued_at, status.secret_name) = (None, None);
+    let (reason, last) = match &status.last_failure {
+        Some(f) => (f.reason.clone(), f.message.clone()),
+        None => (REASON_REFRESH_FAILING.to_owned(), String::new()),
+    };
+    let retry = status.next_refresh_at.as_deref().unwrap_or_default();
+    let message = format!("{what} expired at {expired_at} before a refresh succeeded: {last}. Retrying at {retry}");
+    (status, reason, message)
+}
+
 /// Sets (or replaces) the Ready condition, keeping lastTransitionTime unless the status flips.
 pub fn set_ready(
     status: &mut NavigatorTokenStatus,

@@ -7,8 +7,8 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CredentialsSecretRef, Endpoint, GO_DURATION, IS_CSP, NavigatorToken, NavigatorTokenSpec, NavigatorTokenStatus, Target,
-    secret_type_unchanged_rule,
+    CredentialsSecretRef, Endpoint, GO_DURATION, NavigatorToken, NavigatorTokenSpec, NavigatorTokenStatus, Target,
+    secret_type_unchanged_rule, shared_rules,
 };
 
 /// Asks the operator to keep one access token in a Secret in each selected namespace, from
@@ -35,11 +35,11 @@ use super::{
     printcolumn(name = "Expires", type_ = "string", json_path = ".status.expiresAt"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
-#[x_kube(validation = Rule::new(format!("!has(self.scope) || {IS_CSP}")).message("scope is supported only with endpoint.type CSP"))]
-#[x_kube(validation = Rule::new(format!("!has(self.credentialsSecretRef.apiTokenKey) || {IS_CSP}")).message("credentialsSecretRef.apiTokenKey needs endpoint.type CSP: API tokens are exchanged at CSP only"))]
+#[x_kube(validation = shared_rules::scope_needs_csp())]
+#[x_kube(validation = shared_rules::api_token_needs_csp())]
 // A refresh-token chain needs a store for its newest token, which only NavigatorTokens have.
 #[x_kube(validation = Rule::new("!has(self.credentialsSecretRef.refreshTokenKey)").message("credentialsSecretRef.refreshTokenKey is not supported on a ClusterNavigatorToken: use client credentials or an API token (apiTokenKey), or a NavigatorToken per namespace"))]
-#[x_kube(validation = Rule::new(format!("!has(self.refreshBefore) || !has(self.validity) || !self.refreshBefore.matches('{GO_DURATION}') || !self.validity.matches('{GO_DURATION}') || duration(self.refreshBefore) < duration(self.validity)")).message("refreshBefore must be shorter than validity"))]
+#[x_kube(validation = shared_rules::refresh_before_shorter_than_validity())]
 #[x_kube(validation = Rule::new(secret_type_unchanged_rule()).message("target.template.type cannot change while target.secretName stays the same: the type of an existing Secret is immutable. Change secretName too, or delete and re-create the ClusterNavigatorToken"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterNavigatorTokenSpec {
@@ -58,12 +58,12 @@ pub struct ClusterNavigatorTokenSpec {
     /// Requested token lifetime as a Go duration (e.g. 30m), sent as accessTokenValiditySeconds. The endpoint may grant less; default: what the OAuth client is configured for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
-    #[x_kube(validation = Rule::new(format!("!self.matches('{GO_DURATION}') || duration(self) >= duration('1s')")).message("validity must be at least 1s"))]
+    #[x_kube(validation = shared_rules::validity_at_least_a_second())]
     pub validity: Option<String>,
     /// How long before expiry to refresh, as a Go duration; default: once 2/3 of the lifetime has passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
-    #[x_kube(validation = Rule::new(format!("!self.matches('{GO_DURATION}') || duration(self) > duration('0s')")).message("refreshBefore must be positive"))]
+    #[x_kube(validation = shared_rules::refresh_before_positive())]
     pub refresh_before: Option<String>,
     /// The Secret the token is written to, and in which namespaces (namespaceSelector and/or namespaces).
     pub target: Box<ClusterTarget>,

@@ -56,6 +56,44 @@ pub fn skip_on_real_cluster(test: &str) -> bool {
     real
 }
 
+/// Every log line of this test binary, from `capture_logs` on.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// What was logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+    fn make_writer(&'a self) -> LogCapture {
+        self.clone()
+    }
+}
+
+/// Captures every log line (debug level, every crate, no colour) from now on. Call it once per
+/// test binary, before `Harness::new` (the subscriber is process-wide); the text starts with
+/// "capture is live", so a test can tell that capturing worked.
+pub fn capture_logs() -> LogCapture {
+    let logs = LogCapture::default();
+    tracing_subscriber::fmt().with_writer(logs.clone()).with_max_level(tracing::Level::DEBUG).with_ansi(false).init();
+    tracing::debug!("capture is live");
+    logs
+}
+
 /// One scenario's world.
 pub struct Harness {
     /// The in-process API server (None against a real cluster).

@@ -242,14 +242,8 @@ impl ClusterActor<'_> {
         let ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY));
         let current = self.observed.shared.valid_token(self.now).map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
         let (verdict, event) = if lapsed {
-            let expired_at = status.expires_at.take().unwrap_or_default();
-            (status.issued_at, status.secret_name) = (None, None);
-            let (reason, last) = match &status.last_failure {
-                Some(f) => (f.reason.clone(), f.message.clone()),
-                None => (REASON_REFRESH_FAILING.to_owned(), String::new()),
-            };
-            let retry = status.next_refresh_at.clone().unwrap_or_default();
-            let message = format!("the token expired at {expired_at} before a refresh succeeded: {last}. Retrying at {retry}");
+            let (without_token, reason, message) = status::lapsed(previous, "the token");
+            status = without_token;
             (Some((false, reason, message.clone())), Some((EventType::Warning, "TokenExpired".to_owned(), message)))
         } else {
             // The token's own trouble (a failure backing off) keeps its Ready; else the namespaces say.

@@ -29,8 +29,8 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use self::act::ClusterActor;
 use self::plan::NamespaceInfo;
-use super::plan::{self as token_plan, FailureState, TargetSecret};
-use super::reconcile::{Blocked, Credentials, check_template, parse_duration};
+use super::plan::{self as token_plan, TargetSecret};
+use super::reconcile::{Blocked, Credentials, check_template, failure_state, parse_duration};
 use super::secret::{self, TokenMaterial};
 use super::status;
 use super::watches::{SyncTracker, cached_watch, changes_after_first_list, strip_unread_metadata, watch};
@@ -38,7 +38,6 @@ use super::{ClusterTrigger, Context};
 use crate::Error;
 use crate::crd::ClusterNavigatorToken;
 use crate::metrics::{ReconcileLabels, TokenLabels};
-use crate::token::CREDENTIALS_REJECTED_REASONS;
 
 /// Reason: the credentials Secret is in a namespace the operator does not allow.
 pub const CREDENTIALS_NAMESPACE_NOT_ALLOWED: &str = "CredentialsNamespaceNotAllowed";
@@ -287,17 +286,8 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
         Err(blocked) => secret::fingerprint(format!("{}{:?}", blocked.reason, cnvt.spec).as_bytes()),
     };
     let attempt_fp = secret::attempt_fingerprint(&inputs_fp, &ctx.base.settings_fp);
-    let failures = FailureState {
-        consecutive_failures: previous.map_or(0, |s| s.consecutive_failures),
-        retry_at: previous.and_then(|s| s.next_refresh_at.as_deref()).and_then(|t| t.parse().ok()),
-        same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(attempt_fp.as_str())
-            && previous.and_then(|s| s.observed_generation) == cnvt.metadata.generation,
-        // Secret writes fail per namespace and never stop the shared token.
-        secret_write: false,
-        until_credentials_change: previous
-            .and_then(|s| s.last_failure.as_ref())
-            .is_some_and(|f| CREDENTIALS_REJECTED_REASONS.contains(&f.reason.as_str())),
-    };
+    // Secret writes fail per namespace and never stop the shared token: no `secret_write`.
+    let failures = failure_state(previous, &attempt_fp, cnvt.metadata.generation);
     let secret_name = cnvt.target_secret_name();
     let states: Vec<(String, TargetSecret)> = selected
         .iter()
