@@ -1,5 +1,6 @@
 //! The acting half of a ClusterNavigatorToken reconcile: at most one token request, the
-//! per-namespace writes and deletes, one status write, and the Events.
+//! per-namespace writes and deletes, at most one API-token details request (`api_token`, as
+//! for a NavigatorToken), one status write, and the Events.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
