@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api_counter::ApiLabels;
 use crate::controller::status::READY;
-use crate::crd::NavigatorToken;
+use crate::crd::{ClusterNavigatorToken, NavigatorToken, NavigatorTokenStatus};
 
 /// Identifies one NavigatorToken.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,14 +65,16 @@ pub struct Metrics {
     pub statuses: Arc<StatusCollector>,
 }
 
-/// The NavigatorTokens in the controllers' caches, for `navigator_token_ready` and
-/// `navigator_token_refresh_timestamp_seconds`. These series are written from the status at
+/// The NavigatorTokens and ClusterNavigatorTokens (`namespace=""`) in the controllers' caches,
+/// for `navigator_token_ready`, `navigator_token_refresh_timestamp_seconds` and
+/// `navigator_token_api_token_expiry_timestamp_seconds`. These series are written from the status at
 /// scrape time, after the registry's text and a few hundred tokens at a time: they cost no
 /// memory per token, are there from the first list after a restart, vanish with the object,
 /// and a scrape at 10,000 tokens never holds their 2 MiB of text at once.
 #[derive(Debug, Default)]
 pub struct StatusCollector {
     stores: Mutex<Vec<Store<NavigatorToken>>>,
+    cluster_stores: Mutex<Vec<Store<ClusterNavigatorToken>>>,
 }
 
 impl StatusCollector {
@@ -81,8 +83,40 @@ impl StatusCollector {
         self.stores.lock().unwrap_or_else(|p| p.into_inner()).push(store);
     }
 
-    fn snapshot(&self) -> Vec<Arc<NavigatorToken>> {
-        self.stores.lock().unwrap_or_else(|p| p.into_inner()).iter().flat_map(Store::state).collect()
+    /// Adds the cache of ClusterNavigatorTokens; their series have `namespace=""`.
+    pub fn watch_cluster(&self, store: Store<ClusterNavigatorToken>) {
+        self.cluster_stores.lock().unwrap_or_else(|p| p.into_inner()).push(store);
+    }
+
+    fn snapshot(&self) -> Vec<Cached> {
+        let mut all: Vec<Cached> =
+            self.stores.lock().unwrap_or_else(|p| p.into_inner()).iter().flat_map(Store::state).map(Cached::Token).collect();
+        all.extend(self.cluster_stores.lock().unwrap_or_else(|p| p.into_inner()).iter().flat_map(Store::state).map(Cached::Cluster));
+        all
+    }
+}
+
+/// One object of either kind in a cache (an `Arc`, not a copy).
+enum Cached {
+    Token(Arc<NavigatorToken>),
+    Cluster(Arc<ClusterNavigatorToken>),
+}
+
+impl Cached {
+    /// Namespace ("" for a ClusterNavigatorToken) and name.
+    fn key(&self) -> (&str, &str) {
+        let meta = match self {
+            Cached::Token(t) => &t.metadata,
+            Cached::Cluster(c) => &c.metadata,
+        };
+        (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
+    }
+
+    fn status(&self) -> Option<&NavigatorTokenStatus> {
+        match self {
+            Cached::Token(t) => t.status.as_ref(),
+            Cached::Cluster(c) => c.status.as_ref().map(|s| &s.token),
+        }
     }
 }
 
@@ -96,15 +130,15 @@ type Sample<'a> = (Option<&'a str>, i64);
 struct StatusFamily {
     name: &'static str,
     help: &'static str,
-    line: fn(&NavigatorToken) -> Option<Sample<'_>>,
+    line: fn(&NavigatorTokenStatus) -> Option<Sample<'_>>,
 }
 
 const STATUS_FAMILIES: [StatusFamily; 3] = [
     StatusFamily {
         name: "navigator_token_ready",
-        help: "1 when the NavigatorToken is Ready, else 0; reason is the Ready condition's",
+        help: "1 when the NavigatorToken (or ClusterNavigatorToken) is Ready, else 0; reason is the Ready condition's",
         line: |t| {
-            let condition = t.status.as_ref()?.conditions.iter().find(|c| c.type_ == READY)?;
+            let condition = t.conditions.iter().find(|c| c.type_ == READY)?;
             Some((Some(condition.reason.as_str()), i64::from(condition.status == "True")))
         },
     },
@@ -112,30 +146,29 @@ const STATUS_FAMILIES: [StatusFamily; 3] = [
         name: "navigator_token_refresh_timestamp_seconds",
         help: "When the operator next requests a token for the NavigatorToken (refresh or retry), Unix seconds",
         line: |t| {
-            let next: Timestamp = t.status.as_ref()?.next_refresh_at.as_deref()?.parse().ok()?;
+            let next: Timestamp = t.next_refresh_at.as_deref()?.parse().ok()?;
             Some((None, next.as_second()))
         },
     },
     StatusFamily {
         name: "navigator_token_api_token_expiry_timestamp_seconds",
-        help: "When the CSP API token a NavigatorToken uses expires itself (not the access token), Unix seconds; no series when it never expires or is not known",
+        help: "When the CSP API token a NavigatorToken or ClusterNavigatorToken uses expires itself (not the access token), Unix seconds; no series when it never expires or is not known",
         line: |t| {
-            let expires: Timestamp = t.status.as_ref()?.credentials.as_ref()?.api_token_expires_at.as_deref()?.parse().ok()?;
+            let expires: Timestamp = t.credentials.as_ref()?.api_token_expires_at.as_deref()?.parse().ok()?;
             Some((None, expires.as_second()))
         },
     },
 ];
 
 /// The text of `family` for `tokens`, with its HELP and TYPE lines when `header`.
-fn status_lines(family: &StatusFamily, tokens: &[Arc<NavigatorToken>], header: bool) -> String {
+fn status_lines(family: &StatusFamily, tokens: &[Cached], header: bool) -> String {
     let mut out = String::new();
     if header {
         let _ = write!(out, "# HELP {} {}\n# TYPE {} gauge\n", family.name, family.help, family.name);
     }
     for token in tokens {
-        let Some((reason, value)) = (family.line)(token) else { continue };
-        let (namespace, name) =
-            (token.metadata.namespace.as_deref().unwrap_or_default(), token.metadata.name.as_deref().unwrap_or_default());
+        let Some((reason, value)) = token.status().and_then(family.line) else { continue };
+        let (namespace, name) = token.key();
         let _ = write!(out, "{}{{namespace=\"{}\",name=\"{}\"", family.name, escape(namespace), escape(name));
         if let Some(reason) = reason {
             let _ = write!(out, ",reason=\"{}\"", escape(reason));
@@ -274,5 +307,39 @@ mod tests {
         assert_eq!(text.matches("# TYPE navigator_token_ready gauge").count(), 1);
         writer.apply_watcher_event(&Event::Delete(bad));
         assert!(!m.encode().contains(r#"name="bad""#), "a deleted token's series go with it");
+    }
+
+    #[test]
+    fn cluster_tokens_series_have_an_empty_namespace() {
+        use kube::runtime::watcher::Event;
+        let m = Metrics::default();
+        let (store, mut writer) = kube::runtime::reflector::store::<ClusterNavigatorToken>();
+        m.statuses.watch_cluster(store);
+        let cnvt: ClusterNavigatorToken = serde_json::from_value(serde_json::json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": "ClusterNavigatorToken",
+            "metadata": {"name": "vendor"},
+            "spec": {
+                "orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4",
+                "credentialsSecretRef": {"name": "c", "namespace": "ops", "apiTokenKey": "api_token"},
+                "endpoint": {"type": "CSP"},
+                "target": {"secretName": "vendor-token", "namespaces": ["team-a"]},
+            },
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True", "reason": "TokenValid", "message": "", "lastTransitionTime": "2026-11-29T10:00:00Z"}],
+                "nextRefreshAt": "2026-11-29T10:20:00Z",
+                "credentials": {"apiTokenExpiresAt": "2026-12-19T10:00:00Z", "apiTokenCheckedAt": "2026-11-29T10:00:00Z"},
+                "namespaces": {"selected": 1, "written": 1, "failed": 0},
+            },
+        }))
+        .unwrap();
+        for event in [Event::Init, Event::InitApply(cnvt.clone()), Event::InitDone] {
+            writer.apply_watcher_event(&event);
+        }
+        let text = m.encode();
+        assert!(text.contains(r#"navigator_token_ready{namespace="",name="vendor",reason="TokenValid"} 1"#), "{text}");
+        assert!(text.contains(r#"navigator_token_refresh_timestamp_seconds{namespace="",name="vendor"} 1795947600"#), "{text}");
+        assert!(text.contains(r#"navigator_token_api_token_expiry_timestamp_seconds{namespace="",name="vendor"} 1797674400"#), "{text}");
+        writer.apply_watcher_event(&Event::Delete(cnvt));
+        assert!(!m.encode().contains(r#"name="vendor""#), "a deleted ClusterNavigatorToken's series go with it");
     }
 }

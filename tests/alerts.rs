@@ -275,6 +275,46 @@ async fn endpoint_errors_fire_on_429_and_5xx_answers() {
     h.finish().await;
 }
 
+/// (f) and (c) for ClusterNavigatorTokens: one API token behind every tenant namespace; their
+/// series have an empty namespace, and the alerts fire for them as for NavigatorTokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_token_expiring_and_not_ready_fire_for_cluster_tokens_too() {
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    const API_TOKEN: &str = "api-token-of-the-cluster-Hx7Kp2Lm9Qw4Rt6Yz8Ab";
+    let mut h = Harness::new(LONG).await;
+    h.tokens.add_api_token(API_TOKEN, Some(SystemTime::now() + 20 * DAY));
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "api-tokens", "labels": {"navigator.dev/credentials": "true"}},
+        "stringData": {"api_token": API_TOKEN},
+    }))
+    .unwrap();
+    h.secrets().create(&Default::default(), &secret).await.unwrap();
+    let tenant = support::unique_namespace();
+    h.create_namespace(&tenant, &[]).await;
+    h.start_cluster_operator().await;
+    let target = json!({"secretName": "vendor-token", "namespaces": [tenant]});
+    let with_api_token = json!({"credentialsSecretRef": {"name": "api-tokens", "apiTokenKey": "api_token"}, "target": target});
+    h.create_cluster_token("tenants", with_api_token).await;
+    h.create_cluster_token("plain", json!({"target": {"secretName": "plain-token", "namespaces": [tenant]}})).await;
+    // Selects only a namespace that does not exist: Ready=False, NoNamespacesSelected.
+    h.create_cluster_token("nowhere", json!({"target": {"secretName": "plain-token", "namespaces": ["no-such-namespace"]}})).await;
+    h.wait_until("the API token's expiry and readiness reported", WAIT, || async {
+        value(&h, "navigator_token_api_token_expiry_timestamp_seconds", "tenants").is_some()
+            && value(&h, "navigator_token_ready", "tenants") == Some(1.0)
+            && value(&h, "navigator_token_ready", "plain") == Some(1.0)
+            && value(&h, "navigator_token_ready", "nowhere") == Some(0.0)
+    })
+    .await;
+    let scrapes = [scrape(&h)];
+    let firing = firing(API_TOKEN_EXPIRING, &scrapes);
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert_eq!(firing[0].get("name").map(String::as_str), Some("tenants"));
+    assert_eq!(firing[0].get("namespace").map(String::as_str).unwrap_or_default(), "", "{firing:?}");
+    assert_eq!(firing_names(NOT_READY, &scrapes), ["nowhere".to_owned()].into());
+    h.finish().await;
+}
+
 /// The evaluator itself, on hand-written exposition text.
 /// (f) An API token that expires within 30 days fires; one expiring later, one that never
 /// expires, and client credentials do not.

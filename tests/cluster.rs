@@ -4,12 +4,14 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use navigator_token_operator::crd::ClusterNavigatorTokenStatus;
 use serde_json::json;
 use support::{CREDS, Harness, unique_namespace};
+use testkit::token_server::API_TOKEN_DETAILS_PATH;
 
 /// Short enough that a refresh window passes in a test, long enough that the next one does not
 /// while the test looks at 50 namespaces on a busy machine.
@@ -396,5 +398,68 @@ async fn navigator_tokens_are_not_held_up_when_the_cluster_kind_cannot_be_watche
     h.create_token("t1", json!({})).await;
     h.wait_for_token_in_secret("t1", 1).await;
     h.wait_for_ready("t1", "True", "TokenValid").await;
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_tokens_own_expiry_is_asked_once_for_all_namespaces_and_reported() {
+    const API_TOKEN: &str = "Vc4nM8bX2zL6kJ0hG3fD5sA7pO9iU1yT4rE6wQ8aZ2x";
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    // Short enough that a refresh happens in the test: the API token is not asked about again.
+    let mut h = Harness::new(Duration::from_secs(8)).await;
+    let label = h.ns.clone();
+    let namespaces = tenants(&h, &label, 3).await;
+    let expires = SystemTime::now() + 20 * DAY;
+    h.tokens.add_api_token(API_TOKEN, Some(expires));
+    let credentials: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": CREDS, "labels": {"navigator.dev/credentials": "true"}},
+        "stringData": {"api_token": API_TOKEN},
+    }))
+    .unwrap();
+    h.secrets().replace(CREDS, &PostParams::default(), &credentials).await.expect("replace credentials");
+    h.start_cluster_operator().await;
+    let mut spec = selecting(&label);
+    spec["credentialsSecretRef"]["apiTokenKey"] = json!("api_token");
+    h.create_cluster_token("vendor", spec).await;
+    all_hold(&h, &namespaces, 1).await;
+    wait_ready(&h, "vendor", "True", "TokenValid").await;
+    assert_eq!(h.tokens.requests()[0].form_param("api_token"), Some(API_TOKEN), "the API token is exchanged");
+
+    let expiring = |status: &ClusterNavigatorTokenStatus| {
+        status
+            .token
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "CredentialsExpiring")
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    h.wait_until("CredentialsExpiring in status", WAIT, || async { h.cluster_status("vendor").await.and_then(|s| expiring(&s)).is_some() })
+        .await;
+    let status = h.cluster_status("vendor").await.unwrap();
+    let reported: jiff::Timestamp =
+        status.token.credentials.as_ref().and_then(|c| c.api_token_expires_at.as_deref()).expect("apiTokenExpiresAt").parse().unwrap();
+    let expected = jiff::Timestamp::try_from(expires).unwrap();
+    assert!((reported.as_second() - expected.as_second()).abs() <= 1, "{reported} vs {expected}");
+    let (state, reason, message) = expiring(&status).unwrap();
+    assert_eq!((state.as_str(), reason.as_str()), ("True", "APITokenExpiringSoon"));
+    assert!(message.contains(&format!("Secret {}/{CREDS}", h.ns)) && message.contains("expires at"), "{message}");
+    assert!(h.cluster_has_event("vendor", "Warning", "APITokenExpiringSoon").await);
+    // The series of a cluster-scoped object has an empty namespace.
+    let series = h.series("navigator_token_api_token_expiry_timestamp_seconds", "vendor").expect("expiry series");
+    assert_eq!(
+        series,
+        format!(r#"navigator_token_api_token_expiry_timestamp_seconds{{namespace="",name="vendor"}} {}"#, reported.as_second())
+    );
+
+    // A refresh writes every namespace again; CSP was asked once, not per namespace or window.
+    all_hold(&h, &namespaces, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let details = h.tokens.requests().iter().filter(|r| r.path == API_TOKEN_DETAILS_PATH).count();
+    assert_eq!(details, 1, "one details call for {} namespaces and two tokens", namespaces.len());
+    let warnings = h.cluster_events("vendor").await.into_iter().filter(|(_, r)| r == "APITokenExpiringSoon").count();
+    assert_eq!(warnings, 1, "warned once");
+    let status = serde_json::to_string(&h.cluster_status("vendor").await).unwrap();
+    assert!(!status.contains(API_TOKEN) && !h.metrics.encode().contains(API_TOKEN), "the API token is never shown");
     h.finish().await;
 }

@@ -3,15 +3,18 @@
 //! failing answer never stands in the way of one). The answer is kept in `status.credentials`,
 //! becomes the `CredentialsExpiring` condition, the metric
 //! `navigator_token_api_token_expiry_timestamp_seconds` (from status) and, once, a Warning Event.
+//! The same functions serve both kinds: the NavigatorToken's `Actor` (below) and the
+//! ClusterNavigatorToken's, which asks once for all its namespaces.
 
 use jiff::{SignedDuration, Timestamp};
 use tracing::{info, warn};
 
+use super::Context;
 use super::act::Actor;
 use super::events::EventType;
 use super::reconcile::Credentials;
 use super::status::{self, rfc3339};
-use crate::crd::{CredentialsStatus, NavigatorTokenStatus};
+use crate::crd::{CredentialsStatus, NavigatorToken, NavigatorTokenStatus};
 use crate::token::{ApiTokenExpiry, Grant};
 
 /// Condition: the API token itself expires soon.
@@ -48,60 +51,91 @@ pub fn expiry_condition(credentials: &CredentialsStatus, secret: &str, now: Time
     })
 }
 
-impl Actor<'_> {
-    /// Asks CSP about the API token in `credentials` when it is due; the answer goes into the
-    /// status written next. A failure is logged and changes nothing else.
-    pub(super) async fn check_api_token(&mut self, credentials: &Credentials) {
-        let Grant::ApiToken(api_token) = &credentials.grant else { return };
-        let previous = self.previous.and_then(|p| p.credentials.as_deref());
-        if !needs_check(previous, &credentials.fingerprint, self.now) {
-            return;
+/// Asks CSP about the API token in `credentials` when it is due: the credentials' new state for
+/// status, or `None` (not an API token, or not due). `token` is a NavigatorToken or a
+/// ClusterNavigatorToken's view; a failure is logged and keeps what was known.
+pub(super) async fn check(
+    ctx: &Context,
+    token: &NavigatorToken,
+    credentials: &Credentials,
+    previous: Option<&NavigatorTokenStatus>,
+    now: Timestamp,
+) -> Option<Box<CredentialsStatus>> {
+    let Grant::ApiToken(api_token) = &credentials.grant else { return None };
+    let previous = previous.and_then(|p| p.credentials.as_deref());
+    if !needs_check(previous, &credentials.fingerprint, now) {
+        return None;
+    }
+    let spec = &token.spec;
+    let answer = ctx.tokens.api_token_details(&spec.endpoint_url(), spec.ca_bundle(), api_token).await;
+    // What is known of these credentials so far stays when CSP does not answer.
+    let same = previous.filter(|p| p.checked_fingerprint.as_deref() == Some(credentials.fingerprint.as_str()));
+    let mut checked = match answer {
+        Ok(ApiTokenExpiry::At(at)) => {
+            info!(expires_at = %at, "the API token's own expiry");
+            CredentialsStatus { api_token_expires_at: Some(rfc3339(at)), ..CredentialsStatus::default() }
         }
-        let spec = &self.token.spec;
-        let answer = self.ctx.tokens.api_token_details(&spec.endpoint_url(), spec.ca_bundle(), api_token).await;
-        // What is known of these credentials so far stays when CSP does not answer.
-        let same = previous.filter(|p| p.checked_fingerprint.as_deref() == Some(credentials.fingerprint.as_str()));
-        let mut checked = match answer {
-            Ok(ApiTokenExpiry::At(at)) => {
-                info!(expires_at = %at, "the API token's own expiry");
-                CredentialsStatus { api_token_expires_at: Some(rfc3339(at)), ..CredentialsStatus::default() }
-            }
-            Ok(ApiTokenExpiry::Never) => CredentialsStatus { api_token_never_expires: true, ..CredentialsStatus::default() },
-            Err(error) => {
-                warn!(reason = error.reason(), %error, "could not learn the API token's expiry (api-tokens/details); access tokens are not affected");
-                same.cloned().unwrap_or_default()
-            }
-        };
-        checked.api_token_checked_at = Some(rfc3339(self.now));
-        checked.checked_fingerprint = Some(credentials.fingerprint.clone());
-        self.credentials_checked = Some(Box::new(checked));
+        Ok(ApiTokenExpiry::Never) => CredentialsStatus { api_token_never_expires: true, ..CredentialsStatus::default() },
+        Err(error) => {
+            warn!(reason = error.reason(), %error, "could not learn the API token's expiry (api-tokens/details); access tokens are not affected");
+            same.cloned().unwrap_or_default()
+        }
+    };
+    checked.api_token_checked_at = Some(rfc3339(now));
+    checked.checked_fingerprint = Some(credentials.fingerprint.clone());
+    Some(Box::new(checked))
+}
+
+/// Puts the credentials' state and the `CredentialsExpiring` condition into `status`: `checked`
+/// (this reconcile's answer), else what `previous` had. Only for API tokens; `secret` names the
+/// credentials Secret in the condition's message.
+pub(super) fn keep_credentials_status(
+    status: &mut NavigatorTokenStatus,
+    previous: Option<&NavigatorTokenStatus>,
+    checked: Option<&CredentialsStatus>,
+    token: &NavigatorToken,
+    secret: &str,
+    now: Timestamp,
+) {
+    status.conditions.retain(|c| c.type_ != CREDENTIALS_EXPIRING);
+    status.credentials = None;
+    if token.spec.credentials_secret_ref.api_token_key.is_none() {
+        return;
+    }
+    let credentials = checked.cloned().map(Box::new).or_else(|| previous.and_then(|p| p.credentials.clone()));
+    if let Some((expiring, reason, message)) = credentials.as_deref().and_then(|c| expiry_condition(c, secret, now)) {
+        status::set_condition(status, previous, CREDENTIALS_EXPIRING, expiring, reason, message, token.metadata.generation, now);
+    }
+    status.credentials = credentials;
+}
+
+/// The note of the one Warning Event [`REASON_API_TOKEN_EXPIRING`], when `CredentialsExpiring`
+/// turned True from `previous` to `status`.
+pub(super) fn expiring_warning(status: &NavigatorTokenStatus, previous: Option<&NavigatorTokenStatus>) -> Option<String> {
+    let expiring = |s: &NavigatorTokenStatus| s.conditions.iter().find(|c| c.type_ == CREDENTIALS_EXPIRING && c.status == "True").cloned();
+    let condition = expiring(status)?;
+    previous.and_then(expiring).is_none().then_some(condition.message)
+}
+
+impl Actor<'_> {
+    /// Asks CSP about the API token in `credentials` when it is due (see [`check`]); the answer
+    /// goes into the status written next.
+    pub(super) async fn check_api_token(&mut self, credentials: &Credentials) {
+        if let Some(checked) = check(self.ctx, self.token, credentials, self.previous, self.now).await {
+            self.credentials_checked = Some(checked);
+        }
     }
 
-    /// Puts the credentials' state and the `CredentialsExpiring` condition into `status`: the
-    /// latest check, else what status had. Only for API tokens.
+    /// [`keep_credentials_status`] for this NavigatorToken.
     pub(super) fn keep_credentials_status(&self, status: &mut NavigatorTokenStatus) {
-        status.conditions.retain(|c| c.type_ != CREDENTIALS_EXPIRING);
-        status.credentials = None;
-        if self.token.spec.credentials_secret_ref.api_token_key.is_none() {
-            return;
-        }
-        let credentials = self.credentials_checked.clone().or_else(|| self.previous.and_then(|p| p.credentials.clone()));
         let secret = &self.token.spec.credentials_secret_ref.name;
-        if let Some((expiring, reason, message)) = credentials.as_deref().and_then(|c| expiry_condition(c, secret, self.now)) {
-            let generation = self.token.metadata.generation;
-            status::set_condition(status, self.previous, CREDENTIALS_EXPIRING, expiring, reason, message, generation, self.now);
-        }
-        status.credentials = credentials;
+        keep_credentials_status(status, self.previous, self.credentials_checked.as_deref(), self.token, secret, self.now);
     }
 
     /// One Warning Event when `CredentialsExpiring` turns True.
     pub(super) async fn warn_once_when_expiring(&self, status: &NavigatorTokenStatus) {
-        let expiring =
-            |s: &NavigatorTokenStatus| s.conditions.iter().find(|c| c.type_ == CREDENTIALS_EXPIRING && c.status == "True").cloned();
-        if let Some(condition) = expiring(status)
-            && self.previous.and_then(expiring).is_none()
-        {
-            self.event(EventType::Warning, REASON_API_TOKEN_EXPIRING, &condition.message).await;
+        if let Some(note) = expiring_warning(status, self.previous) {
+            self.event(EventType::Warning, REASON_API_TOKEN_EXPIRING, &note).await;
         }
     }
 }
@@ -145,5 +179,32 @@ mod tests {
         let never = checked(None, "2026-11-29T10:00:00Z", "fp");
         assert_eq!(expiry_condition(&never, "creds", at("2126-01-01T00:00:00Z")).map(|c| c.0), Some(false));
         assert_eq!(expiry_condition(&CredentialsStatus::default(), "creds", at("2026-12-01T00:00:00Z")), None, "unknown: no condition");
+    }
+
+    #[test]
+    fn the_warning_is_due_only_when_the_condition_turns_true() {
+        let c = checked(Some("2026-12-19T00:00:00Z"), "2026-11-29T10:00:00Z", "fp");
+        let token: NavigatorToken = serde_json::from_value(serde_json::json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken", "metadata": {"name": "t", "namespace": "a"},
+            "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"name": "creds", "apiTokenKey": "api_token"}},
+        }))
+        .unwrap();
+        let now = at("2026-11-29T10:00:00Z");
+        let mut first = NavigatorTokenStatus::default();
+        keep_credentials_status(&mut first, None, Some(&c), &token, "ops/creds", now);
+        assert_eq!(first.credentials.as_deref(), Some(&c));
+        let note = expiring_warning(&first, None).expect("turned True");
+        assert!(note.contains("Secret ops/creds"), "{note}");
+        // The next status keeps what the last check found, and warns no more.
+        let mut next = NavigatorTokenStatus::default();
+        keep_credentials_status(&mut next, Some(&first), None, &token, "ops/creds", now);
+        assert_eq!(next.credentials.as_deref(), Some(&c));
+        assert_eq!(expiring_warning(&next, Some(&first)), None);
+        // Credentials that are no API token have neither the state nor the condition.
+        let mut plain = token.clone();
+        plain.spec.credentials_secret_ref.api_token_key = None;
+        let mut other = NavigatorTokenStatus::default();
+        keep_credentials_status(&mut other, Some(&first), None, &plain, "ops/creds", now);
+        assert!(other.credentials.is_none() && other.conditions.is_empty(), "{other:?}");
     }
 }

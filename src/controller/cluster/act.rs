@@ -1,5 +1,6 @@
 //! The acting half of a ClusterNavigatorToken reconcile: at most one token request, the
-//! per-namespace writes and deletes, one status write, and the Events.
+//! per-namespace writes and deletes, at most one API-token details request (`api_token`, as
+//! for a NavigatorToken), one status write, and the Events.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use tracing::{info, warn};
 use super::plan::{NamespaceNeed, NamespaceOutcome, namespace_need, summarize};
 use super::{ClusterContext, Observation};
 use crate::controller::act::request_token;
+use crate::controller::api_token;
 use crate::controller::events::EventType;
 use crate::controller::kube_io::{SecretWriteFailure, wait_for_cache, with_retries};
 use crate::controller::plan::{self as token_plan, IssueReason, Plan, Step, TargetSecret};
@@ -24,7 +26,7 @@ use crate::controller::reconcile::{Blocked, CREDENTIALS_NOT_FOUND, Credentials, 
 use crate::controller::secret::{self, TokenMaterial, TokenTimes};
 use crate::controller::status::{self, REASON_REFRESH_FAILING, REASON_SUSPENDED};
 use crate::crd::cluster::ClusterNavigatorTokenStatus;
-use crate::crd::{ClusterNavigatorToken, DeletionPolicy, NavigatorToken, NavigatorTokenStatus};
+use crate::crd::{ClusterNavigatorToken, CredentialsStatus, DeletionPolicy, NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::TokenLabels;
 use crate::token::{Grant, RetryClass};
 use crate::{CLUSTER_TOKEN_LABEL, Error, FIELD_MANAGER, duration};
@@ -47,6 +49,9 @@ pub(super) struct ClusterActor<'a> {
     pub(super) labels: &'a TokenLabels,
     pub(super) observed: &'a Observation,
     pub(super) secret_name: &'a str,
+    /// The credentials of a token just issued: an API token among them is asked about once
+    /// the token is stored (see `api_token`).
+    pub(super) issued_with: Option<Credentials>,
 }
 
 /// What the shared token's side of a reconcile decided.
@@ -112,10 +117,16 @@ impl ClusterActor<'_> {
             (Step::SecretConflict, Ok(_)) => self.idle(),
         };
         let outcomes = self.fan_out(&mut part).await;
+        // Once for all namespaces, after the new token is stored in one at least.
+        let stored = outcomes.values().any(|o| *o == NamespaceOutcome::Current);
+        let checked = match self.issued_with.take() {
+            Some(credentials) if stored => api_token::check(&self.ctx.base, self.view, &credentials, self.previous(), self.now).await,
+            _ => None,
+        };
         if part.spread {
             self.clean_up().await;
         }
-        self.finish(part, outcomes).await
+        self.finish(part, outcomes, checked.as_deref()).await
     }
 
     fn previous(&self) -> Option<&NavigatorTokenStatus> {
@@ -144,6 +155,8 @@ impl ClusterActor<'_> {
                 let material = issued.material;
                 info!(?reason, expires_at = %material.times.expires_at, source = ?issued.source, "issued a token");
                 self.ctx.remember(self.cnvt, &self.observed.inputs_fp, &material);
+                let (grant, fingerprint) = (credentials.grant.clone(), credentials.fingerprint.clone());
+                self.issued_with = Some(Credentials { grant, fingerprint });
                 self.valid(material.times, Some(material), None, refresh_before, Some(reason))
             }
             Err(error) => {
@@ -426,7 +439,12 @@ impl ClusterActor<'_> {
 
     /// Sets Ready from the token's side and the namespaces, writes status when it changed, and
     /// publishes the Events.
-    async fn finish(&self, part: TokenPart, outcomes: BTreeMap<String, NamespaceOutcome>) -> Result<Action, Error> {
+    async fn finish(
+        &self,
+        part: TokenPart,
+        outcomes: BTreeMap<String, NamespaceOutcome>,
+        checked: Option<&CredentialsStatus>,
+    ) -> Result<Action, Error> {
         let expiry = part.current.map(|c| c.expires_at);
         let summary = summarize(&outcomes, self.secret_name, expiry, self.now);
         let (ready, reason, message) = match part.verdict {
@@ -438,6 +456,9 @@ impl ClusterActor<'_> {
         let mut token = part.status;
         let generation = self.cnvt.metadata.generation;
         status::set_ready(&mut token, previous, ready, &reason, message, generation, self.now);
+        let reference = &self.cnvt.spec.credentials_secret_ref;
+        let credentials_secret = format!("{}/{}", reference.namespace, reference.secret.name);
+        api_token::keep_credentials_status(&mut token, previous, checked, self.view, &credentials_secret, self.now);
         let listed_before: BTreeSet<(String, String)> =
             self.cnvt.status.iter().flat_map(|s| &s.namespace_failures).map(|f| (f.namespace.clone(), f.reason.clone())).collect();
         let new_failures: Vec<(String, String, String)> = summary
@@ -452,6 +473,9 @@ impl ClusterActor<'_> {
         }
         if let Some((type_, reason, note)) = &part.event {
             self.event(*type_, reason, note).await;
+        }
+        if let Some(note) = api_token::expiring_warning(&status.token, previous) {
+            self.event(EventType::Warning, api_token::REASON_API_TOKEN_EXPIRING, &note).await;
         }
         for (namespace, reason, message) in new_failures {
             self.event(EventType::Warning, &reason, &format!("namespace {namespace}: {message}")).await;

@@ -155,6 +155,8 @@ pub(super) async fn run(
         config = config.labels(selector);
     }
     let (store, events) = cached_watch(Api::<ClusterNavigatorToken>::all(client.clone()), config, &sync, forget);
+    // Their Ready, refresh and API-token expiry series come from this cache (`namespace=""`).
+    base.metrics.statuses.watch_cluster(store.clone());
     // These watches are what an install without the cluster kind lacks: say so (the watches
     // retry with backoff; NavigatorTokens are not held up).
     let events = events.inspect_err(|error| warn!(%error, "{WATCH_HINT}"));
@@ -308,6 +310,7 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
     };
     let decision = token_plan::decide(&observed, now);
     let observation = Observation { states, terminating, inputs_fp, attempt_fp, shared, remembered };
-    let mut actor = ClusterActor { cnvt, ctx, view: &view, now, labels: &labels, observed: &observation, secret_name: &secret_name };
+    let mut actor =
+        ClusterActor { cnvt, ctx, view: &view, now, labels: &labels, observed: &observation, secret_name: &secret_name, issued_with: None };
     actor.act(decision, inputs).await
 }
