@@ -315,7 +315,6 @@ async fn api_token_expiring_and_not_ready_fire_for_cluster_tokens_too() {
     h.finish().await;
 }
 
-/// The evaluator itself, on hand-written exposition text.
 /// (f) An API token that expires within 30 days fires; one expiring later, one that never
 /// expires, and client credentials do not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,6 +354,7 @@ async fn api_token_expiring_fires_within_thirty_days_of_the_api_tokens_expiry() 
     h.finish().await;
 }
 
+/// The evaluator itself, on hand-written exposition text.
 #[test]
 fn evaluator_follows_promql_semantics_on_known_input() {
     let a = promql::Scrape::parse(
