@@ -151,6 +151,25 @@ async fn a_watch_that_lags_behind_the_writes_never_costs_a_second_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_deleted_before_the_lagging_watch_showed_it_is_written_again() {
+    let mut h = Harness::new(LONG).await;
+    let Some(api) = h.api.clone() else { return h.finish().await };
+    h.start_operator();
+    h.wait_synced().await;
+    // The cache has not shown the Secret written when it is deleted: the write it waits for
+    // never appears, and only the deletion says that the cache has moved past it.
+    api.set_watch_lag("secrets", Some(Duration::from_secs(8)));
+    h.create_token("gone", json!({})).await;
+    h.wait_for_token_in_secret("gone", 1).await;
+    h.secrets().delete("gone", &Default::default()).await.unwrap();
+    api.set_watch_lag("secrets", None);
+    h.wait_for_token_in_secret("gone", 2).await;
+    h.wait_until("Ready", Duration::from_secs(20), || async { h.ready("gone").await.is_some_and(|(s, _)| s == "True") }).await;
+    assert_eq!(h.tokens.request_count(), 2, "one new token for the deleted Secret");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_lists_come_in_pages_as_a_real_api_server_serves_them() {
     let mut h = Harness::new(LONG).await;
     let Some(api) = h.api.clone() else { return h.finish().await };

@@ -8,9 +8,10 @@ use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
+use tracing::debug;
 
-use super::Context;
 use super::secret::TokenMaterial;
+use super::{Context, PerToken};
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
 use crate::template::TemplateError;
 use crate::token::RetryClass;
@@ -114,6 +115,26 @@ impl Context {
     fn record_lag(&self, token: &NavigatorToken, record: impl FnOnce(&mut LaggingWrites)) {
         let mut lagging = self.per_token.lagging.lock().unwrap_or_else(|p| p.into_inner());
         record(lagging.entry(ObjectRef::from_obj(token)).or_default());
+    }
+}
+
+impl PerToken {
+    /// The watch saw Secret `namespace/name` deleted at `resource_version`. A write of ours to it
+    /// that the cache had not shown never will be (the object is gone), and the deletion shows
+    /// the cache is past it: without this, `caches_caught_up` would wait for it forever and the
+    /// NavigatorToken would never get its Secret back.
+    pub(super) fn secret_deleted(&self, namespace: &str, name: &str, resource_version: &str) {
+        let mut lagging = self.lagging.lock().unwrap_or_else(|p| p.into_inner());
+        for (key, writes) in lagging.iter_mut().filter(|(key, _)| key.namespace.as_deref() == Some(namespace)) {
+            if writes
+                .secret
+                .as_ref()
+                .is_some_and(|(secret, written)| secret == name && resource_version_at_least(resource_version, written))
+            {
+                debug!(navigatortoken = key.name, secret = name, "the Secret written was deleted before the cache showed it");
+                writes.secret = None;
+            }
+        }
     }
 }
 

@@ -135,8 +135,15 @@ pub async fn run(
     // Two label-selected Secret watches: the operator never lists or caches unrelated Secrets.
     let managed_selector = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let managed_secrets = SecretCache::default();
-    let managed_events =
-        watch(scoped_api::<ManagedSecret>(&client, ns), managed_selector).inspect_ok(managed_secrets.writer()).inspect(sync.marker());
+    let deletions = per_token.clone();
+    let managed_events = watch(scoped_api::<ManagedSecret>(&client, ns), managed_selector)
+        .inspect_ok(managed_secrets.writer())
+        .inspect_ok(move |event| {
+            if let watcher::Event::Delete(secret) = event {
+                deletions.secret_deleted(&secret.namespace().unwrap_or_default(), &secret.name_any(), &secret.cached.resource_version);
+            }
+        })
+        .inspect(sync.marker());
     let credentials_selector = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
     let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, &sync, |_| {});
 
