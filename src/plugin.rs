@@ -18,7 +18,7 @@ use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::controller::secret::{is_ours, is_recorded_token};
-use crate::controller::status::{READY, ROLLOUTS_RESTARTED, rfc3339};
+use crate::controller::status::{CREDENTIALS_EXPIRING, READY, ROLLOUTS_RESTARTED, rfc3339};
 use crate::crd::NavigatorToken;
 use crate::redact::Sensitive;
 use crate::token::jwt;
@@ -229,6 +229,18 @@ fn render_status(token: &NavigatorToken, secret: Result<Option<Secret>, String>,
     line(&mut out, 0, "Granted lifetime", status.granted_lifetime.as_deref().unwrap_or("-"));
     if let Some(rollouts) = condition(ROLLOUTS_RESTARTED) {
         render_condition(&mut out, ROLLOUTS_RESTARTED, rollouts, now);
+    }
+    if let Some(credentials) = &status.credentials {
+        let expiry = match (&credentials.api_token_expires_at, credentials.api_token_never_expires) {
+            (_, true) => "never".to_owned(),
+            (Some(at), false) => when(at, now),
+            (None, false) => "unknown".to_owned(),
+        };
+        line(&mut out, 0, "API token expires", expiry);
+        line(&mut out, 2, "Checked", time(&credentials.api_token_checked_at));
+    }
+    if let Some(expiring) = condition(CREDENTIALS_EXPIRING) {
+        render_condition(&mut out, CREDENTIALS_EXPIRING, expiring, now);
     }
     line(&mut out, 0, "Secret", format!("{namespace}/{}", token.target_secret_name()));
     match secret {

@@ -158,6 +158,7 @@ async fn status_of_a_ready_token_shows_its_schedule_and_an_intact_secret_but_not
     assert!(field(&text, "Expires at").starts_with("2026-11-29T04:30:00Z ("), "{text}");
     assert_eq!(field(&text, "Token"), r#"key "token" matches navigator.dev/token-sha256"#);
     assert!(!text.contains("ready-token-signature") && !text.contains(&access_token), "a token was printed:\n{text}");
+    assert!(!text.contains("API token") && !text.contains("CredentialsExpiring"), "client credentials have no API token:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,6 +193,23 @@ async fn status_of_a_failing_token_shows_the_failure_and_a_secret_edited_by_hand
     assert_eq!(field(&text, "Exists"), "no");
     let error = stderr(&cluster.nvt(&["status", "failing"]).await);
     assert_eq!(error.trim(), r#"error: NavigatorToken "failing" not found in namespace "team-a""#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_when_an_api_token_itself_expires_and_the_warning() {
+    let cluster = Cluster::start("status-api-token").await;
+    let mut status = ready_status();
+    status["conditions"].as_array_mut().unwrap().push(json!({
+        "type": "CredentialsExpiring", "status": "True", "reason": "APITokenExpiringSoon",
+        "message": "the CSP API token in Secret creds expires at 2026-12-20T00:00:00Z", "lastTransitionTime": "2026-11-29T04:00:02Z",
+    }));
+    status["credentials"] = json!({"apiTokenExpiresAt": "2026-12-20T00:00:00Z", "apiTokenCheckedAt": "2026-11-29T04:00:02Z"});
+    let token = cluster.token("team-a", "ready", json!({}), status);
+    cluster.secret(&token, &jwt("api-token-access-token"));
+    let text = stdout(&cluster.nvt(&["status", "ready"]).await);
+    assert!(field(&text, "API token expires").starts_with("2026-12-20T00:00:00Z ("), "{text}");
+    assert!(field(&text, "Checked").starts_with("2026-11-29T04:00:02Z ("), "{text}");
+    assert!(field(&text, "CredentialsExpiring").starts_with("True (APITokenExpiringSoon) since 2026-11-29T04:00:02Z"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

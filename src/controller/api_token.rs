@@ -13,12 +13,10 @@ use super::Context;
 use super::act::Actor;
 use super::events::EventType;
 use super::reconcile::Credentials;
-use super::status::{self, rfc3339};
+use super::status::{self, CREDENTIALS_EXPIRING, rfc3339};
 use crate::crd::{CredentialsStatus, NavigatorToken, NavigatorTokenStatus};
 use crate::token::{ApiTokenExpiry, Grant};
 
-/// Condition: the API token itself expires soon.
-pub const CREDENTIALS_EXPIRING: &str = "CredentialsExpiring";
 /// Reason (and Warning Event) of `CredentialsExpiring=True`.
 pub const REASON_API_TOKEN_EXPIRING: &str = "APITokenExpiringSoon";
 /// Warn this long before the API token expires: time enough for a person to rotate it.

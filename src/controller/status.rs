@@ -15,6 +15,9 @@ pub const REASON_REFRESH_FAILING: &str = "RefreshFailing";
 /// Condition about `spec.rolloutRestartTargets`: were they restarted for the current token.
 pub const ROLLOUTS_RESTARTED: &str = "RolloutsRestarted";
 
+/// Condition about a CSP API token: True when it expires itself within 30 days (see `api_token`).
+pub const CREDENTIALS_EXPIRING: &str = "CredentialsExpiring";
+
 /// Reason: spec.suspend.
 pub const REASON_SUSPENDED: &str = "Suspended";
 
