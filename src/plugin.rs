@@ -516,4 +516,41 @@ mod tests {
         assert_eq!(when("2026-11-29T03:30:00Z", now), "2026-11-29T03:30:00Z (1h30m ago)");
         assert_eq!(when("soon", now), "soon");
     }
+
+    #[test]
+    fn the_cluster_status_screen_lines_up_and_lists_the_namespace_failures() {
+        let now: Timestamp = "2026-11-29T04:45:00Z".parse().unwrap();
+        let cnvt: ClusterNavigatorToken = serde_json::from_value(json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": "ClusterNavigatorToken",
+            "metadata": {"name": "vendor"},
+            "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"namespace": "ops", "name": "creds"},
+                     "target": {"namespaceSelector": {}, "secretName": "vendor-token"}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "False", "reason": "NamespacesFailing",
+                                "message": "1 of 3 namespaces hold no valid token in Secret vendor-token (a-tenant-namespace-with-a-long-name)", "lastTransitionTime": "2026-11-29T04:30:00Z"}],
+                "issuedAt": "2026-11-29T04:30:00Z", "expiresAt": "2026-11-29T05:00:00Z", "nextRefreshAt": "2026-11-29T04:50:00Z",
+                "grantedLifetime": "30m", "namespaces": {"selected": 3, "written": 2, "failed": 1},
+                "namespaceFailures": [{"namespace": "a-tenant-namespace-with-a-long-name", "reason": "SecretConflict",
+                                       "message": "Secret a-tenant-namespace-with-a-long-name/vendor-token already exists"}],
+            },
+        }))
+        .unwrap();
+        let expected = "\
+ClusterNavigatorToken:   vendor
+Ready:                   False (NamespacesFailing) since 2026-11-29T04:30:00Z (15m ago)
+  Message:               1 of 3 namespaces hold no valid token in Secret vendor-token (a-tenant-namespace-with-a-long-name)
+Last failure:            none
+Next refresh:            2026-11-29T04:50:00Z (in 5m)
+Expires:                 2026-11-29T05:00:00Z (in 15m)
+Issued:                  2026-11-29T04:30:00Z (15m ago)
+Granted lifetime:        30m
+Secret:                  vendor-token in each selected namespace
+  Selected:              3
+  Written:               2
+  Failed:                1
+Namespace failures:
+  a-tenant-namespace-with-a-long-name: SecretConflict: Secret a-tenant-namespace-with-a-long-name/vendor-token already exists
+";
+        assert_eq!(render_cluster_status(&cnvt, now), expected);
+    }
 }

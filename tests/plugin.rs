@@ -394,7 +394,7 @@ async fn status_of_a_cluster_token_shows_its_namespaces_and_failures_without_rea
     let cluster = Cluster::start("cluster-status").await;
     let mut status = ready_status();
     status["conditions"] = json!([
-        {"type": "Ready", "status": "False", "reason": "NamespacesFailed", "message": "2 of 5 selected namespaces could not be written",
+        {"type": "Ready", "status": "False", "reason": "NamespacesFailing", "message": "2 of 5 namespaces hold no valid token in Secret vendor-token (team-a, a-tenant-namespace-with-a-long-name)",
          "lastTransitionTime": "2026-11-29T04:10:00Z"},
         {"type": "CredentialsExpiring", "status": "True", "reason": "APITokenExpiringSoon",
          "message": "the CSP API token in Secret ops/creds expires at 2026-12-20T00:00:00Z", "lastTransitionTime": "2026-11-29T04:00:02Z"},
@@ -414,8 +414,11 @@ async fn status_of_a_cluster_token_shows_its_namespaces_and_failures_without_rea
 
     let text = stdout(&cluster.nvt(&["status", "--cluster", "vendor"]).await);
     assert_eq!(field(&text, "ClusterNavigatorToken"), "vendor");
-    assert!(field(&text, "Ready").starts_with("False (NamespacesFailed) since 2026-11-29T04:10:00Z ("), "{text}");
-    assert_eq!(field(&text, "Message"), "2 of 5 selected namespaces could not be written");
+    assert!(field(&text, "Ready").starts_with("False (NamespacesFailing) since 2026-11-29T04:10:00Z ("), "{text}");
+    assert_eq!(
+        field(&text, "Message"),
+        "2 of 5 namespaces hold no valid token in Secret vendor-token (team-a, a-tenant-namespace-with-a-long-name)"
+    );
     assert_eq!(field(&text, "Last failure"), "none");
     assert!(field(&text, "Next refresh").starts_with("2026-11-29T04:20:00Z ("), "{text}");
     assert!(field(&text, "Expires").starts_with("2026-11-29T04:30:00Z ("), "{text}");
