@@ -17,9 +17,9 @@ use kube::config::KubeConfigOptions;
 use kube::{Client, Config, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::controller::secret::{is_ours, is_recorded_token};
+use crate::controller::secret::{is_ours, is_recorded_token, written_for_cluster};
 use crate::controller::status::{CREDENTIALS_EXPIRING, READY, ROLLOUTS_RESTARTED, rfc3339};
-use crate::crd::NavigatorToken;
+use crate::crd::{ClusterNavigatorToken, NavigatorToken, NavigatorTokenStatus};
 use crate::redact::Sensitive;
 use crate::token::jwt;
 use crate::{EXPIRES_AT_ANNOTATION, ISSUED_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_REQUESTED_ANNOTATION};
@@ -41,7 +41,7 @@ pub fn invoked_as_plugin(argv0: Option<&OsStr>) -> bool {
 
 /// The command line of the binary when it runs as `kubectl-nvt`.
 #[derive(Parser)]
-#[command(name = PLUGIN_NAME, bin_name = "kubectl nvt", version, about = "Status, renewal and inspection of NavigatorTokens")]
+#[command(name = PLUGIN_NAME, bin_name = "kubectl nvt", version, about = "Status, renewal and inspection of NavigatorTokens and ClusterNavigatorTokens")]
 pub struct PluginCli {
     /// The plugin's flags and command.
     #[command(flatten)]
@@ -65,38 +65,50 @@ pub struct PluginArgs {
 /// The plugin's commands.
 #[derive(Subcommand)]
 pub enum PluginCommand {
-    /// Show a NavigatorToken's conditions, failures, schedule and the state of its Secret.
+    /// Show a NavigatorToken's conditions, failures, schedule and the state of its Secret
+    /// (with --cluster: a ClusterNavigatorToken's, with its namespace counts and failures).
     Status {
-        /// The NavigatorToken.
+        /// The NavigatorToken (with --cluster: the ClusterNavigatorToken).
         name: String,
+        /// NAME is a ClusterNavigatorToken.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Ask the operator for a new token now (sets navigator.dev/refresh-requested-at).
     Renew(RenewArgs),
-    /// Show the expiry and non-secret claims of the token in a NavigatorToken's Secret.
+    /// Show the expiry and non-secret claims of the token in a NavigatorToken's Secret
+    /// (with --cluster: in the ClusterNavigatorToken's Secret in the namespace of -n).
     Inspect {
-        /// The NavigatorToken.
+        /// The NavigatorToken (with --cluster: the ClusterNavigatorToken).
         name: String,
+        /// NAME is a ClusterNavigatorToken; the Secret inspected is the one in the namespace of -n.
+        #[arg(long)]
+        cluster: bool,
         /// Also print the access token itself.
         #[arg(long)]
         show_token: bool,
     },
 }
 
-/// `renew NAME...` or `renew --all [-A] [-l SELECTOR]`.
+/// `renew NAME...` or `renew --all [-A] [-l SELECTOR]`; with `--cluster`, of ClusterNavigatorTokens.
 #[derive(Args)]
 pub struct RenewArgs {
-    /// The NavigatorTokens to renew.
+    /// The NavigatorTokens (with --cluster: ClusterNavigatorTokens) to renew.
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub names: Vec<String>,
-    /// Renew every NavigatorToken in the namespace (or, with -A, in all namespaces).
+    /// Renew every NavigatorToken in the namespace (or, with -A, in all namespaces); with
+    /// --cluster, every ClusterNavigatorToken.
     #[arg(long)]
     pub all: bool,
     /// With --all: in all namespaces (overrides -n, as in kubectl).
-    #[arg(short = 'A', long, requires = "all", conflicts_with = "names")]
+    #[arg(short = 'A', long, requires = "all", conflicts_with_all = ["names", "cluster"])]
     pub all_namespaces: bool,
-    /// With --all: only NavigatorTokens matching this label selector.
+    /// With --all: only those matching this label selector.
     #[arg(short = 'l', long, requires = "all", conflicts_with = "names")]
     pub selector: Option<String>,
+    /// The names are ClusterNavigatorTokens (--all: all of them).
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 /// Runs a plugin command: its output on stdout, then any error on stderr (as kubectl: `error: ...`).
@@ -117,9 +129,11 @@ pub async fn main(args: PluginArgs) -> ExitCode {
 async fn run(args: PluginArgs, out: &mut String) -> anyhow::Result<()> {
     let (client, namespace) = connect(args.context.as_deref(), args.namespace).await?;
     match args.command {
-        PluginCommand::Status { name } => status(&client, &namespace, &name, out).await,
+        PluginCommand::Status { name, cluster: false } => status(&client, &namespace, &name, out).await,
+        PluginCommand::Status { name, cluster: true } => cluster_status(&client, &name, out).await,
+        PluginCommand::Renew(renew_args) if renew_args.cluster => cluster_renew(&client, &renew_args, out).await,
         PluginCommand::Renew(renew_args) => renew(&client, &namespace, &renew_args, out).await,
-        PluginCommand::Inspect { name, show_token } => inspect(&client, &namespace, &name, show_token, out).await,
+        PluginCommand::Inspect { name, cluster, show_token } => inspect(&client, &namespace, &name, cluster, show_token, out).await,
     }
 }
 
@@ -139,11 +153,12 @@ async fn connect(context: Option<&str>, namespace: Option<String>) -> anyhow::Re
     Ok((Client::try_from(config).context("cannot create a Kubernetes client")?, namespace))
 }
 
-/// An object named in messages: `NavigatorToken "x" in namespace "y"`.
+/// An object named in messages: `NavigatorToken "x" in namespace "y"`, or a cluster-scoped
+/// `ClusterNavigatorToken "x"` (no namespace).
 struct Named<'a> {
     kind: &'a str,
     plural: &'a str,
-    namespace: &'a str,
+    namespace: Option<&'a str>,
     name: &'a str,
 }
 
@@ -151,21 +166,30 @@ impl Named<'_> {
     /// A clear error for a failed API call on this object: not found, forbidden (RBAC), or other.
     fn error(&self, verb: &str, err: kube::Error) -> anyhow::Error {
         let Named { kind, plural, namespace, name } = self;
+        let (where_, can_i_scope) = match namespace {
+            Some(namespace) => (format!(" in namespace {namespace:?}"), format!(" -n {namespace}")),
+            None => (String::new(), String::new()),
+        };
         match &err {
-            kube::Error::Api(status) if status.is_not_found() => anyhow!("{kind} {name:?} not found in namespace {namespace:?}"),
+            kube::Error::Api(status) if status.is_not_found() => anyhow!("{kind} {name:?} not found{where_}"),
             kube::Error::Api(status) if status.is_forbidden() => anyhow!(
-                "not allowed to {verb} {kind} {name:?} in namespace {namespace:?}: {} \
-                 (check with: kubectl auth can-i {verb} {plural} -n {namespace})",
+                "not allowed to {verb} {kind} {name:?}{where_}: {} (check with: kubectl auth can-i {verb} {plural}{can_i_scope})",
                 status.message
             ),
-            _ => anyhow::Error::new(err).context(format!("cannot {verb} {kind} {name:?} in namespace {namespace:?}")),
+            _ => anyhow::Error::new(err).context(format!("cannot {verb} {kind} {name:?}{where_}")),
         }
     }
 }
 
 async fn get_token(client: &Client, namespace: &str, name: &str) -> anyhow::Result<NavigatorToken> {
     let api: Api<NavigatorToken> = Api::namespaced(client.clone(), namespace);
-    let named = Named { kind: "NavigatorToken", plural: "navigatortokens", namespace, name };
+    let named = Named { kind: "NavigatorToken", plural: "navigatortokens", namespace: Some(namespace), name };
+    api.get(name).await.map_err(|e| named.error("get", e))
+}
+
+async fn get_cluster_token(client: &Client, name: &str) -> anyhow::Result<ClusterNavigatorToken> {
+    let api: Api<ClusterNavigatorToken> = Api::all(client.clone());
+    let named = Named { kind: "ClusterNavigatorToken", plural: "clusternavigatortokens", namespace: None, name };
     api.get(name).await.map_err(|e| named.error("get", e))
 }
 
@@ -173,14 +197,16 @@ async fn get_token(client: &Client, namespace: &str, name: &str) -> anyhow::Resu
 async fn get_secret(client: &Client, token: &NavigatorToken, namespace: &str) -> anyhow::Result<Option<Secret>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let name = token.target_secret_name();
-    let named = Named { kind: "Secret", plural: "secrets", namespace, name: &name };
+    let named = Named { kind: "Secret", plural: "secrets", namespace: Some(namespace), name: &name };
     api.get_opt(&name).await.map_err(|e| named.error("get", e))
 }
 
 /// One line of the label column layout; `indent` nests it under the line above.
 fn line(out: &mut String, indent: usize, label: &str, value: impl std::fmt::Display) {
     let label = format!("{:indent$}{label}:", "");
-    out.push_str(&format!("{label:<LABEL_WIDTH$}{value}\n"));
+    // A label too long for the column (a namespace name) still gets a space before its value.
+    let width = LABEL_WIDTH.max(label.len() + 1);
+    out.push_str(&format!("{label:<width$}{value}\n"));
 }
 
 /// An RFC 3339 time with how far it is from `now` (`in 20m`, `5m ago`); other text as it is.
@@ -205,30 +231,44 @@ fn render_status(token: &NavigatorToken, secret: Result<Option<Secret>, String>,
     let mut out = String::new();
     let namespace = token.namespace().unwrap_or_default();
     line(&mut out, 0, "NavigatorToken", format!("{namespace}/{}", token.name_any()));
-    if token.spec.suspend {
-        line(&mut out, 0, "Suspended", "yes (spec.suspend: no refreshes)");
-    }
     let status = token.status.clone().unwrap_or_default();
+    let no_status = "unknown (no status yet: is the operator running and watching this namespace?)";
+    render_token_status(&mut out, token.spec.suspend, &status, no_status, now);
+    line(&mut out, 0, "Secret", format!("{namespace}/{}", token.target_secret_name()));
+    match secret {
+        Err(message) => line(&mut out, 2, "Readable", format!("no: {message}")),
+        Ok(None) => line(&mut out, 2, "Exists", "no"),
+        Ok(Some(secret)) => render_secret_state(&mut out, token, &secret, now),
+    }
+    out
+}
+
+/// What both kinds' status screens show of the token: suspension, conditions, the last failure,
+/// the schedule and the CSP API token's own expiry. `no_status` is the Ready line without a status.
+fn render_token_status(out: &mut String, suspended: bool, status: &NavigatorTokenStatus, no_status: &str, now: Timestamp) {
+    if suspended {
+        line(out, 0, "Suspended", "yes (spec.suspend: no refreshes)");
+    }
     let condition = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
     match condition(READY) {
-        Some(ready) => render_condition(&mut out, READY, ready, now),
-        None => line(&mut out, 0, READY, "unknown (no status yet: is the operator running and watching this namespace?)"),
+        Some(ready) => render_condition(out, READY, ready, now),
+        None => line(out, 0, READY, no_status),
     }
     match &status.last_failure {
         Some(failure) => {
-            line(&mut out, 0, "Last failure", format!("{} {}", failure.reason, when(&failure.time, now)));
-            line(&mut out, 2, "Message", &failure.message);
-            line(&mut out, 2, "Consecutive failures", status.consecutive_failures);
+            line(out, 0, "Last failure", format!("{} {}", failure.reason, when(&failure.time, now)));
+            line(out, 2, "Message", &failure.message);
+            line(out, 2, "Consecutive failures", status.consecutive_failures);
         }
-        None => line(&mut out, 0, "Last failure", "none"),
+        None => line(out, 0, "Last failure", "none"),
     }
     let time = |t: &Option<String>| t.as_deref().map_or_else(|| "-".to_owned(), |t| when(t, now));
-    line(&mut out, 0, "Next refresh", time(&status.next_refresh_at));
-    line(&mut out, 0, "Expires", time(&status.expires_at));
-    line(&mut out, 0, "Issued", time(&status.issued_at));
-    line(&mut out, 0, "Granted lifetime", status.granted_lifetime.as_deref().unwrap_or("-"));
+    line(out, 0, "Next refresh", time(&status.next_refresh_at));
+    line(out, 0, "Expires", time(&status.expires_at));
+    line(out, 0, "Issued", time(&status.issued_at));
+    line(out, 0, "Granted lifetime", status.granted_lifetime.as_deref().unwrap_or("-"));
     if let Some(rollouts) = condition(ROLLOUTS_RESTARTED) {
-        render_condition(&mut out, ROLLOUTS_RESTARTED, rollouts, now);
+        render_condition(out, ROLLOUTS_RESTARTED, rollouts, now);
     }
     if let Some(credentials) = &status.credentials {
         let expiry = match (&credentials.api_token_expires_at, credentials.api_token_never_expires) {
@@ -236,17 +276,44 @@ fn render_status(token: &NavigatorToken, secret: Result<Option<Secret>, String>,
             (Some(at), false) => when(at, now),
             (None, false) => "unknown".to_owned(),
         };
-        line(&mut out, 0, "API token expires", expiry);
-        line(&mut out, 2, "Checked", time(&credentials.api_token_checked_at));
+        line(out, 0, "API token expires", expiry);
+        line(out, 2, "Checked", time(&credentials.api_token_checked_at));
     }
     if let Some(expiring) = condition(CREDENTIALS_EXPIRING) {
-        render_condition(&mut out, CREDENTIALS_EXPIRING, expiring, now);
+        render_condition(out, CREDENTIALS_EXPIRING, expiring, now);
     }
-    line(&mut out, 0, "Secret", format!("{namespace}/{}", token.target_secret_name()));
-    match secret {
-        Err(message) => line(&mut out, 2, "Readable", format!("no: {message}")),
-        Ok(None) => line(&mut out, 2, "Exists", "no"),
-        Ok(Some(secret)) => render_secret_state(&mut out, token, &secret, now),
+}
+
+/// `kubectl nvt status --cluster NAME`.
+async fn cluster_status(client: &Client, name: &str, out: &mut String) -> anyhow::Result<()> {
+    let token = get_cluster_token(client, name).await?;
+    out.push_str(&render_cluster_status(&token, Timestamp::now()));
+    Ok(())
+}
+
+/// The `status --cluster` screen: the token's part as for a NavigatorToken, then the namespace
+/// counts and failures from the status. The Secrets (in tenant namespaces) are not read.
+fn render_cluster_status(token: &ClusterNavigatorToken, now: Timestamp) -> String {
+    let mut out = String::new();
+    line(&mut out, 0, "ClusterNavigatorToken", token.name_any());
+    let status = token.status.clone().unwrap_or_default();
+    let no_status = "unknown (no status yet: is the operator running, watching all namespaces, with --cluster-tokens?)";
+    render_token_status(&mut out, token.spec.suspend, &status.token, no_status, now);
+    line(&mut out, 0, "Secret", format!("{} in each selected namespace", token.target_secret_name()));
+    match status.namespaces {
+        Some(counts) => {
+            line(&mut out, 2, "Selected", counts.selected);
+            line(&mut out, 2, "Written", counts.written);
+            line(&mut out, 2, "Failed", counts.failed);
+        }
+        None => line(&mut out, 2, "Namespaces", "unknown (no counts in the status yet)"),
+    }
+    if !status.namespace_failures.is_empty() {
+        // The status lists only the first few; the count above says how many there are.
+        out.push_str("Namespace failures:\n");
+        for failure in &status.namespace_failures {
+            line(&mut out, 2, &failure.namespace, format!("{}: {}", failure.reason, failure.message));
+        }
     }
     out
 }
@@ -301,29 +368,93 @@ async fn renew(client: &Client, namespace: &str, args: &RenewArgs, out: &mut Str
     } else {
         args.names.iter().map(|name| (namespace.to_owned(), name.clone())).collect()
     };
-    // Full precision, not seconds: the operator acts on a new value, and two renewals within
-    // one second must both count.
-    let requested_at = Timestamp::now().to_string();
-    let patch = Patch::Merge(json!({"metadata": {"annotations": {REFRESH_REQUESTED_ANNOTATION: requested_at}}}));
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
+    let renewal = Renewal::now();
     for (namespace, name) in &targets {
         let api: Api<NavigatorToken> = Api::namespaced(client.clone(), namespace);
-        let named = Named { kind: "NavigatorToken", plural: "navigatortokens", namespace, name };
-        api.patch(name, &params, &patch).await.map_err(|e| named.error("patch", e))?;
-        out.push_str(&format!(
-            "Requested a new token for NavigatorToken {namespace}/{name} ({REFRESH_REQUESTED_ANNOTATION}={requested_at})\n"
-        ));
+        let named = Named { kind: "NavigatorToken", plural: "navigatortokens", namespace: Some(namespace), name };
+        renewal.request(&api, &named, out).await?;
     }
     Ok(())
 }
 
-/// `kubectl nvt inspect NAME`.
-async fn inspect(client: &Client, namespace: &str, name: &str, show_token: bool, out: &mut String) -> anyhow::Result<()> {
-    let token = get_token(client, namespace, name).await?;
+/// `kubectl nvt renew --cluster`: one line per ClusterNavigatorToken asked for a new token.
+async fn cluster_renew(client: &Client, args: &RenewArgs, out: &mut String) -> anyhow::Result<()> {
+    let api: Api<ClusterNavigatorToken> = Api::all(client.clone());
+    let names: Vec<String> = if args.all {
+        let params = args.selector.as_deref().map_or_else(ListParams::default, |s| ListParams::default().labels(s));
+        let list = api.list(&params).await.map_err(|e| match e {
+            kube::Error::Api(status) if status.is_forbidden() => {
+                anyhow!(
+                    "not allowed to list ClusterNavigatorTokens: {} (check with: kubectl auth can-i list clusternavigatortokens)",
+                    status.message
+                )
+            }
+            e => anyhow::Error::new(e).context("cannot list ClusterNavigatorTokens"),
+        })?;
+        if list.items.is_empty() {
+            out.push_str("No ClusterNavigatorTokens to renew\n");
+            return Ok(());
+        }
+        list.items.iter().map(ResourceExt::name_any).collect()
+    } else {
+        args.names.clone()
+    };
+    let renewal = Renewal::now();
+    for name in &names {
+        let named = Named { kind: "ClusterNavigatorToken", plural: "clusternavigatortokens", namespace: None, name };
+        renewal.request(&api, &named, out).await?;
+    }
+    Ok(())
+}
+
+/// One `renew` run: the same requested-at time for every object it renews.
+struct Renewal {
+    requested_at: String,
+}
+
+impl Renewal {
+    fn now() -> Renewal {
+        // Full precision, not seconds: the operator acts on a new value, and two renewals within
+        // one second must both count.
+        Renewal { requested_at: Timestamp::now().to_string() }
+    }
+
+    /// Sets the refresh annotation on `named` (a merge patch) and says so in `out`.
+    async fn request<K>(&self, api: &Api<K>, named: &Named<'_>, out: &mut String) -> anyhow::Result<()>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let requested_at = &self.requested_at;
+        let patch = Patch::Merge(json!({"metadata": {"annotations": {REFRESH_REQUESTED_ANNOTATION: requested_at}}}));
+        let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
+        api.patch(named.name, &params, &patch).await.map_err(|e| named.error("patch", e))?;
+        let object = match named.namespace {
+            Some(namespace) => format!("{namespace}/{}", named.name),
+            None => named.name.to_owned(),
+        };
+        let kind = named.kind;
+        out.push_str(&format!("Requested a new token for {kind} {object} ({REFRESH_REQUESTED_ANNOTATION}={requested_at})\n"));
+        Ok(())
+    }
+}
+
+/// `kubectl nvt inspect NAME`; with `--cluster`, the ClusterNavigatorToken's Secret in `namespace`.
+async fn inspect(client: &Client, namespace: &str, name: &str, cluster: bool, show_token: bool, out: &mut String) -> anyhow::Result<()> {
+    // A ClusterNavigatorToken writes its Secret in a namespace as the NavigatorToken it stands
+    // in for there, so its view finds the same Secret name and token key.
+    let (token, kind) = if cluster {
+        (get_cluster_token(client, name).await?.view_in(namespace), "ClusterNavigatorToken")
+    } else {
+        (get_token(client, namespace, name).await?, "NavigatorToken")
+    };
     let secret_name = token.target_secret_name();
     let secret = get_secret(client, &token, namespace)
         .await?
-        .ok_or_else(|| anyhow!("Secret {secret_name:?} of NavigatorToken {name:?} not found in namespace {namespace:?}"))?;
+        .ok_or_else(|| anyhow!("Secret {secret_name:?} of {kind} {name:?} not found in namespace {namespace:?}"))?;
+    if cluster && written_for_cluster(&secret) != Some(name) {
+        // Not this ClusterNavigatorToken's (the namespace is not selected, or the name is taken).
+        return Err(anyhow!("Secret {namespace}/{secret_name} was not written for ClusterNavigatorToken {name:?}"));
+    }
     let key = token.spec.target().access_token_key().to_owned();
     let value = secret.data.as_ref().and_then(|data| data.get(&key)).map(|v| Sensitive::new(String::from_utf8_lossy(&v.0)));
     let value = value.ok_or_else(|| anyhow!("Secret {namespace}/{secret_name} has no key {key:?}"))?;
@@ -384,5 +515,42 @@ mod tests {
         assert_eq!(when("2026-11-29T05:20:00Z", now), "2026-11-29T05:20:00Z (in 20m)");
         assert_eq!(when("2026-11-29T03:30:00Z", now), "2026-11-29T03:30:00Z (1h30m ago)");
         assert_eq!(when("soon", now), "soon");
+    }
+
+    #[test]
+    fn the_cluster_status_screen_lines_up_and_lists_the_namespace_failures() {
+        let now: Timestamp = "2026-11-29T04:45:00Z".parse().unwrap();
+        let cnvt: ClusterNavigatorToken = serde_json::from_value(json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": "ClusterNavigatorToken",
+            "metadata": {"name": "vendor"},
+            "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"namespace": "ops", "name": "creds"},
+                     "target": {"namespaceSelector": {}, "secretName": "vendor-token"}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "False", "reason": "NamespacesFailing",
+                                "message": "1 of 3 namespaces hold no valid token in Secret vendor-token (a-tenant-namespace-with-a-long-name)", "lastTransitionTime": "2026-11-29T04:30:00Z"}],
+                "issuedAt": "2026-11-29T04:30:00Z", "expiresAt": "2026-11-29T05:00:00Z", "nextRefreshAt": "2026-11-29T04:50:00Z",
+                "grantedLifetime": "30m", "namespaces": {"selected": 3, "written": 2, "failed": 1},
+                "namespaceFailures": [{"namespace": "a-tenant-namespace-with-a-long-name", "reason": "SecretConflict",
+                                       "message": "Secret a-tenant-namespace-with-a-long-name/vendor-token already exists"}],
+            },
+        }))
+        .unwrap();
+        let expected = "\
+ClusterNavigatorToken:   vendor
+Ready:                   False (NamespacesFailing) since 2026-11-29T04:30:00Z (15m ago)
+  Message:               1 of 3 namespaces hold no valid token in Secret vendor-token (a-tenant-namespace-with-a-long-name)
+Last failure:            none
+Next refresh:            2026-11-29T04:50:00Z (in 5m)
+Expires:                 2026-11-29T05:00:00Z (in 15m)
+Issued:                  2026-11-29T04:30:00Z (15m ago)
+Granted lifetime:        30m
+Secret:                  vendor-token in each selected namespace
+  Selected:              3
+  Written:               2
+  Failed:                1
+Namespace failures:
+  a-tenant-namespace-with-a-long-name: SecretConflict: Secret a-tenant-namespace-with-a-long-name/vendor-token already exists
+";
+        assert_eq!(render_cluster_status(&cnvt, now), expected);
     }
 }

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
 use navigator_token_operator::controller::secret::{TokenMaterial, TokenTimes, desired, fingerprint};
-use navigator_token_operator::crd::NavigatorToken;
+use navigator_token_operator::crd::{ClusterNavigatorToken, NavigatorToken};
 use navigator_token_operator::redact::Sensitive;
 use serde_json::{Value, json};
 use testkit::apiserver::ApiServer;
@@ -16,6 +16,7 @@ use testkit::apiserver::ApiServer;
 const BIN: &str = env!("CARGO_BIN_EXE_navigator-token-operator");
 const TOKENS: &str = "navigator.dev/v1alpha1";
 const REFRESH: &str = "navigator.dev/refresh-requested-at";
+const CLUSTER_TOKEN_LABEL: &str = "navigator.dev/cluster-token";
 /// The claims of the tokens these tests store: `iat` 2026-11-29T04:00:00Z, `exp` 30 minutes later.
 const IAT: i64 = 1_795_924_800;
 const EXP: i64 = IAT + 1800;
@@ -83,6 +84,30 @@ impl Cluster {
         };
         let secret = desired(token, &material, &fingerprint(b"inputs")).unwrap();
         self.api.insert(serde_json::to_value(secret).unwrap())
+    }
+
+    /// Stores a ClusterNavigatorToken with labels, target and status; returns it as stored.
+    fn cluster_token(&self, name: &str, labels: Value, target: Value, status: Value) -> ClusterNavigatorToken {
+        let stored = self.api.insert(json!({
+            "apiVersion": TOKENS, "kind": "ClusterNavigatorToken",
+            "metadata": {"name": name, "labels": labels, "annotations": {REFRESH: "before"}},
+            "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "target": target,
+                     "credentialsSecretRef": {"namespace": "ops", "name": "creds"}},
+            "status": status,
+        }));
+        serde_json::from_value(stored).unwrap()
+    }
+
+    /// Stores the Secret the operator would write for `cnvt` in `namespace` (with its label).
+    fn cluster_secret(&self, cnvt: &ClusterNavigatorToken, namespace: &str, access_token: &str) -> Value {
+        let mut secret = self.secret(&cnvt.view_in(namespace), access_token);
+        secret["metadata"]["labels"][CLUSTER_TOKEN_LABEL] = json!(cnvt.metadata.name);
+        self.api.insert(secret)
+    }
+
+    fn cluster_refresh_requested_at(&self, name: &str) -> String {
+        let token = self.api.get(TOKENS, "clusternavigatortokens", None, name).unwrap();
+        token["metadata"]["annotations"][REFRESH].as_str().unwrap().to_owned()
     }
 
     fn refresh_requested_at(&self, namespace: &str, name: &str) -> String {
@@ -362,4 +387,138 @@ async fn the_binary_named_kubectl_nvt_is_the_plugin() {
     // Under its own name the binary has no `status` command: argv[0] is what decides.
     let own_name = cluster.run_program(BIN.as_ref(), &["status", "ready"]).await;
     assert!(stderr(&own_name).contains("unrecognized subcommand 'status'"), "{}", stderr(&own_name));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_a_cluster_token_shows_its_namespaces_and_failures_without_reading_secrets() {
+    let cluster = Cluster::start("cluster-status").await;
+    let mut status = ready_status();
+    status["conditions"] = json!([
+        {"type": "Ready", "status": "False", "reason": "NamespacesFailing", "message": "2 of 5 namespaces hold no valid token in Secret vendor-token (team-a, a-tenant-namespace-with-a-long-name)",
+         "lastTransitionTime": "2026-11-29T04:10:00Z"},
+        {"type": "CredentialsExpiring", "status": "True", "reason": "APITokenExpiringSoon",
+         "message": "the CSP API token in Secret ops/creds expires at 2026-12-20T00:00:00Z", "lastTransitionTime": "2026-11-29T04:00:02Z"},
+    ]);
+    status["credentials"] = json!({"apiTokenExpiresAt": "2026-12-20T00:00:00Z", "apiTokenCheckedAt": "2026-11-29T04:00:02Z"});
+    status["namespaces"] = json!({"selected": 5, "written": 3, "failed": 2});
+    status["namespaceFailures"] = json!([
+        {"namespace": "team-a", "reason": "SecretConflict", "message": "Secret team-a/vendor-token already exists"},
+        {"namespace": "a-tenant-namespace-with-a-long-name", "reason": "SecretQuotaExceeded", "message": "quota secrets exceeded"},
+    ]);
+    let cnvt =
+        cluster.cluster_token("vendor", json!({}), json!({"namespaces": ["team-a", "team-b"], "secretName": "vendor-token"}), status);
+    cluster.cluster_secret(&cnvt, "team-b", &jwt("cluster-status-signature"));
+    // The Secrets are in tenant namespaces: status must not need them.
+    cluster.api.forbid("get", "secrets");
+    cluster.api.forbid("list", "secrets");
+
+    let text = stdout(&cluster.nvt(&["status", "--cluster", "vendor"]).await);
+    assert_eq!(field(&text, "ClusterNavigatorToken"), "vendor");
+    assert!(field(&text, "Ready").starts_with("False (NamespacesFailing) since 2026-11-29T04:10:00Z ("), "{text}");
+    assert_eq!(
+        field(&text, "Message"),
+        "2 of 5 namespaces hold no valid token in Secret vendor-token (team-a, a-tenant-namespace-with-a-long-name)"
+    );
+    assert_eq!(field(&text, "Last failure"), "none");
+    assert!(field(&text, "Next refresh").starts_with("2026-11-29T04:20:00Z ("), "{text}");
+    assert!(field(&text, "Expires").starts_with("2026-11-29T04:30:00Z ("), "{text}");
+    assert_eq!(field(&text, "Granted lifetime"), "30m");
+    assert!(field(&text, "API token expires").starts_with("2026-12-20T00:00:00Z ("), "{text}");
+    assert!(field(&text, "CredentialsExpiring").starts_with("True (APITokenExpiringSoon)"), "{text}");
+    assert_eq!(field(&text, "Secret"), "vendor-token in each selected namespace");
+    assert_eq!((field(&text, "Selected"), field(&text, "Written"), field(&text, "Failed")), ("5", "3", "2"));
+    assert_eq!(field(&text, "team-a"), "SecretConflict: Secret team-a/vendor-token already exists");
+    assert_eq!(field(&text, "a-tenant-namespace-with-a-long-name"), "SecretQuotaExceeded: quota secrets exceeded");
+    assert!(!text.contains("cluster-status-signature") && !text.contains("Readable") && !text.contains("Exists"), "{text}");
+
+    // The flag decides the kind: without it, the name is a NavigatorToken's in the namespace.
+    let error = stderr(&cluster.nvt(&["status", "vendor"]).await);
+    assert_eq!(error.trim(), r#"error: NavigatorToken "vendor" not found in namespace "team-a""#);
+    let error = stderr(&cluster.nvt(&["status", "--cluster", "nope"]).await);
+    assert_eq!(error.trim(), r#"error: ClusterNavigatorToken "nope" not found"#);
+    cluster.api.forbid("get", "clusternavigatortokens");
+    let error = stderr(&cluster.nvt(&["status", "--cluster", "vendor"]).await);
+    assert!(error.starts_with(r#"error: not allowed to get ClusterNavigatorToken "vendor": "#), "{error}");
+    assert!(error.trim_end().ends_with("(check with: kubectl auth can-i get clusternavigatortokens)"), "{error}");
+
+    // A new ClusterNavigatorToken, not yet seen by the operator.
+    cluster.api.allow_all();
+    cluster.cluster_token("fresh", json!({}), json!({"namespaces": ["team-a"]}), json!({}));
+    let text = stdout(&cluster.nvt(&["status", "fresh", "--cluster"]).await);
+    assert!(field(&text, "Ready").starts_with("unknown (no status yet"), "{text}");
+    assert_eq!(field(&text, "Secret"), "fresh in each selected namespace");
+    assert_eq!(field(&text, "Namespaces"), "unknown (no counts in the status yet)");
+    assert!(!text.contains("Namespace failures") && !text.contains("API token"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renew_with_cluster_sets_the_annotation_on_exactly_the_named_or_selected_cluster_tokens() {
+    let cluster = Cluster::start("cluster-renew").await;
+    let target = json!({"namespaces": ["team-a"]});
+    for (name, tier) in [("one", "gold"), ("two", "gold"), ("three", "silver")] {
+        cluster.cluster_token(name, json!({"tier": tier}), target.clone(), json!({}));
+    }
+    // A NavigatorToken of the same name as a ClusterNavigatorToken is left alone.
+    cluster.token("team-a", "one", json!({"tier": "gold"}), json!({}));
+    let renewed = |cluster: &Cluster| -> Vec<&str> {
+        ["one", "two", "three"].into_iter().filter(|name| cluster.cluster_refresh_requested_at(name) != "before").collect()
+    };
+
+    let text = stdout(&cluster.nvt(&["renew", "--cluster", "one"]).await);
+    assert_eq!(renewed(&cluster), ["one"]);
+    assert_eq!(cluster.refresh_requested_at("team-a", "one"), "before");
+    let value = cluster.cluster_refresh_requested_at("one");
+    value.parse::<Timestamp>().unwrap_or_else(|e| panic!("not RFC 3339: {value:?}: {e}"));
+    assert_eq!(text, format!("Requested a new token for ClusterNavigatorToken one ({REFRESH}={value})\n"));
+
+    let text = stdout(&cluster.nvt(&["renew", "--cluster", "--all", "-l", "tier=gold"]).await);
+    assert_eq!(renewed(&cluster), ["one", "two"]);
+    assert_ne!(cluster.cluster_refresh_requested_at("one"), value, "a second renewal sets a new value");
+    assert_eq!(text.lines().count(), 2, "{text}");
+    let text = stdout(&cluster.nvt(&["renew", "--all", "--cluster"]).await);
+    assert_eq!(renewed(&cluster), ["one", "two", "three"]);
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert_eq!(cluster.refresh_requested_at("team-a", "one"), "before");
+
+    let text = stdout(&cluster.nvt(&["renew", "--cluster", "--all", "-l", "tier=bronze"]).await);
+    assert_eq!(text, "No ClusterNavigatorTokens to renew\n");
+    // -A means namespaces, which ClusterNavigatorTokens do not have.
+    let all_namespaces = cluster.nvt(&["renew", "--cluster", "--all", "-A"]).await;
+    assert_eq!(all_namespaces.status.code(), Some(2));
+    assert!(stderr(&all_namespaces).contains("cannot be used with"), "{}", stderr(&all_namespaces));
+    let unknown = stderr(&cluster.nvt(&["renew", "--cluster", "nope"]).await);
+    assert_eq!(unknown.trim(), r#"error: ClusterNavigatorToken "nope" not found"#);
+    cluster.api.forbid("list", "clusternavigatortokens");
+    let denied = stderr(&cluster.nvt(&["renew", "--cluster", "--all"]).await);
+    assert!(denied.starts_with("error: not allowed to list ClusterNavigatorTokens: "), "{denied}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_with_cluster_shows_the_token_in_the_given_namespace_only_if_written_for_it() {
+    let cluster = Cluster::start("cluster-inspect").await;
+    let target = json!({"namespaces": ["team-a", "team-b"], "secretName": "vendor-token", "accessTokenKey": "bearer"});
+    let cnvt = cluster.cluster_token("vendor", json!({}), target, ready_status());
+    let access_token = jwt("cluster-inspected-signature");
+    cluster.cluster_secret(&cnvt, "team-b", &access_token);
+
+    let text = stdout(&cluster.nvt(&["inspect", "--cluster", "vendor", "-n", "team-b"]).await);
+    assert_eq!(field(&text, "Secret"), "team-b/vendor-token (key bearer)");
+    assert!(field(&text, "Expires at").starts_with("2026-11-29T04:30:00Z ("), "{text}");
+    assert_eq!(field(&text, "sub"), "vmware.com:robot-1");
+    assert!(field(&text, "exp").starts_with(&format!("{EXP} = 2026-11-29T04:30:00Z (")), "{text}");
+    assert!(!text.contains("cluster-inspected-signature") && !text.contains("\nToken:"), "{text}");
+    let text = stdout(&cluster.nvt(&["inspect", "--cluster", "vendor", "-n", "team-b", "--show-token"]).await);
+    assert_eq!(field(&text, "Token"), access_token);
+
+    // No -n: the context's namespace (team-a), where there is no Secret yet.
+    let missing = stderr(&cluster.nvt(&["inspect", "--cluster", "vendor"]).await);
+    assert_eq!(missing.trim(), r#"error: Secret "vendor-token" of ClusterNavigatorToken "vendor" not found in namespace "team-a""#);
+    // A NavigatorToken's Secret of that name is not this ClusterNavigatorToken's: not shown.
+    let other = cluster.token("team-a", "vendor-token", json!({}), json!({}));
+    let mut secret = cluster.secret(&other, &jwt("someone-elses-signature"));
+    secret["data"]["bearer"] = secret["data"]["token"].clone();
+    cluster.api.insert(secret);
+    let foreign = stderr(&cluster.nvt(&["inspect", "--cluster", "vendor", "-n", "team-a", "--show-token"]).await);
+    assert_eq!(foreign.trim(), r#"error: Secret team-a/vendor-token was not written for ClusterNavigatorToken "vendor""#);
+    assert!(!foreign.contains("someone-elses-signature"), "{foreign}");
 }
