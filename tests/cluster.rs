@@ -461,5 +461,18 @@ async fn an_api_tokens_own_expiry_is_asked_once_for_all_namespaces_and_reported(
     assert_eq!(warnings, 1, "warned once");
     let status = serde_json::to_string(&h.cluster_status("vendor").await).unwrap();
     assert!(!status.contains(API_TOKEN) && !h.metrics.encode().contains(API_TOKEN), "the API token is never shown");
+
+    // Revoked: as for a NavigatorToken, Ready turns False at once and nothing is retried by
+    // time (no next refresh) until the credentials change; the valid token stays in the Secrets.
+    h.tokens.revoke_api_token(API_TOKEN);
+    let before = h.tokens.request_count();
+    let renew = json!({"metadata": {"annotations": {"navigator.dev/refresh-requested-at": "revoked"}}});
+    h.cluster_tokens().patch("vendor", &PatchParams::default(), &Patch::Merge(&renew)).await.unwrap();
+    wait_ready(&h, "vendor", "False", "APITokenInvalid").await;
+    let status = h.cluster_status("vendor").await.unwrap();
+    assert_eq!(status.token.next_refresh_at, None, "rejected credentials are not retried by time");
+    assert!(status.token.expires_at.is_some(), "the valid token is still described");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.tokens.request_count(), before + 1, "one attempt, no retries");
     h.finish().await;
 }

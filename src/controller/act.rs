@@ -187,59 +187,24 @@ impl Actor<'_> {
     /// Records a failed attempt: status, the failure gauge, one Warning Event per episode, and
     /// the backoff. The token already in the Secret stays.
     pub(super) async fn fail(&mut self, reason: &str, message: &str, class: RetryClass) -> Result<Action, Error> {
-        let failures = self.previous.map_or(0, |s| s.consecutive_failures).saturating_add(1);
-        // Rounded up to whole seconds, as status keeps it: never retry before a Retry-After.
-        let retry_at = ceil_seconds(plan::add(self.now, plan::retry_delay(class, failures, jitter_seed(self.token))));
-        // Rejected credentials are not retried by time at all (see `FailureState`).
-        let scheduled = (class != RetryClass::UntilCredentialsChange).then_some(retry_at);
-        // Status keeps describing the token in the Secret while it is valid.
-        let current = self.target.valid_token(self.now);
-        let mut status = NavigatorTokenStatus {
-            observed_generation: self.token.metadata.generation,
-            secret_name: current.map(|_| self.token.target_secret_name()),
-            issued_at: current.map(|c| status::rfc3339(c.issued_at)),
-            expires_at: current.map(|c| status::rfc3339(c.expires_at)),
-            next_refresh_at: scheduled.map(status::rfc3339),
-            inputs_fingerprint: Some(self.attempt_fp.into()),
-            ..NavigatorTokenStatus::default()
+        let attempt = Attempt {
+            previous: self.previous,
+            generation: self.token.metadata.generation,
+            attempt_fp: self.attempt_fp,
+            jitter_seed: jitter_seed(self.token),
+            now: self.now,
         };
-        status::record_failure(&mut status, self.previous, reason, message, self.now);
-        let still_valid = current.filter(|_| !matches!(class, RetryClass::NeedsUserAction | RetryClass::UntilCredentialsChange));
-        match still_valid {
-            Some(c) => {
-                let text = format!(
-                    "{message}. The current token stays valid until {}; retrying at {}",
-                    status::rfc3339(c.expires_at),
-                    status::rfc3339(retry_at)
-                );
-                status::set_ready(&mut status, self.previous, true, REASON_REFRESH_FAILING, text, self.token.metadata.generation, self.now);
-            }
-            None => {
-                let kept = current
-                    .map(|c| format!(" The previous token stays in the Secret until it expires at {}.", status::rfc3339(c.expires_at)))
-                    .unwrap_or_default();
-                status::set_ready(
-                    &mut status,
-                    self.previous,
-                    false,
-                    reason,
-                    format!("{message}.{kept}"),
-                    self.token.metadata.generation,
-                    self.now,
-                );
-            }
-        }
-        self.ctx.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failures));
+        let secret_name = self.token.target_secret_name();
+        let failed = attempt.failed(self.target.valid_token(self.now), &secret_name, "the Secret", (reason, message, class));
+        let mut status = failed.status;
+        let (ready, ready_reason, ready_message) = failed.ready;
+        status::set_ready(&mut status, self.previous, ready, &ready_reason, ready_message, self.token.metadata.generation, self.now);
+        self.ctx.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(status.consecutive_failures));
         self.write_status(status).await?;
-        // One Event per failure episode and reason; status counts the attempts.
-        let same_failure =
-            self.previous.is_some_and(|p| p.consecutive_failures > 0 && p.last_failure.as_ref().is_some_and(|f| f.reason == reason));
-        if !same_failure {
+        if failed.warn {
             self.event(EventType::Warning, reason, message).await;
         }
-        // Look again at expiry too: Ready must not outlive the token (see `plan::Step::Lapsed`).
-        let expiry = still_valid.map(|c| c.expires_at);
-        Ok(requeue_at(scheduled.map(|retry_at| expiry.map_or(retry_at, |e| e.min(retry_at))), self.now))
+        Ok(requeue_at(failed.requeue, self.now))
     }
 
     /// The token in the Secret expired while a failure was backing off: Ready turns False; the
@@ -347,11 +312,91 @@ pub(super) async fn request_token(
     })
 }
 
+/// What a reconcile knows when it records a failed attempt (either kind).
+pub(super) struct Attempt<'a> {
+    pub(super) previous: Option<&'a NavigatorTokenStatus>,
+    pub(super) generation: Option<i64>,
+    /// Fingerprint of the attempt's inputs and settings (see `secret::attempt_fingerprint`).
+    pub(super) attempt_fp: &'a str,
+    pub(super) jitter_seed: u64,
+    pub(super) now: Timestamp,
+}
+
+/// A failed attempt as status records it: the same for a NavigatorToken and a
+/// ClusterNavigatorToken (pure).
+pub(super) struct FailedAttempt {
+    /// Status without the Ready condition.
+    pub(super) status: NavigatorTokenStatus,
+    /// Ready as (status, reason, message).
+    pub(super) ready: (bool, String, String),
+    /// The token still served: valid, and the failure one that passes by itself.
+    pub(super) still_valid: Option<TokenTimes>,
+    /// When to look again: the retry, or the still-valid token's expiry if sooner (Ready must
+    /// not outlive the token; see `plan::Step::Lapsed`). None for rejected credentials, which
+    /// are not retried by time at all (see `FailureState`).
+    pub(super) requeue: Option<Timestamp>,
+    /// One Warning Event per failure episode and reason; status counts the attempts.
+    pub(super) warn: bool,
+}
+
+impl Attempt<'_> {
+    /// Records `(reason, message, class)`. `current` is the valid token the Secret(s) hold,
+    /// `secret_name` their name, `kept_in` how the message names them ("the Secret").
+    pub(super) fn failed(
+        &self,
+        current: Option<&plan::CurrentToken>,
+        secret_name: &str,
+        kept_in: &str,
+        (reason, message, class): (&str, &str, RetryClass),
+    ) -> FailedAttempt {
+        let failures = self.previous.map_or(0, |s| s.consecutive_failures).saturating_add(1);
+        // Rounded up to whole seconds, as status keeps it: never retry before a Retry-After.
+        let retry_at = ceil_seconds(plan::add(self.now, plan::retry_delay(class, failures, self.jitter_seed)));
+        let scheduled = (class != RetryClass::UntilCredentialsChange).then_some(retry_at);
+        // Status keeps describing the token in the Secret while it is valid.
+        let mut status = NavigatorTokenStatus {
+            observed_generation: self.generation,
+            secret_name: current.map(|_| secret_name.to_owned()),
+            issued_at: current.map(|c| status::rfc3339(c.issued_at)),
+            expires_at: current.map(|c| status::rfc3339(c.expires_at)),
+            next_refresh_at: scheduled.map(status::rfc3339),
+            inputs_fingerprint: Some(self.attempt_fp.into()),
+            ..NavigatorTokenStatus::default()
+        };
+        status::record_failure(&mut status, self.previous, reason, message, self.now);
+        let still_valid = current
+            .filter(|_| !matches!(class, RetryClass::NeedsUserAction | RetryClass::UntilCredentialsChange))
+            .map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
+        let ready = match still_valid {
+            Some(c) => (
+                true,
+                REASON_REFRESH_FAILING.to_owned(),
+                format!(
+                    "{message}. The current token stays valid until {}; retrying at {}",
+                    status::rfc3339(c.expires_at),
+                    status::rfc3339(retry_at)
+                ),
+            ),
+            None => {
+                let kept = current
+                    .map(|c| format!(" The previous token stays in {kept_in} until it expires at {}.", status::rfc3339(c.expires_at)))
+                    .unwrap_or_default();
+                (false, reason.to_owned(), format!("{message}.{kept}"))
+            }
+        };
+        let same_failure =
+            self.previous.is_some_and(|p| p.consecutive_failures > 0 && p.last_failure.as_ref().is_some_and(|f| f.reason == reason));
+        let requeue = scheduled.map(|retry_at| still_valid.map_or(retry_at, |c| c.expires_at.min(retry_at)));
+        FailedAttempt { status, ready, still_valid, requeue, warn: !same_failure }
+    }
+}
+
 fn whole_seconds(t: Timestamp) -> Timestamp {
     Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
-fn ceil_seconds(t: Timestamp) -> Timestamp {
+/// Rounded up to whole seconds.
+pub(super) fn ceil_seconds(t: Timestamp) -> Timestamp {
     let whole = whole_seconds(t);
     if whole < t { plan::add(whole, Duration::from_secs(1)) } else { whole }
 }

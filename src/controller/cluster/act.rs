@@ -17,14 +17,14 @@ use tracing::{info, warn};
 
 use super::plan::{NamespaceNeed, NamespaceOutcome, namespace_need, summarize};
 use super::{ClusterContext, Observation};
-use crate::controller::act::request_token;
+use crate::controller::act::{Attempt, request_token};
 use crate::controller::api_token;
 use crate::controller::events::EventType;
 use crate::controller::kube_io::{SecretWriteFailure, wait_for_cache, with_retries};
 use crate::controller::plan::{self as token_plan, IssueReason, Plan, Step, TargetSecret};
 use crate::controller::reconcile::{Blocked, CREDENTIALS_NOT_FOUND, Credentials, requeue_at};
 use crate::controller::secret::{self, TokenMaterial, TokenTimes};
-use crate::controller::status::{self, REASON_REFRESH_FAILING, REASON_SUSPENDED};
+use crate::controller::status::{self, REASON_SUSPENDED};
 use crate::crd::cluster::ClusterNavigatorTokenStatus;
 use crate::crd::{ClusterNavigatorToken, CredentialsStatus, DeletionPolicy, NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::TokenLabels;
@@ -98,17 +98,13 @@ impl ClusterActor<'_> {
                 }
                 self.failed(blocked.reason, &blocked.message, RetryClass::NeedsUserAction)
             }
-            (Step::Keep { .. }, Ok((_, refresh_before, _))) => {
-                let times =
-                    self.observed.shared.valid_token(self.now).map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
-                match times {
-                    Some(times) => {
-                        let material = self.observed.remembered.clone().filter(|m| m.times == times);
-                        self.valid(times, material, decision.next_at, refresh_before, None)
-                    }
-                    None => self.waiting(decision.next_at, false),
+            (Step::Keep { .. }, Ok((_, refresh_before, _))) => match self.current_times() {
+                Some(times) => {
+                    let material = self.remembered(Some(times));
+                    self.valid(times, material, decision.next_at, refresh_before, None)
                 }
-            }
+                None => self.waiting(decision.next_at, false),
+            },
             // No selected namespace could take a token: none is requested.
             (Step::Issue(_) | Step::SecretConflict, Ok(_)) if !writable => self.idle(),
             (Step::Issue(reason), Ok((credentials, refresh_before, validity))) => {
@@ -131,6 +127,16 @@ impl ClusterActor<'_> {
 
     fn previous(&self) -> Option<&NavigatorTokenStatus> {
         self.cnvt.status.as_ref().map(|s| &s.token)
+    }
+
+    /// Issue and expiry of the valid token the namespaces hold, if any.
+    fn current_times(&self) -> Option<TokenTimes> {
+        self.observed.shared.valid_token(self.now).map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at })
+    }
+
+    /// The token remembered in memory, if it is the one of `times`.
+    fn remembered(&self, times: Option<TokenTimes>) -> Option<TokenMaterial> {
+        self.observed.remembered.clone().filter(|m| Some(m.times) == times)
     }
 
     fn jitter_seed(&self) -> u64 {
@@ -204,48 +210,28 @@ impl ClusterActor<'_> {
 
     /// A failed attempt, as a NavigatorToken records it: the token already in the Secrets stays.
     fn failed(&self, reason: &str, message: &str, class: RetryClass) -> TokenPart {
-        let previous = self.previous();
-        let failures = previous.map_or(0, |s| s.consecutive_failures).saturating_add(1);
-        let delay = token_plan::retry_delay(class, failures, self.jitter_seed());
-        let retry_at = ceil_seconds(token_plan::add(self.now, delay));
+        let attempt = Attempt {
+            previous: self.previous(),
+            generation: self.cnvt.metadata.generation,
+            attempt_fp: &self.observed.attempt_fp,
+            jitter_seed: self.jitter_seed(),
+            now: self.now,
+        };
         let current = self.observed.shared.valid_token(self.now);
-        let mut status = NavigatorTokenStatus {
-            observed_generation: self.cnvt.metadata.generation,
-            secret_name: current.map(|_| self.secret_name.to_owned()),
-            issued_at: current.map(|c| status::rfc3339(c.issued_at)),
-            expires_at: current.map(|c| status::rfc3339(c.expires_at)),
-            next_refresh_at: Some(status::rfc3339(retry_at)),
-            inputs_fingerprint: Some(self.observed.attempt_fp.as_str().into()),
-            ..NavigatorTokenStatus::default()
-        };
-        status::record_failure(&mut status, previous, reason, message, self.now);
-        let still_valid = current.filter(|_| class != RetryClass::NeedsUserAction);
-        let verdict = match still_valid {
-            Some(c) => (
-                true,
-                REASON_REFRESH_FAILING.to_owned(),
-                format!(
-                    "{message}. The current token stays valid until {}; retrying at {}",
-                    status::rfc3339(c.expires_at),
-                    status::rfc3339(retry_at)
-                ),
-            ),
-            None => {
-                let kept = current
-                    .map(|c| format!(" The previous token stays in the Secrets until it expires at {}.", status::rfc3339(c.expires_at)))
-                    .unwrap_or_default();
-                (false, reason.to_owned(), format!("{message}.{kept}"))
-            }
-        };
-        self.ctx.base.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failures));
-        let same_failure =
-            previous.is_some_and(|p| p.consecutive_failures > 0 && p.last_failure.as_ref().is_some_and(|f| f.reason == reason));
-        let event = (!same_failure).then(|| (EventType::Warning, reason.to_owned(), message.to_owned()));
-        let current_times = still_valid.map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
+        let failed = attempt.failed(current, self.secret_name, "the Secrets", (reason, message, class));
+        self.ctx.base.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failed.status.consecutive_failures));
+        let event = failed.warn.then(|| (EventType::Warning, reason.to_owned(), message.to_owned()));
         // A transient failure still hands the valid token to new namespaces; a block does not.
-        let material = self.observed.remembered.clone().filter(|m| Some(m.times) == current_times);
-        let requeue = Some(still_valid.map_or(retry_at, |c| c.expires_at.min(retry_at)));
-        TokenPart { status, verdict: Some(verdict), current: current_times, material, spread: still_valid.is_some(), requeue, event }
+        let material = self.remembered(failed.still_valid);
+        TokenPart {
+            status: failed.status,
+            verdict: Some(failed.ready),
+            current: failed.still_valid,
+            material,
+            spread: failed.still_valid.is_some(),
+            requeue: failed.requeue,
+            event,
+        }
     }
 
     /// Backing off after a failure: status stays; Ready turns False when the token lapsed.
@@ -253,7 +239,7 @@ impl ClusterActor<'_> {
         let previous = self.previous();
         let mut status = previous.cloned().unwrap_or_default();
         let ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY));
-        let current = self.observed.shared.valid_token(self.now).map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
+        let current = self.current_times();
         let (verdict, event) = if lapsed {
             let (without_token, reason, message) = status::lapsed(previous, "the token");
             status = without_token;
@@ -264,7 +250,7 @@ impl ClusterActor<'_> {
             (ready.filter(|_| failing).map(|c| (c.status == "True", c.reason.clone(), c.message.clone())), None)
         };
         let spread = verdict.as_ref().is_none_or(|(ok, ..)| *ok);
-        let material = self.observed.remembered.clone().filter(|m| Some(m.times) == current);
+        let material = self.remembered(current);
         TokenPart { status, verdict, current, material, spread, requeue: retry_at, event }
     }
 
@@ -272,13 +258,13 @@ impl ClusterActor<'_> {
         let mut status = self.previous().cloned().unwrap_or_default();
         status.observed_generation = self.cnvt.metadata.generation;
         status.next_refresh_at = None;
-        let current = self.observed.shared.valid_token(self.now).map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
+        let current = self.current_times();
         let message = match current {
             Some(c) => format!("refreshing is suspended; the current token expires at {}", status::rfc3339(c.expires_at)),
             None => "refreshing is suspended and the Secrets hold no valid token".to_owned(),
         };
         let verdict = Some((current.is_some(), REASON_SUSPENDED.to_owned(), message));
-        let material = self.observed.remembered.clone().filter(|m| Some(m.times) == current);
+        let material = self.remembered(current);
         TokenPart { status, verdict, current, material, spread: true, requeue: current.map(|c| c.expires_at), event: None }
     }
 
@@ -514,9 +500,4 @@ impl ClusterActor<'_> {
 /// (the name annotation carries it whole).
 fn label_value(name: &str) -> String {
     name.chars().take(63).collect::<String>().trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
-}
-
-fn ceil_seconds(t: Timestamp) -> Timestamp {
-    let whole = Timestamp::from_second(t.as_second()).unwrap_or(t);
-    if whole < t { token_plan::add(whole, Duration::from_secs(1)) } else { whole }
 }
