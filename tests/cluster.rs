@@ -89,9 +89,10 @@ async fn one_token_request_per_window_for_fifty_namespaces() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(h.tokens.request_count(), 2, "one request per window, however many namespaces");
     let refresh = h.api_counts().since(&after_first);
-    assert_eq!(refresh.get("patch", "secrets"), 50, "{refresh:?}");
+    // One write per namespace, and one of the store in the credentials namespace.
+    assert_eq!(refresh.get("patch", "secrets"), 51, "{refresh:?}");
     assert_eq!(refresh.get("patch", "clusternavigatortokens/status"), 1, "{refresh:?}");
-    assert_eq!(refresh.writes(), 51, "a routine refresh: N Secret writes and one status write: {refresh:?}");
+    assert_eq!(refresh.writes(), 52, "a routine refresh: N + 1 Secret writes and one status write: {refresh:?}");
     assert_eq!(refresh.verb("get"), 0, "Secrets and credentials come from watch caches: {refresh:?}");
 
     // What a tenant sees: the token and its times, never the client credentials.
@@ -303,10 +304,11 @@ async fn restart_requests_and_writes_nothing() {
     let restart = h.api_counts();
     assert_eq!(h.tokens.request_count(), 1, "no token request after a restart");
     assert_eq!(restart.writes(), 0, "no writes after a restart: {restart:?}");
-    assert_eq!(restart.verb("get"), 0, "no GETs after a restart: {restart:?}");
+    // The token is read back once from its store, never from a namespace's copy.
+    assert_eq!(restart.get("get", "secrets"), 1, "one GET of the store after a restart: {restart:?}");
+    assert_eq!(restart.verb("get"), 1, "{restart:?}");
 
-    // After the restart the token is not in memory: a new namespace costs one GET (of a Secret
-    // holding it), not a token request.
+    // A new namespace costs no token request.
     let late = unique_namespace();
     h.create_namespace(&late, &[("tenant", &label)]).await;
     all_hold(&h, std::slice::from_ref(&late), 1).await;
@@ -314,8 +316,8 @@ async fn restart_requests_and_writes_nothing() {
     let added = h.api_counts().since(&restart);
     assert_eq!(h.tokens.request_count(), 1);
     assert_eq!(added.get("patch", "secrets"), 1, "{added:?}");
-    // One GET of the new namespace's Secret (is a foreign one there?), one to read the token back.
-    assert_eq!(added.get("get", "secrets"), 2, "{added:?}");
+    // One GET of the new namespace's Secret (is a foreign one there?); the token is in memory.
+    assert_eq!(added.get("get", "secrets"), 1, "{added:?}");
 
     // A new secretName: a new token under the new name everywhere, the old Secrets deleted.
     let mut all = namespaces.clone();
@@ -474,5 +476,98 @@ async fn an_api_tokens_own_expiry_is_asked_once_for_all_namespaces_and_reported(
     assert!(status.token.expires_at.is_some(), "the valid token is still described");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(h.tokens.request_count(), before + 1, "one attempt, no retries");
+    h.finish().await;
+}
+
+/// What a tenant with `edit` in its namespace can do to its copy: a token of its choosing, with
+/// annotations that describe it consistently.
+async fn forge(h: &Harness, namespace: &str, forged: &str, expires_at: Option<&str>) {
+    use navigator_token_operator::controller::secret::{DATA_FINGERPRINT_ANNOTATION, fingerprint};
+    let mut annotations = json!({
+        "navigator.dev/token-sha256": fingerprint(forged.as_bytes()),
+        DATA_FINGERPRINT_ANNOTATION: null,
+    });
+    if let Some(expires_at) = expires_at {
+        annotations["navigator.dev/issued-at"] = json!(jiff::Timestamp::now().round(jiff::Unit::Second).unwrap().to_string());
+        annotations["navigator.dev/expires-at"] = json!(expires_at);
+    }
+    let patch = json!({"metadata": {"annotations": annotations}, "stringData": {"token": forged}});
+    let api = Api::<Secret>::namespaced(h.client.clone(), namespace);
+    api.patch("vendor-token", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("the tenant edits its copy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_forged_copy_is_repaired_and_never_reaches_another_namespace() {
+    const FORGED: &str = "eyJ.forged-by-the-tenant.sig";
+    let mut h = Harness::new(LONG).await;
+    let label = h.ns.clone();
+    let namespaces = tenants(&h, &label, 2).await;
+    let (a, b) = (&namespaces[0], &namespaces[1]);
+    h.start_cluster_operator().await;
+    h.create_cluster_token("vendor", selecting(&label)).await;
+    all_hold(&h, &namespaces, 1).await;
+    wait_ready(&h, "vendor", "True", "TokenValid").await;
+    let issued = h.tokens.issued()[0].clone();
+
+    // The tenant of A claims a token issued now that lasts until 2100.
+    forge(&h, a, FORGED, Some("2100-01-01T00:00:00Z")).await;
+    h.wait_until("A's copy repaired with the real token", WAIT, || async {
+        h.token_in(a, "vendor-token").await.as_deref() == Some(issued.access_token.as_str())
+    })
+    .await;
+    assert!(h.cluster_has_event("vendor", "Warning", "SecretTampered").await, "{:?}", h.cluster_events("vendor").await);
+    assert_eq!(h.token_in(b, "vendor-token").await.as_deref(), Some(issued.access_token.as_str()));
+    let status = h.cluster_status("vendor").await.unwrap();
+    let expires_at: jiff::Timestamp = status.token.expires_at.unwrap().parse().unwrap();
+    assert_eq!(expires_at.as_second() as u64, issued.exp, "status describes the token the operator issued");
+    assert_eq!(h.tokens.request_count(), 1, "a repair costs no token request");
+
+    // While the operator is down the tenant forges again, this time keeping the real times; a
+    // namespace that starts to match after the restart gets the real token, A is repaired.
+    h.stop_operator().await;
+    forge(&h, a, FORGED, None).await;
+    h.start_cluster_operator().await;
+    let late = unique_namespace();
+    h.create_namespace(&late, &[("tenant", &label)]).await;
+    let all = [a.clone(), b.clone(), late.clone()];
+    all_hold(&h, &all, 1).await;
+    wait_counts(&h, "vendor", (3, 3, 0)).await;
+    assert_eq!(h.tokens.request_count(), 1, "recovered from the store, not from a copy and not by a new request");
+    for ns in &all {
+        assert_ne!(h.token_in(ns, "vendor-token").await.as_deref(), Some(FORGED));
+    }
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_changed_while_the_operator_was_down_is_rendered_at_once_with_the_same_token() {
+    let mut h = Harness::new(LONG).await;
+    let label = h.ns.clone();
+    let namespaces = tenants(&h, &label, 3).await;
+    let mut spec = selecting(&label);
+    spec["target"]["template"] = json!({"data": {"authorization": "Bearer {{ accessToken }}"}});
+    h.start_cluster_operator().await;
+    h.create_cluster_token("vendor", spec).await;
+    all_hold(&h, &namespaces, 1).await;
+    wait_ready(&h, "vendor", "True", "TokenValid").await;
+    h.stop_operator().await;
+
+    let retemplate = json!({"spec": {"target": {"template": {"data": {"authorization": "Token {{ accessToken }}"}}}}});
+    h.cluster_tokens().patch("vendor", &PatchParams::default(), &Patch::Merge(&retemplate)).await.unwrap();
+    h.start_cluster_operator().await;
+    let want = format!("Token {}", h.tokens.issued()[0].access_token);
+    h.wait_until("every namespace re-rendered", WAIT, || async {
+        for ns in &namespaces {
+            let secret = Api::<Secret>::namespaced(h.client.clone(), ns).get("vendor-token").await.unwrap();
+            if secret.data.unwrap().get("authorization").map(|v| v.0.clone()) != Some(want.clone().into_bytes()) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    wait_ready(&h, "vendor", "True", "TokenValid").await;
+    assert_eq!(h.tokens.request_count(), 1, "the same token, recovered from the store");
+    assert!(!h.cluster_events("vendor").await.iter().any(|(_, r)| r == "SecretTampered"), "a new template is no tampering");
     h.finish().await;
 }

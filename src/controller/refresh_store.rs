@@ -33,16 +33,20 @@ pub const REFRESH_TOKEN_KEY: &str = "refresh_token";
 /// Longest Secret name.
 const MAX_NAME: usize = 253;
 
-/// The refresh-token Secret's name: `<name>-refresh-token`, shortened with a hash when the
-/// NavigatorToken's name is too long for the suffix.
+/// The refresh-token Secret's name: `<name>-refresh-token` (see [`suffixed_name`]).
 pub fn store_name(token_name: &str) -> String {
-    const SUFFIX: &str = "-refresh-token";
-    if token_name.len() + SUFFIX.len() <= MAX_NAME {
-        return format!("{token_name}{SUFFIX}");
+    suffixed_name(token_name, "-refresh-token")
+}
+
+/// `<name><suffix>`, shortened with a hash of the name when it would be longer than a Secret
+/// name may be, so that long names stay distinct.
+pub(crate) fn suffixed_name(name: &str, suffix: &str) -> String {
+    if name.len() + suffix.len() <= MAX_NAME {
+        return format!("{name}{suffix}");
     }
-    let hash = &fingerprint(token_name.as_bytes())[..8];
-    let keep = MAX_NAME - SUFFIX.len() - hash.len() - 1;
-    format!("{}-{hash}{SUFFIX}", token_name[..keep].trim_end_matches(['-', '.']))
+    let hash = &fingerprint(name.as_bytes())[..8];
+    let keep = MAX_NAME - suffix.len() - hash.len() - 1;
+    format!("{}-{hash}{suffix}", name[..keep].trim_end_matches(['-', '.']))
 }
 
 /// The refresh-token Secret holding `refresh_token`, for server-side apply. Always owned by the

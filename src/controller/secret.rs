@@ -146,29 +146,7 @@ pub fn desired(token: &NavigatorToken, material: &TokenMaterial, inputs_fp: &str
     let mut labels = target.labels.clone();
     labels.extend(template_metadata.labels);
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
-    let mut data = BTreeMap::new();
-    data.insert(target.access_token_key().to_owned(), ByteString(material.access_token.expose().as_bytes().to_vec()));
-    if let (Some(key), Some(id_token)) = (&target.id_token_key, &material.id_token) {
-        data.insert(key.clone(), ByteString(id_token.expose().as_bytes().to_vec()));
-    }
-    if let Some(key) = &target.expires_at_key {
-        data.insert(key.clone(), ByteString(rfc3339(material.times.expires_at).into_bytes()));
-    }
-    if !template.data.is_empty() {
-        let namespace = token.namespace().unwrap_or_default();
-        let variables = template::Variables {
-            access_token: material.access_token.expose(),
-            id_token: material.id_token.as_ref().map_or("", Sensitive::expose),
-            issued_at: material.times.issued_at,
-            expires_at: material.times.expires_at,
-            org_id: &token.spec.org_id,
-            scope: token.spec.scope.as_deref().unwrap_or_default(),
-            name: token.metadata.name.as_deref().unwrap_or_default(),
-            namespace: &namespace,
-        };
-        let rendered = template::render_all(&template.data, &variables)?;
-        data.extend(rendered.into_iter().map(|(key, text)| (key, ByteString(text.into_bytes()))));
-    }
+    let data = desired_data(token, material)?;
     let mut annotations = target.annotations.clone();
     annotations.extend(template_metadata.annotations);
     annotations.extend([
@@ -197,6 +175,42 @@ pub fn desired(token: &NavigatorToken, material: &TokenMaterial, inputs_fp: &str
         data: Some(data),
         ..Secret::default()
     })
+}
+
+/// The data of the Secret `desired` writes: the raw token keys and the rendered template keys.
+fn desired_data(token: &NavigatorToken, material: &TokenMaterial) -> Result<BTreeMap<String, ByteString>, TemplateError> {
+    let target = token.spec.target();
+    let mut data = BTreeMap::new();
+    data.insert(target.access_token_key().to_owned(), ByteString(material.access_token.expose().as_bytes().to_vec()));
+    if let (Some(key), Some(id_token)) = (&target.id_token_key, &material.id_token) {
+        data.insert(key.clone(), ByteString(id_token.expose().as_bytes().to_vec()));
+    }
+    if let Some(key) = &target.expires_at_key {
+        data.insert(key.clone(), ByteString(rfc3339(material.times.expires_at).into_bytes()));
+    }
+    let Some(template) = target.template.as_ref().filter(|t| !t.data.is_empty()) else { return Ok(data) };
+    let namespace = token.namespace().unwrap_or_default();
+    let variables = template::Variables {
+        access_token: material.access_token.expose(),
+        id_token: material.id_token.as_ref().map_or("", Sensitive::expose),
+        issued_at: material.times.issued_at,
+        expires_at: material.times.expires_at,
+        org_id: &token.spec.org_id,
+        scope: token.spec.scope.as_deref().unwrap_or_default(),
+        name: token.metadata.name.as_deref().unwrap_or_default(),
+        namespace: &namespace,
+    };
+    let rendered = template::render_all(&template.data, &variables)?;
+    data.extend(rendered.into_iter().map(|(key, text)| (key, ByteString(text.into_bytes()))));
+    Ok(data)
+}
+
+/// Fingerprint of the data `desired` would write for `material`: what a Secret holding exactly
+/// that token, rendered for `token`, has (see [`CachedSecret::holds_data`]). Computed from the
+/// token the operator trusts, never from annotations someone else could have written.
+pub fn expected_data_fingerprint(token: &NavigatorToken, material: &TokenMaterial) -> Result<u128, TemplateError> {
+    let data = desired_data(token, material)?;
+    Ok(fingerprint_number(&data_fingerprint(&data)).unwrap_or_default())
 }
 
 /// True when the Secret was written by this operator for this NavigatorToken.
@@ -245,6 +259,8 @@ pub struct CachedSecret {
     intact_keys: Vec<String>,
     /// The data matches its fingerprint annotation (or predates it): no key was edited.
     data_intact: bool,
+    /// Fingerprint of the data as it is (computed here, not read from an annotation).
+    data_fingerprint: Option<u128>,
 }
 
 /// A managed Secret as its watch decodes it: the object's identity, and the rest already
@@ -262,6 +278,7 @@ impl From<Secret> for ManagedSecret {
     fn from(secret: Secret) -> Self {
         let annotation = |key: &str| secret.annotations().get(key).and_then(|hex| fingerprint_number(hex));
         let intact_keys = secret.data.iter().flatten().filter(|(_, value)| is_recorded_token(&secret, &value.0));
+        let actual_data = secret.data.as_ref().map(data_fingerprint);
         let cached = CachedSecret {
             resource_version: secret.resource_version().unwrap_or_default(),
             token_name: written_for(&secret).or_else(|| written_for_cluster(&secret)).map(str::to_owned),
@@ -274,7 +291,8 @@ impl From<Secret> for ManagedSecret {
             data_intact: secret
                 .annotations()
                 .get(DATA_FINGERPRINT_ANNOTATION)
-                .is_none_or(|recorded| secret.data.as_ref().is_some_and(|data| *recorded == data_fingerprint(data))),
+                .is_none_or(|recorded| Some(recorded) == actual_data.as_ref()),
+            data_fingerprint: actual_data.as_deref().and_then(fingerprint_number),
         };
         let metadata = ObjectMeta {
             name: secret.metadata.name,
@@ -387,6 +405,18 @@ impl CachedSecret {
     /// True when `uid` is among its owners.
     pub fn owned_by(&self, uid: &str) -> bool {
         self.owner_uids.iter().any(|owner| owner == uid)
+    }
+
+    /// True when its data is exactly the data of [`expected_data_fingerprint`]: the check that
+    /// annotations cannot fake, since the fingerprint is taken of the data itself.
+    pub fn holds_data(&self, expected: u128) -> bool {
+        self.data_fingerprint == Some(expected)
+    }
+
+    /// True when its data was edited since the operator wrote it (the data fingerprint
+    /// annotation no longer matches).
+    pub fn data_edited(&self) -> bool {
+        !self.data_intact
     }
 }
 

@@ -38,6 +38,8 @@ const WRITES_IN_FLIGHT: usize = 8;
 const NAMESPACE_RETRY: Duration = Duration::from_secs(30);
 /// Reason: a Secret of the target name belongs to someone else.
 const SECRET_CONFLICT: &str = "SecretConflict";
+/// Reason: a namespace's copy held something other than the token issued (it is rewritten).
+pub const SECRET_TAMPERED: &str = "SecretTampered";
 
 /// One reconcile's acting half.
 pub(super) struct ClusterActor<'a> {
@@ -62,7 +64,7 @@ struct TokenPart {
     verdict: Option<(bool, String, String)>,
     /// The current token's times, if there is a valid one.
     current: Option<TokenTimes>,
-    /// Its material, when at hand (else recovered from a Secret if a namespace needs it).
+    /// Its material, when the operator trusts it (memory or store).
     material: Option<TokenMaterial>,
     /// Whether to write the current token where it is missing, and clean up.
     spread: bool,
@@ -86,8 +88,12 @@ impl ClusterActor<'_> {
         decision: Plan,
         inputs: Result<(Credentials, Option<Duration>, Option<Duration>), Blocked>,
     ) -> Result<Action, Error> {
+        // A token whose store write failed is written there before anything else.
+        if let Some(trusted) = self.observed.trusted.as_ref().filter(|t| t.unstored && t.inputs_current) {
+            self.ctx.store_token(self.cnvt, &self.observed.inputs_fp, &trusted.material).await;
+        }
         let writable = self.observed.states.iter().any(|(_, state)| *state != TargetSecret::Foreign);
-        let mut part = match (decision.step, inputs) {
+        let part = match (decision.step, inputs) {
             (Step::Suspended, _) => self.suspended(),
             (Step::WaitForRetry, _) => self.waiting(decision.next_at, false),
             (Step::Lapsed, _) => self.waiting(decision.next_at, true),
@@ -100,7 +106,7 @@ impl ClusterActor<'_> {
             }
             (Step::Keep { .. }, Ok((_, refresh_before, _))) => match self.current_times() {
                 Some(times) => {
-                    let material = self.remembered(Some(times));
+                    let material = self.trusted(Some(times));
                     self.valid(times, material, decision.next_at, refresh_before, None)
                 }
                 None => self.waiting(decision.next_at, false),
@@ -112,7 +118,7 @@ impl ClusterActor<'_> {
             }
             (Step::SecretConflict, Ok(_)) => self.idle(),
         };
-        let outcomes = self.fan_out(&mut part).await;
+        let outcomes = self.fan_out(&part).await;
         // Once for all namespaces, after the new token is stored in one at least.
         let stored = outcomes.values().any(|o| *o == NamespaceOutcome::Current);
         let checked = match self.issued_with.take() {
@@ -134,9 +140,9 @@ impl ClusterActor<'_> {
         self.observed.shared.valid_token(self.now).map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at })
     }
 
-    /// The token remembered in memory, if it is the one of `times`.
-    fn remembered(&self, times: Option<TokenTimes>) -> Option<TokenMaterial> {
-        self.observed.remembered.clone().filter(|m| Some(m.times) == times)
+    /// The trusted token's material, if it is the one of `times`.
+    fn trusted(&self, times: Option<TokenTimes>) -> Option<TokenMaterial> {
+        self.observed.trusted.as_ref().map(|t| t.material.clone()).filter(|m| Some(m.times) == times)
     }
 
     fn jitter_seed(&self) -> u64 {
@@ -160,7 +166,8 @@ impl ClusterActor<'_> {
             Ok(issued) => {
                 let material = issued.material;
                 info!(?reason, expires_at = %material.times.expires_at, source = ?issued.source, "issued a token");
-                self.ctx.remember(self.cnvt, &self.observed.inputs_fp, &material);
+                // Kept where no tenant can write before any namespace gets it.
+                self.ctx.store_token(self.cnvt, &self.observed.inputs_fp, &material).await;
                 let (grant, fingerprint) = (credentials.grant.clone(), credentials.fingerprint.clone());
                 self.issued_with = Some(Credentials { grant, fingerprint });
                 self.valid(material.times, Some(material), None, refresh_before, Some(reason))
@@ -222,7 +229,7 @@ impl ClusterActor<'_> {
         self.ctx.base.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failed.status.consecutive_failures));
         let event = failed.warn.then(|| (EventType::Warning, reason.to_owned(), message.to_owned()));
         // A transient failure still hands the valid token to new namespaces; a block does not.
-        let material = self.remembered(failed.still_valid);
+        let material = self.trusted(failed.still_valid);
         TokenPart {
             status: failed.status,
             verdict: Some(failed.ready),
@@ -250,7 +257,7 @@ impl ClusterActor<'_> {
             (ready.filter(|_| failing).map(|c| (c.status == "True", c.reason.clone(), c.message.clone())), None)
         };
         let spread = verdict.as_ref().is_none_or(|(ok, ..)| *ok);
-        let material = self.remembered(current);
+        let material = self.trusted(current);
         TokenPart { status, verdict, current, material, spread, requeue: retry_at, event }
     }
 
@@ -264,7 +271,7 @@ impl ClusterActor<'_> {
             None => "refreshing is suspended and the Secrets hold no valid token".to_owned(),
         };
         let verdict = Some((current.is_some(), REASON_SUSPENDED.to_owned(), message));
-        let material = self.remembered(current);
+        let material = self.trusted(current);
         TokenPart { status, verdict, current, material, spread: true, requeue: current.map(|c| c.expires_at), event: None }
     }
 
@@ -277,7 +284,7 @@ impl ClusterActor<'_> {
 
     /// Writes the current token to every selected namespace that lacks it (bounded concurrency),
     /// and tells how each namespace ended up.
-    async fn fan_out(&self, part: &mut TokenPart) -> BTreeMap<String, NamespaceOutcome> {
+    async fn fan_out(&self, part: &TokenPart) -> BTreeMap<String, NamespaceOutcome> {
         let mut outcomes = BTreeMap::new();
         let mut to_write = Vec::new();
         for (namespace, state) in &self.observed.states {
@@ -301,11 +308,8 @@ impl ClusterActor<'_> {
         if to_write.is_empty() {
             return outcomes;
         }
-        // Only the current token is ever written.
-        if part.material.as_ref().is_none_or(|m| Some(m.times) != part.current) {
-            part.material = self.recover(part.current).await;
-        }
-        let Some(material) = part.material.as_ref() else {
+        // Only the current token is ever written, and only the one the operator trusts.
+        let Some(material) = part.material.as_ref().filter(|m| Some(m.times) == part.current) else {
             for (namespace, _, older) in to_write {
                 outcomes.insert(namespace, older.map_or(NamespaceOutcome::Missing, NamespaceOutcome::Lagging));
             }
@@ -327,23 +331,6 @@ impl ClusterActor<'_> {
             }
         }
         outcomes
-    }
-
-    /// The current token's material from one Secret that holds it (one GET), after a restart
-    /// emptied the memory: a namespace that starts to match costs no token request.
-    async fn recover(&self, current: Option<TokenTimes>) -> Option<TokenMaterial> {
-        let current = current?;
-        let holder = self.observed.states.iter().find(|(_, state)| namespace_need(state, current) == NamespaceNeed::Current)?;
-        let stored = match self.ctx.base.uncached_secret(&holder.0, self.secret_name).await {
-            Ok(stored) => stored?,
-            Err(error) => {
-                warn!(%error, namespace = holder.0, "could not read the current token back from its Secret");
-                return None;
-            }
-        };
-        let material = secret::material(&stored, self.view).filter(|m| m.times == current)?;
-        self.ctx.remember(self.cnvt, &self.observed.inputs_fp, &material);
-        Some(material)
     }
 
     /// Writes the token into `namespace` (server-side apply), after checking that a Secret not in
@@ -466,7 +453,17 @@ impl ClusterActor<'_> {
         for (namespace, reason, message) in new_failures {
             self.event(EventType::Warning, &reason, &format!("namespace {namespace}: {message}")).await;
         }
-        let troubled = outcomes.values().any(|o| *o != NamespaceOutcome::Current) && part.spread;
+        for namespace in &self.observed.tampered {
+            let repaired = outcomes.get(namespace) == Some(&NamespaceOutcome::Current);
+            let outcome = if repaired { "rewritten with the current token" } else { "not yet rewritten" };
+            let note = format!(
+                "namespace {namespace}: Secret {} did not hold the token this ClusterNavigatorToken issued (changed in that namespace); {outcome}",
+                self.secret_name
+            );
+            warn!(namespace, secret = self.secret_name, repaired, "a namespace's copy of the token was tampered with");
+            self.event(EventType::Warning, SECRET_TAMPERED, &note).await;
+        }
+        let troubled = (outcomes.values().any(|o| *o != NamespaceOutcome::Current) && part.spread) || self.ctx.unstored(self.cnvt);
         let retry = troubled.then(|| token_plan::add(self.now, NAMESPACE_RETRY));
         let next = match (part.requeue, retry) {
             (Some(a), Some(b)) => Some(a.min(b)),

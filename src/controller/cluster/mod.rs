@@ -10,6 +10,7 @@
 
 mod act;
 pub mod plan;
+pub mod store;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,26 +19,27 @@ use std::time::{Duration, Instant};
 use futures::channel::mpsc::UnboundedReceiver;
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::act::ClusterActor;
 use self::plan::NamespaceInfo;
+use super::kube_io::{SecretWriteFailure, with_retries};
 use super::plan::{self as token_plan, TargetSecret};
 use super::reconcile::{Blocked, Credentials, check_template, failure_state, parse_duration};
 use super::secret::{self, TokenMaterial};
 use super::status;
 use super::watches::{SyncTracker, cached_watch, changes_after_first_list, strip_unread_metadata, watch};
 use super::{ClusterTrigger, Context};
-use crate::Error;
 use crate::crd::ClusterNavigatorToken;
 use crate::metrics::{ReconcileLabels, TokenLabels};
+use crate::{Error, FIELD_MANAGER};
 
 /// Reason: the credentials Secret is in a namespace the operator does not allow.
 pub const CREDENTIALS_NAMESPACE_NOT_ALLOWED: &str = "CredentialsNamespaceNotAllowed";
@@ -61,8 +63,8 @@ pub(super) struct ClusterContext {
     pub(super) store: Store<ClusterNavigatorToken>,
     pub(super) namespaces: Store<PartialObjectMeta<Namespace>>,
     pub(super) settings: ClusterSettings,
-    /// The current token per ClusterNavigatorToken name: a namespace that starts to match gets
-    /// it without a new token request.
+    /// The current token per ClusterNavigatorToken name, the one the operator trusts (see
+    /// `store`): a namespace that starts to match gets it without a new token request.
     pub(super) remembered: Arc<Mutex<HashMap<String, Remembered>>>,
     /// True once the ClusterNavigatorToken and Namespace watches have listed.
     pub(super) synced: tokio::sync::watch::Receiver<bool>,
@@ -73,22 +75,82 @@ pub(super) struct Remembered {
     uid: String,
     inputs_fp: String,
     material: TokenMaterial,
+    /// Written to the store; until then each reconcile tries again.
+    stored: bool,
+}
+
+/// The token a ClusterNavigatorToken issued last, as the operator trusts it.
+#[derive(Clone)]
+pub(super) struct Trusted {
+    pub(super) material: TokenMaterial,
+    /// Issued from the current inputs (else the plan asks for a new one).
+    pub(super) inputs_current: bool,
+    /// Not yet written to the store.
+    pub(super) unstored: bool,
 }
 
 impl ClusterContext {
-    /// The remembered token of `cnvt`, if issued from `inputs_fp` and not expired.
-    fn remembered(&self, cnvt: &ClusterNavigatorToken, inputs_fp: &str, now: Timestamp) -> Option<TokenMaterial> {
-        let remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = remembered.get(&cnvt.name_any())?;
-        let current = Some(entry.uid.as_str()) == cnvt.metadata.uid.as_deref()
-            && entry.inputs_fp == inputs_fp
-            && entry.material.times.expires_at > now;
-        current.then(|| entry.material.clone())
+    /// The token `cnvt` issued last, if unexpired: from memory, else (after a restart or a change
+    /// of leader) from its store in the credentials namespace, read once while status says a
+    /// token is valid. Never from a namespace's copy.
+    async fn trusted_token(&self, cnvt: &ClusterNavigatorToken, inputs_fp: &str, now: Timestamp) -> Result<Option<Trusted>, Error> {
+        let in_memory = {
+            let remembered = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
+            remembered.get(&cnvt.name_any()).filter(|e| Some(e.uid.as_str()) == cnvt.metadata.uid.as_deref()).map(|e| Trusted {
+                material: e.material.clone(),
+                inputs_current: e.inputs_fp == inputs_fp,
+                unstored: !e.stored,
+            })
+        };
+        if let Some(trusted) = in_memory {
+            return Ok((trusted.material.times.expires_at > now).then_some(trusted));
+        }
+        let claimed = cnvt.status.as_ref().and_then(|s| s.token.expires_at.as_deref()).and_then(|t| t.parse::<Timestamp>().ok());
+        let namespace = &cnvt.spec.credentials_secret_ref.namespace;
+        if claimed.is_none_or(|expiry| expiry <= now) || !self.settings.credentials_namespaces.contains(namespace) {
+            return Ok(None);
+        }
+        let api: Api<Secret> = Api::namespaced(self.base.client.clone(), namespace);
+        let stored =
+            api.get_opt(&store::store_name(&cnvt.name_any())).await.map_err(Error::kube("get ClusterNavigatorToken store Secret"))?;
+        let Some((material, stored_fp)) = stored.as_ref().and_then(|s| store::read(s, cnvt)) else {
+            info!("no stored token to recover; a new token will be requested");
+            return Ok(None);
+        };
+        if material.times.expires_at <= now {
+            return Ok(None);
+        }
+        self.remember(cnvt, &stored_fp, &material, true);
+        Ok(Some(Trusted { material, inputs_current: stored_fp == inputs_fp, unstored: false }))
     }
 
-    fn remember(&self, cnvt: &ClusterNavigatorToken, inputs_fp: &str, material: &TokenMaterial) {
-        let entry = Remembered { uid: cnvt.uid().unwrap_or_default(), inputs_fp: inputs_fp.to_owned(), material: material.clone() };
+    fn remember(&self, cnvt: &ClusterNavigatorToken, inputs_fp: &str, material: &TokenMaterial, stored: bool) {
+        let entry = Remembered { uid: cnvt.uid().unwrap_or_default(), inputs_fp: inputs_fp.to_owned(), material: material.clone(), stored };
         self.remembered.lock().unwrap_or_else(|p| p.into_inner()).insert(cnvt.name_any(), entry);
+    }
+
+    /// Writes `material` to the store, before any namespace gets it. On failure it stays in
+    /// memory, marked unstored, and the next reconcile tries again; false then.
+    async fn store_token(&self, cnvt: &ClusterNavigatorToken, inputs_fp: &str, material: &TokenMaterial) -> bool {
+        let desired = store::desired(cnvt, material, inputs_fp);
+        let (namespace, name) = (cnvt.spec.credentials_secret_ref.namespace.clone(), desired.name_any());
+        let api: Api<Secret> = Api::namespaced(self.base.client.clone(), &namespace);
+        let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&desired));
+        let stored = match with_retries(|| api.patch(&name, &params, &patch)).await {
+            Ok(_) => true,
+            Err(error) => {
+                let failure = SecretWriteFailure::classify(&error, &namespace, &name, material);
+                warn!(reason = failure.reason, message = %failure.message, "could not store the token in the credentials namespace; kept in memory, retried at the next reconcile");
+                false
+            }
+        };
+        self.remember(cnvt, inputs_fp, material, stored);
+        stored
+    }
+
+    /// True while the token in memory for `cnvt` waits to be written to the store.
+    fn unstored(&self, cnvt: &ClusterNavigatorToken) -> bool {
+        self.remembered.lock().unwrap_or_else(|p| p.into_inner()).get(&cnvt.name_any()).is_some_and(|e| !e.stored)
     }
 
     /// Drops what is kept about a ClusterNavigatorToken that is gone.
@@ -237,8 +299,10 @@ pub(super) async fn reconcile(cnvt: Arc<ClusterNavigatorToken>, ctx: Arc<Cluster
 
 /// What a reconcile observed, for the actor.
 pub(super) struct Observation {
-    /// Selected namespaces and what their Secret looks like.
+    /// Selected namespaces and what their Secret looks like, checked against the trusted token.
     pub(super) states: Vec<(String, TargetSecret)>,
+    /// Selected namespaces whose copy was tampered with (see `plan::verify_copy`).
+    pub(super) tampered: BTreeSet<String>,
     /// Namespaces being deleted (never written, never cleaned up: they go anyway).
     pub(super) terminating: BTreeSet<String>,
     /// The inputs fingerprint (or, when blocked, a fingerprint of the block).
@@ -247,8 +311,8 @@ pub(super) struct Observation {
     pub(super) attempt_fp: String,
     /// The shared token as the plan saw it.
     pub(super) shared: TargetSecret,
-    /// The remembered token, if current.
-    pub(super) remembered: Option<TokenMaterial>,
+    /// The token the operator trusts, if any (memory or store).
+    pub(super) trusted: Option<Trusted>,
 }
 
 async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> Result<Action, Error> {
@@ -290,16 +354,28 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
     let attempt_fp = secret::attempt_fingerprint(&inputs_fp, &ctx.base.settings_fp);
     // Secret writes fail per namespace and never stop the shared token: no `secret_write`.
     let failures = failure_state(previous, &attempt_fp, cnvt.metadata.generation);
+    let trusted = ctx.trusted_token(cnvt, &inputs_fp, now).await?;
     let secret_name = cnvt.target_secret_name();
+    let mut tampered = BTreeSet::new();
     let states: Vec<(String, TargetSecret)> = selected
         .iter()
         .map(|ns| {
             let cached = ctx.base.managed_secrets.get(ns, &secret_name);
-            (ns.clone(), secret::observe_as(cached.as_ref(), &view, &inputs_fp, true))
+            let state = secret::observe_as(cached.as_ref(), &view, &inputs_fp, true);
+            let (Some(trusted), Some(cached)) = (&trusted, &cached) else { return (ns.clone(), state) };
+            // The data the operator writes there for the trusted token, from the token itself.
+            let holds_current = || {
+                let expected = secret::expected_data_fingerprint(&cnvt.view_in(ns), &trusted.material);
+                expected.is_ok_and(|fp| cached.holds_data(fp))
+            };
+            let (state, forged) = plan::verify_copy(state, trusted.material.times, holds_current, cached.data_edited());
+            if forged {
+                tampered.insert(ns.clone());
+            }
+            (ns.clone(), state)
         })
         .collect();
-    let remembered = ctx.remembered(cnvt, &inputs_fp, now);
-    let shared = plan::shared_token(&states, remembered.as_ref().map(|m| m.times));
+    let shared = plan::shared_token(&states, trusted.as_ref().map(|t| (t.material.times, t.inputs_current)));
     let observed = token_plan::Observed {
         suspended: cnvt.spec.suspend,
         refresh_before: inputs.as_ref().ok().and_then(|(_, r, _)| *r),
@@ -309,7 +385,7 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
         jitter_seed: token_plan::jitter_seed(cnvt.metadata.uid.as_deref().unwrap_or_default()),
     };
     let decision = token_plan::decide(&observed, now);
-    let observation = Observation { states, terminating, inputs_fp, attempt_fp, shared, remembered };
+    let observation = Observation { states, tampered, terminating, inputs_fp, attempt_fp, shared, trusted };
     let mut actor =
         ClusterActor { cnvt, ctx, view: &view, now, labels: &labels, observed: &observation, secret_name: &secret_name, issued_with: None };
     actor.act(decision, inputs).await

@@ -48,35 +48,51 @@ pub fn selected_namespaces(target: &ClusterTarget, namespaces: &[NamespaceInfo])
     Ok(chosen.map(|ns| ns.name.clone()).collect())
 }
 
-/// The token the plan decides on: the newest token of this object with current inputs in any
-/// selected namespace, or the one kept in memory when newer (a write the caches have not shown
-/// yet must not look like "no token": that would request a second one). Failing those, the
-/// newest Secret of ours at all (stale inputs or edited: the plan then asks for a new token), or
-/// Absent. Foreign Secrets are per-namespace problems, never the shared token's.
-pub fn shared_token(namespaces: &[(String, TargetSecret)], in_memory: Option<TokenTimes>) -> TargetSecret {
-    let ours = namespaces.iter().filter_map(|(_, state)| match state {
-        TargetSecret::Managed(Some(current)) => Some(current),
-        _ => None,
-    });
-    let newest_current = ours.clone().filter(|c| c.intact && c.inputs_current).max_by_key(|c| c.issued_at);
-    let remembered = in_memory.map(|times| CurrentToken {
-        issued_at: times.issued_at,
-        expires_at: times.expires_at,
-        intact: true,
-        inputs_current: true,
-        template_current: true,
-    });
-    let best = match (newest_current, remembered) {
-        (Some(seen), Some(memory)) if memory.issued_at > seen.issued_at => Some(memory),
-        (Some(seen), _) => Some(seen.clone()),
-        (None, memory) => memory,
-    };
-    match best.or_else(|| ours.max_by_key(|c| c.issued_at).cloned()) {
-        // Per-namespace rewrites are this module's business, not the plan's.
-        Some(current) => TargetSecret::Managed(Some(CurrentToken { template_current: true, ..current })),
-        None if namespaces.iter().any(|(_, s)| matches!(s, TargetSecret::Managed(None))) => TargetSecret::Managed(None),
+/// The token the plan decides on: the one this object issued last, as the operator trusts it
+/// (`trusted`: its times, and whether it was issued from the current inputs), from memory or the
+/// store, never from a namespace's copy, which its tenant can write. Without one, a Secret of
+/// ours anywhere means the plan asks for a new token (Drift), none means the first (Initial).
+pub fn shared_token(namespaces: &[(String, TargetSecret)], trusted: Option<(TokenTimes, bool)>) -> TargetSecret {
+    match trusted {
+        Some((times, inputs_current)) => TargetSecret::Managed(Some(CurrentToken {
+            issued_at: times.issued_at,
+            expires_at: times.expires_at,
+            intact: true,
+            inputs_current,
+            // Per-namespace rewrites are this module's business, not the plan's.
+            template_current: true,
+        })),
+        None if namespaces.iter().any(|(_, s)| matches!(s, TargetSecret::Managed(_))) => TargetSecret::Managed(None),
         None => TargetSecret::Absent,
     }
+}
+
+/// Checks one namespace's copy against the trusted token `current`. A copy that claims that
+/// token (or a newer one, which the operator never issued) counts as intact only when its data
+/// is exactly what the operator writes (`holds_current`: a fingerprint of the data itself,
+/// which no annotation can fake). Returns the state, corrected, and whether the copy was
+/// tampered with: it claims the current token (rendered with the current template) or a newer
+/// one but holds something else, or its data was edited after the operator wrote it.
+pub fn verify_copy(
+    state: TargetSecret,
+    current: TokenTimes,
+    holds_current: impl FnOnce() -> bool,
+    data_edited: bool,
+) -> (TargetSecret, bool) {
+    let TargetSecret::Managed(Some(mut copy)) = state else { return (state, false) };
+    let tampered = if copy.issued_at == current.issued_at && copy.expires_at == current.expires_at {
+        copy.intact = holds_current();
+        // A copy rendered with an older template differs for a good reason: it is rewritten.
+        !copy.intact && (copy.template_current || data_edited)
+    } else if copy.issued_at > current.issued_at || copy.expires_at > current.expires_at {
+        copy.intact = false;
+        true
+    } else {
+        // An older token of ours, lagging: valid until its expiry unless edited.
+        copy.intact &= !data_edited;
+        data_edited
+    };
+    (TargetSecret::Managed(Some(copy)), tampered)
 }
 
 /// What one selected namespace needs, given the current token's times.
@@ -243,35 +259,47 @@ mod tests {
     }
 
     #[test]
-    fn the_shared_token_is_the_newest_current_one_or_the_one_in_memory() {
-        let old = token("2026-11-29T10:00:00Z", "2026-11-29T10:30:00Z");
-        let new = token("2026-11-29T10:20:00Z", "2026-11-29T10:50:00Z");
+    fn the_shared_token_is_the_trusted_one_whatever_the_copies_claim() {
+        let forged = token("2026-11-29T10:20:00Z", "2100-01-01T00:00:00Z");
         let states = vec![
-            ("a".to_owned(), TargetSecret::Managed(Some(old.clone()))),
-            ("b".to_owned(), TargetSecret::Managed(Some(new.clone()))),
+            ("a".to_owned(), TargetSecret::Managed(Some(forged))),
             ("c".to_owned(), TargetSecret::Foreign),
             ("d".to_owned(), TargetSecret::Absent),
         ];
-        assert_eq!(shared_token(&states, None), TargetSecret::Managed(Some(new.clone())));
-        // The caches have not shown the newest write yet: memory wins, no second request.
-        let newest = times("2026-11-29T10:40:00Z", "2026-11-29T11:10:00Z");
-        let TargetSecret::Managed(Some(seen)) = shared_token(&states, Some(newest)) else { panic!() };
-        assert_eq!(seen.issued_at, newest.issued_at);
-        // An older remembered token does not hide a newer Secret.
-        assert_eq!(
-            shared_token(&states, Some(times("2026-11-29T09:00:00Z", "2026-11-29T09:30:00Z")))
-                .valid_token(at("2026-11-29T10:21:00Z"))
-                .map(|c| c.issued_at),
-            Some(new.issued_at)
-        );
-        // Only foreign or absent Secrets: nothing to keep, a token is needed.
-        assert_eq!(shared_token(&states[2..], None), TargetSecret::Absent);
-        // Stale inputs everywhere: the plan sees them and asks for a new token.
-        let stale = CurrentToken { inputs_current: false, ..old };
-        let TargetSecret::Managed(Some(seen)) = shared_token(&[("a".to_owned(), TargetSecret::Managed(Some(stale)))], None) else {
-            panic!()
-        };
-        assert!(!seen.inputs_current);
+        let trusted = times("2026-11-29T10:00:00Z", "2026-11-29T10:30:00Z");
+        let TargetSecret::Managed(Some(shared)) = shared_token(&states, Some((trusted, true))) else { panic!() };
+        assert_eq!((shared.issued_at, shared.expires_at), (trusted.issued_at, trusted.expires_at));
+        assert!(shared.intact && shared.inputs_current);
+        let TargetSecret::Managed(Some(stale)) = shared_token(&states, Some((trusted, false))) else { panic!() };
+        assert!(!stale.inputs_current, "issued from other inputs: the plan asks for a new token");
+        // Nothing trusted (memory and store lost): a copy claiming a token does not count.
+        assert_eq!(shared_token(&states, None), TargetSecret::Managed(None));
+        assert_eq!(shared_token(&states[1..], None), TargetSecret::Absent);
+    }
+
+    #[test]
+    fn a_copy_counts_only_when_its_data_is_the_trusted_tokens() {
+        let current = times("2026-11-29T10:20:00Z", "2026-11-29T10:50:00Z");
+        let claims = |c: CurrentToken| TargetSecret::Managed(Some(c));
+        let same = token("2026-11-29T10:20:00Z", "2026-11-29T10:50:00Z");
+        assert_eq!(verify_copy(claims(same.clone()), current, || true, false), (claims(same.clone()), false));
+        // Consistent annotations, other data: tampered, not intact, so it is rewritten.
+        let (state, tampered) = verify_copy(claims(same.clone()), current, || false, false);
+        assert!(tampered && state.valid_token(at("2026-11-29T10:25:00Z")).is_none());
+        assert_eq!(namespace_need(&state, current), NamespaceNeed::Write);
+        // Rendered with an older template: rewritten, but nobody tampered with it.
+        let retemplated = CurrentToken { template_current: false, ..same };
+        assert!(!verify_copy(claims(retemplated), current, || false, false).1);
+        // A newer token than the operator issued, expiring in 2100: forged.
+        let (state, tampered) = verify_copy(claims(token("2026-11-29T10:40:00Z", "2100-01-01T00:00:00Z")), current, || true, false);
+        assert!(tampered && state.valid_token(at("2026-11-29T10:25:00Z")).is_none());
+        // An older token lags, valid until it expires, unless its data was edited.
+        let older = token("2026-11-29T10:00:00Z", "2026-11-29T10:30:00Z");
+        let (state, tampered) = verify_copy(claims(older.clone()), current, || false, false);
+        assert!(!tampered && state.valid_token(at("2026-11-29T10:25:00Z")).is_some());
+        let (state, tampered) = verify_copy(claims(older), current, || false, true);
+        assert!(tampered && state.valid_token(at("2026-11-29T10:25:00Z")).is_none());
+        assert_eq!(verify_copy(TargetSecret::Absent, current, || true, false), (TargetSecret::Absent, false));
     }
 
     #[test]
