@@ -571,3 +571,21 @@ async fn a_template_changed_while_the_operator_was_down_is_rendered_at_once_with
     assert!(!h.cluster_events("vendor").await.iter().any(|(_, r)| r == "SecretTampered"), "a new template is no tampering");
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_shorter_than_refresh_before_needs_is_reported_as_for_a_navigator_token() {
+    let mut h = Harness::new(LONG).await;
+    let label = h.ns.clone();
+    let namespaces = tenants(&h, &label, 1).await;
+    h.start_cluster_operator().await;
+    // Asks for 30m with refreshBefore 10m; the stand-in grants 10m.
+    let mut spec = selecting(&label);
+    support::merge(&mut spec, json!({"validity": "30m", "refreshBefore": "10m"}));
+    h.create_cluster_token("capped", spec).await;
+    all_hold(&h, &namespaces, 1).await;
+    wait_ready(&h, "capped", "True", "TokenValid").await;
+    assert!(h.cluster_has_event("capped", "Warning", "RefreshBeforeNotHonoured").await, "{:?}", h.cluster_events("capped").await);
+    let warnings = h.cluster_events("capped").await.into_iter().filter(|(_, reason)| reason == "RefreshBeforeNotHonoured").count();
+    assert_eq!(warnings, 1);
+    h.finish().await;
+}

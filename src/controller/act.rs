@@ -152,14 +152,9 @@ impl Actor<'_> {
         };
         let mut message =
             format!("Secret {} holds a token valid until {}", self.token.target_secret_name(), status::rfc3339(times.expires_at));
-        let misfit = refresh_before.filter(|_| !plan::honours_refresh_before(times.issued_at, times.expires_at, refresh_before));
-        if let Some(lead) = misfit {
-            message.push_str(&format!(
-                ". spec.refreshBefore {} is more than half the {} the endpoint granted, so it is refreshed at {} instead; lower refreshBefore or raise the client's token lifetime",
-                duration::format(lead),
-                duration::format(lifetime),
-                status::rfc3339(refresh_at)
-            ));
+        let misfit = status::refresh_before_misfit(times.issued_at, times.expires_at, refresh_before, refresh_at);
+        if let Some(note) = &misfit {
+            message.push_str(&format!(". {note}"));
         }
         status::set_ready(&mut status, self.previous, true, REASON_TOKEN_VALID, message.clone(), self.token.metadata.generation, self.now);
         let status_lifetime = status.granted_lifetime.clone();
@@ -171,7 +166,7 @@ impl Actor<'_> {
 
         // Once per change of the granted lifetime, not at every refresh.
         if misfit.is_some() && issued.is_some() && self.previous.and_then(|p| p.granted_lifetime.as_ref()) != status_lifetime.as_ref() {
-            self.event(EventType::Warning, "RefreshBeforeNotHonoured", &message).await;
+            self.event(EventType::Warning, status::REFRESH_BEFORE_NOT_HONOURED, &message).await;
         }
         let failures_before = self.previous.map_or(0, |s| s.consecutive_failures);
         let note = format!("token valid until {}", status::rfc3339(times.expires_at));

@@ -20,6 +20,27 @@ pub const CREDENTIALS_EXPIRING: &str = "CredentialsExpiring";
 
 /// Reason: spec.suspend.
 pub const REASON_SUSPENDED: &str = "Suspended";
+/// Event reason: the endpoint granted too short a lifetime for `spec.refreshBefore`.
+pub const REFRESH_BEFORE_NOT_HONOURED: &str = "RefreshBeforeNotHonoured";
+
+/// What Ready's message adds, and the Warning Event says, when `refreshBefore` is more than half
+/// the lifetime granted (`issued_at` to `expires_at`), so the refresh comes at `refresh_at`
+/// instead (see `plan::honours_refresh_before`); None when it fits.
+pub fn refresh_before_misfit(
+    issued_at: Timestamp,
+    expires_at: Timestamp,
+    refresh_before: Option<std::time::Duration>,
+    refresh_at: Timestamp,
+) -> Option<String> {
+    let lead = refresh_before.filter(|_| !super::plan::honours_refresh_before(issued_at, expires_at, refresh_before))?;
+    let lifetime: std::time::Duration = expires_at.duration_since(issued_at).try_into().unwrap_or_default();
+    Some(format!(
+        "spec.refreshBefore {} is more than half the {} the endpoint granted, so it is refreshed at {} instead; lower refreshBefore or raise the client's token lifetime",
+        crate::duration::format(lead),
+        crate::duration::format(lifetime),
+        rfc3339(refresh_at)
+    ))
+}
 
 /// The status once the token (`what`, e.g. "the token in Secret x") expired while a failure was
 /// backing off: no issuedAt, expiresAt or secretName any more; the failure count and the retry

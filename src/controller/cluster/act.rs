@@ -70,8 +70,8 @@ struct TokenPart {
     spread: bool,
     /// When to look again, as far as the token goes.
     requeue: Option<Timestamp>,
-    /// An Event to publish after the status write.
-    event: Option<(EventType, String, String)>,
+    /// Events to publish after the status write.
+    events: Vec<(EventType, String, String)>,
 }
 
 /// Why one namespace was not written.
@@ -204,15 +204,22 @@ impl ClusterActor<'_> {
         self.ctx.base.metrics.consecutive_failures.remove(self.labels);
         let failures_before = self.previous().map_or(0, |s| s.consecutive_failures);
         let note = format!("token valid until {}", status::rfc3339(times.expires_at));
-        let event = match issued {
+        let mut events = Vec::new();
+        match issued {
             Some(_) if failures_before > 0 => {
-                Some((EventType::Normal, "Recovered".to_owned(), format!("{note} after {failures_before} failed attempts")))
+                events.push((EventType::Normal, "Recovered".to_owned(), format!("{note} after {failures_before} failed attempts")))
             }
-            Some(IssueReason::Initial) => Some((EventType::Normal, "Issued".to_owned(), format!("issued a {note}"))),
-            _ => None,
-        };
+            Some(IssueReason::Initial) => events.push((EventType::Normal, "Issued".to_owned(), format!("issued a {note}"))),
+            _ => {}
+        }
+        // As for a NavigatorToken: once per change of the granted lifetime.
+        let misfit = status::refresh_before_misfit(times.issued_at, times.expires_at, refresh_before, refresh_at);
+        let lifetime_changed = self.previous().and_then(|p| p.granted_lifetime.as_ref()) != status.granted_lifetime.as_ref();
+        if let Some(misfit) = misfit.filter(|_| issued.is_some() && lifetime_changed) {
+            events.push((EventType::Warning, status::REFRESH_BEFORE_NOT_HONOURED.to_owned(), format!("{note}. {misfit}")));
+        }
         let requeue = Some(recheck_at.map_or(refresh_at, |at| at.min(refresh_at)));
-        TokenPart { status, verdict: None, current: Some(times), material, spread: true, requeue, event }
+        TokenPart { status, verdict: None, current: Some(times), material, spread: true, requeue, events }
     }
 
     /// A failed attempt, as a NavigatorToken records it: the token already in the Secrets stays.
@@ -227,7 +234,7 @@ impl ClusterActor<'_> {
         let current = self.observed.shared.valid_token(self.now);
         let failed = attempt.failed(current, self.secret_name, "the Secrets", (reason, message, class));
         self.ctx.base.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failed.status.consecutive_failures));
-        let event = failed.warn.then(|| (EventType::Warning, reason.to_owned(), message.to_owned()));
+        let events = failed.warn.then(|| (EventType::Warning, reason.to_owned(), message.to_owned())).into_iter().collect();
         // A transient failure still hands the valid token to new namespaces; a block does not.
         let material = self.trusted(failed.still_valid);
         TokenPart {
@@ -237,7 +244,7 @@ impl ClusterActor<'_> {
             material,
             spread: failed.still_valid.is_some(),
             requeue: failed.requeue,
-            event,
+            events,
         }
     }
 
@@ -247,18 +254,18 @@ impl ClusterActor<'_> {
         let mut status = previous.cloned().unwrap_or_default();
         let ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY));
         let current = self.current_times();
-        let (verdict, event) = if lapsed {
+        let (verdict, events) = if lapsed {
             let (without_token, reason, message) = status::lapsed(previous, "the token");
             status = without_token;
-            (Some((false, reason, message.clone())), Some((EventType::Warning, "TokenExpired".to_owned(), message)))
+            (Some((false, reason, message.clone())), vec![(EventType::Warning, "TokenExpired".to_owned(), message)])
         } else {
             // The token's own trouble (a failure backing off) keeps its Ready; else the namespaces say.
             let failing = status.consecutive_failures > 0;
-            (ready.filter(|_| failing).map(|c| (c.status == "True", c.reason.clone(), c.message.clone())), None)
+            (ready.filter(|_| failing).map(|c| (c.status == "True", c.reason.clone(), c.message.clone())), Vec::new())
         };
         let spread = verdict.as_ref().is_none_or(|(ok, ..)| *ok);
         let material = self.trusted(current);
-        TokenPart { status, verdict, current, material, spread, requeue: retry_at, event }
+        TokenPart { status, verdict, current, material, spread, requeue: retry_at, events }
     }
 
     fn suspended(&self) -> TokenPart {
@@ -272,14 +279,14 @@ impl ClusterActor<'_> {
         };
         let verdict = Some((current.is_some(), REASON_SUSPENDED.to_owned(), message));
         let material = self.trusted(current);
-        TokenPart { status, verdict, current, material, spread: true, requeue: current.map(|c| c.expires_at), event: None }
+        TokenPart { status, verdict, current, material, spread: true, requeue: current.map(|c| c.expires_at), events: Vec::new() }
     }
 
     /// Nothing to request: no namespace is selected, or every one holds someone else's Secret.
     fn idle(&self) -> TokenPart {
         let mut status = self.previous().cloned().unwrap_or_default();
         status.observed_generation = self.cnvt.metadata.generation;
-        TokenPart { status, verdict: None, current: None, material: None, spread: true, requeue: None, event: None }
+        TokenPart { status, verdict: None, current: None, material: None, spread: true, requeue: None, events: Vec::new() }
     }
 
     /// Writes the current token to every selected namespace that lacks it (bounded concurrency),
@@ -444,7 +451,7 @@ impl ClusterActor<'_> {
         if self.cnvt.status.as_ref() != Some(&status) {
             self.apply_status(&status).await?;
         }
-        if let Some((type_, reason, note)) = &part.event {
+        for (type_, reason, note) in &part.events {
             self.event(*type_, reason, note).await;
         }
         if let Some(note) = api_token::expiring_warning(&status.token, previous) {
