@@ -9,6 +9,7 @@ pub mod crd;
 pub mod duration;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod kubeconfig;
 pub mod leader;
 pub mod metrics;
 pub mod plugin;

@@ -237,7 +237,7 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let admin_listener = bind_admin(args.admin_addr).await?;
     let proxy = args.proxy.egress_proxy()?;
     let metrics = Arc::new(Metrics::default());
-    let config = kube::Config::infer().await.context("no Kubernetes configuration (kubeconfig or in-cluster)")?;
+    let config = navigator_token_operator::kubeconfig::load(None).await?;
     let counter = ApiCounter::new(metrics.kube_api_requests.clone());
     let client = api_counter::client(config.clone(), counter.clone())?;
     if args.install_crd {

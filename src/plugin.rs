@@ -13,8 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::config::KubeConfigOptions;
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::controller::secret::{is_ours, is_recorded_token, written_for_cluster};
@@ -139,16 +138,7 @@ async fn run(args: PluginArgs, out: &mut String) -> anyhow::Result<()> {
 
 /// A client for the kubeconfig context (as kubectl picks it) and the namespace to use.
 async fn connect(context: Option<&str>, namespace: Option<String>) -> anyhow::Result<(Client, String)> {
-    let config = match context {
-        Some(context) => {
-            let options = KubeConfigOptions { context: Some(context.to_owned()), ..KubeConfigOptions::default() };
-            Config::from_kubeconfig(&options).await.map_err(|e| anyhow!("cannot use the kubeconfig context {context:?}: {e}"))?
-        }
-        // The cause's own text names the files it tried; its chain would repeat it.
-        None => Config::infer()
-            .await
-            .map_err(|e| anyhow!("no Kubernetes configuration (set KUBECONFIG or create ~/.kube/config, as for kubectl): {e}"))?,
-    };
+    let config = crate::kubeconfig::load(context).await?;
     let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
     Ok((Client::try_from(config).context("cannot create a Kubernetes client")?, namespace))
 }

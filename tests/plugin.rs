@@ -522,3 +522,30 @@ async fn inspect_with_cluster_shows_the_token_in_the_given_namespace_only_if_wri
     assert_eq!(foreign.trim(), r#"error: Secret team-a/vendor-token was not written for ClusterNavigatorToken "vendor""#);
     assert!(!foreign.contains("someone-elses-signature"), "{foreign}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_in_the_environment_is_not_used_for_a_loopback_api_server_as_with_kubectl() {
+    let cluster = Cluster::start("proxy-env").await;
+    cluster.token("team-a", "ready", json!({}), ready_status());
+    // A "proxy" that takes connections and drops them: going through it fails the command.
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let dropper = tokio::spawn(async move {
+        while let Ok((connection, _)) = proxy.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(connection);
+        }
+    });
+    // The test API server is plain http on 127.0.0.1: Go (and so kubectl) proxies neither.
+    for (name, value) in [("HTTPS_PROXY", proxy_url.as_str()), ("HTTP_PROXY", proxy_url.as_str())] {
+        let mut command = tokio::process::Command::new(BIN);
+        command.args(["nvt", "status", "ready"]).env("KUBECONFIG", cluster.dir.join("kubeconfig")).env(name, value).env("NO_PROXY", "");
+        let output = command.env_remove("KUBERNETES_SERVICE_HOST").env_remove("RUST_BACKTRACE").output().await.unwrap();
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        assert_eq!(field(&stdout(&output), "Ready").split(' ').next(), Some("True"));
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing went through the proxy");
+    dropper.abort();
+}

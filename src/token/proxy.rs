@@ -86,18 +86,35 @@ impl EgressProxy {
 
     /// Whether a request to `url` goes through the proxy.
     pub fn applies_to(&self, url: &Url) -> bool {
-        if url.scheme() != "https" {
-            return false;
-        }
-        let Some(host) = url.host_str() else { return false };
+        url.scheme() == "https" && !self.bypassed_by(url)
+    }
+
+    /// True when `url` is never proxied: its host is loopback, or `NO_PROXY` names it.
+    fn bypassed_by(&self, url: &Url) -> bool {
+        let Some(host) = url.host_str() else { return true };
         let host = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.').to_ascii_lowercase();
         let ip = host.parse::<IpAddr>().ok();
         if host == "localhost" || ip.is_some_and(|ip| ip.is_loopback()) {
-            return false;
+            return true;
         }
         let port = url.port_or_known_default();
-        !self.no_proxy.iter().any(|entry| entry.matches(&host, ip, port))
+        self.no_proxy.iter().any(|entry| entry.matches(&host, ip, port))
     }
+}
+
+/// The proxy Go's `http.ProxyFromEnvironment` picks for a request to `target`, and so kubectl's
+/// for its API server: `HTTPS_PROXY` for https, `HTTP_PROXY` for http, none for a loopback host
+/// or one that `NO_PROXY` names (matched against the target, never the proxy). Read via `env`.
+pub fn from_environment(target: &Url, env: impl Fn(&str) -> Option<String>) -> Result<Option<Url>, String> {
+    let names: &[&str] = match target.scheme() {
+        "https" => &["HTTPS_PROXY", "https_proxy"],
+        "http" => &["HTTP_PROXY", "http_proxy"],
+        _ => return Ok(None),
+    };
+    let first_set = |names: &[&str]| names.iter().filter_map(|n| env(n)).find(|v| !v.trim().is_empty());
+    let Some(proxy) = first_set(names) else { return Ok(None) };
+    let proxy = EgressProxy::parse(&proxy, &first_set(&["NO_PROXY", "no_proxy"]).unwrap_or_default())?;
+    Ok((!proxy.bypassed_by(target)).then_some(proxy.url))
 }
 
 impl NoProxyEntry {
@@ -188,6 +205,33 @@ mod tests {
 
     fn proxied(no_proxy: &str, url: &str) -> bool {
         EgressProxy::parse("proxy.corp:3128", no_proxy).unwrap().applies_to(&Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn the_api_servers_proxy_is_chosen_as_go_and_kubectl_choose_it() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        };
+        let pick = |server: &str, vars: &'static [(&'static str, &'static str)]| {
+            from_environment(&Url::parse(server).unwrap(), env(vars)).unwrap().map(|u| u.to_string())
+        };
+        let https = &[("HTTPS_PROXY", "http://proxy.corp:3128"), ("HTTP_PROXY", "http://plain.corp:8080")];
+        assert_eq!(pick("https://api.corp:6443", https).as_deref(), Some("http://proxy.corp:3128/"));
+        // Loopback never goes through a proxy, whatever NO_PROXY says.
+        assert_eq!(pick("https://127.0.0.1:6443", https), None);
+        assert_eq!(pick("https://[::1]:6443", https), None);
+        assert_eq!(pick("https://localhost:6443", https), None);
+        // `kubectl proxy` serves plain http: HTTP_PROXY applies, not HTTPS_PROXY.
+        assert_eq!(pick("http://api.corp:8001", https).as_deref(), Some("http://plain.corp:8080/"));
+        assert_eq!(pick("http://api.corp:8001", &[("HTTPS_PROXY", "http://proxy.corp:3128")]), None);
+        // NO_PROXY is matched against the API server, not the proxy.
+        let bypass = &[("HTTPS_PROXY", "http://proxy.corp:3128"), ("NO_PROXY", "api.corp,10.0.0.0/8")];
+        assert_eq!(pick("https://api.corp:6443", bypass), None);
+        assert_eq!(pick("https://10.1.2.3:6443", bypass), None);
+        assert!(pick("https://kind.example:6443", bypass).is_some());
+        let proxy_named = &[("HTTPS_PROXY", "http://proxy.corp:3128"), ("NO_PROXY", "proxy.corp")];
+        assert!(pick("https://api.corp:6443", proxy_named).is_some(), "naming the proxy in NO_PROXY bypasses nothing else");
+        assert_eq!(pick("https://api.corp:6443", &[]), None);
     }
 
     #[test]
