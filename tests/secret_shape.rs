@@ -196,3 +196,77 @@ async fn missing_or_forbidden_rollout_targets_are_reported_and_never_block_the_t
     assert_eq!(restarted_at(&h, "present"), None);
     h.finish().await;
 }
+
+/// The issue time the Secret records (the token the workloads should run with).
+async fn secret_issued_at(h: &Harness, name: &str) -> Option<String> {
+    h.secrets().get_opt(name).await.unwrap()?.metadata.annotations?.get("navigator.dev/issued-at").cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_owed_when_the_operator_crashed_is_replayed_once_and_never_twice() {
+    let mut h = Harness::new(LONG).await;
+    let Some(api) = h.api.clone() else { return h.finish().await };
+    api.insert(deployment(&h.ns, "reads-env"));
+    h.start_operator();
+    h.create_token("rolling", json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "reads-env"}]})).await;
+    h.wait_until("restarted for the first token", Duration::from_secs(20), || async { restarted_at(&h, "reads-env").is_some() }).await;
+
+    // A new token reaches the Secret, but neither the patch nor the status write gets through
+    // before the operator dies.
+    api.forbid("patch", "deployments");
+    api.forbid("patch", "navigatortokens/status");
+    // Issue times have whole seconds: the new token's must differ from the first one's.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    force_refresh(&h, "rolling", "1").await;
+    h.wait_for_token_in_secret("rolling", 2).await;
+    h.crash_operator().await;
+    let second = secret_issued_at(&h, "rolling").await.unwrap();
+    assert_ne!(restarted_at(&h, "reads-env").as_deref(), Some(second.as_str()), "not restarted for the new token yet");
+
+    api.allow_all();
+    h.start_operator();
+    h.wait_until("restarted for the new token", Duration::from_secs(20), || async {
+        restarted_at(&h, "reads-env").as_deref() == Some(second.as_str())
+    })
+    .await;
+    h.wait_until("status records it", Duration::from_secs(20), || async {
+        let status = h.token("rolling").await.status.unwrap_or_default();
+        status.conditions.iter().any(|c| c.type_ == "RolloutsRestarted" && c.status == "True" && c.message.ends_with(&second))
+    })
+    .await;
+    assert_eq!(h.api_counts().get("patch", "deployments"), 1, "replayed once");
+    assert_eq!(h.tokens.request_count(), 2, "no token request for a replay");
+
+    // Done for this token: another restart of the operator restarts nothing.
+    h.stop_operator().await;
+    h.start_operator();
+    h.wait_synced().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.api_counts().get("patch", "deployments"), 0, "never twice for the same token");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_patch_that_fails_transiently_is_retried_until_done() {
+    use testkit::apiserver::{Fault, FaultKind};
+    let mut h = Harness::new(LONG).await;
+    let Some(api) = h.api.clone() else { return h.finish().await };
+    api.insert(deployment(&h.ns, "reads-env"));
+    // A 500 (kube itself retries 429, 503 and 504).
+    api.inject(Fault::new(Some("patch"), Some("deployments"), FaultKind::Status(500), 1));
+    h.start_operator();
+    h.create_token("rolling", json!({"rolloutRestartTargets": [{"kind": "Deployment", "name": "reads-env"}]})).await;
+    h.wait_for_token_in_secret("rolling", 1).await;
+    h.wait_until("the failure in status", Duration::from_secs(20), || async {
+        let status = h.token("rolling").await.status.unwrap_or_default();
+        status.conditions.iter().any(|c| c.type_ == "RolloutsRestarted" && c.reason == "RolloutRestartFailed")
+    })
+    .await;
+    assert_eq!(restarted_at(&h, "reads-env"), None);
+    // The first replay comes 30 s after the failure.
+    let issued_at = secret_issued_at(&h, "rolling").await;
+    h.wait_until("restarted on a retry", Duration::from_secs(45), || async { restarted_at(&h, "reads-env") == issued_at }).await;
+    assert_eq!(h.api_counts().get("patch", "deployments"), 2);
+    assert_eq!(h.tokens.request_count(), 1);
+    h.finish().await;
+}

@@ -138,6 +138,10 @@ impl Actor<'_> {
         {
             return self.fail(failure.reason, &failure.message, failure.retry_class()).await;
         }
+        // A restart owed for this token and not done (a crash, a failed patch) is replayed.
+        if issued.is_none() {
+            self.replay_owed_rollouts(&status::rfc3339(times.issued_at)).await;
+        }
         let refresh_at = plan::refresh_at(times.issued_at, times.expires_at, refresh_before, jitter_seed(self.token));
         let lifetime: Duration = times.expires_at.duration_since(times.issued_at).try_into().unwrap_or_default();
         let mut status = NavigatorTokenStatus {
@@ -175,8 +179,10 @@ impl Actor<'_> {
         } else if issued == Some(IssueReason::Initial) {
             self.event(EventType::Normal, "Issued", &format!("issued a {note}")).await;
         }
-        // Keep's plan may look again sooner than the refresh (periodic re-check).
-        Ok(requeue_at(Some(recheck_at.map_or(refresh_at, |at| at.min(refresh_at))), self.now))
+        // Keep's plan may look again sooner than the refresh (periodic re-check), and so may a
+        // restart still owed.
+        let next = recheck_at.map_or(refresh_at, |at| at.min(refresh_at));
+        Ok(requeue_at(Some(self.rollout_replay_at().map_or(next, |at| at.min(next))), self.now))
     }
 
     /// Records a failed attempt: status, the failure gauge, one Warning Event per episode, and

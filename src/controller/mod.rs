@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
@@ -83,6 +84,9 @@ struct PerToken {
     /// Rotated refresh tokens not yet in their Secret, with the fingerprint of their chain's
     /// seed (see `refresh_store`): the newest, and the only copy until written.
     pending_refresh: Mutex<HashMap<ObjectRef<NavigatorToken>, (String, Sensitive)>>,
+    /// When a rollout restart that failed is due to be replayed (see `rollout`); after a
+    /// restart of the operator, at once.
+    rollout_replay: Mutex<HashMap<ObjectRef<NavigatorToken>, Timestamp>>,
 }
 
 impl PerToken {
@@ -90,6 +94,7 @@ impl PerToken {
         self.unstored.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         self.lagging.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         self.pending_refresh.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        self.rollout_replay.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 }
 

@@ -2,10 +2,20 @@
 //! each new token, by setting an annotation on their pod template (as `kubectl rollout restart`
 //! does). One patch per target per new token; the annotation's value is the token's issue time,
 //! so a repeated patch for the same token changes nothing.
+//!
+//! The restart owed for a token is recorded in the `RolloutsRestarted` condition (True names
+//! the token it was done for) and replayed until done: after a crash between the Secret write
+//! and the patches (status still describes the older token), and after a failed patch, with a
+//! backoff (transient failures from 30 s up to 5 min; a missing target or missing RBAC every
+//! 10 min, or at once on a spec change).
 
+use std::time::Duration;
+
+use jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 use tracing::warn;
 
@@ -18,12 +28,54 @@ use crate::crd::{NavigatorTokenStatus, RolloutKind, RolloutTarget};
 /// Annotation set on the pod template of each rollout target.
 pub const RESTARTED_AT_ANNOTATION: &str = "navigator.dev/restarted-at";
 
+/// Shortest wait before replaying a restart whose patch failed transiently.
+const REPLAY_MIN: Duration = Duration::from_secs(30);
+/// Longest such wait.
+const REPLAY_MAX: Duration = Duration::from_secs(300);
+
 /// What restarting the targets for one new token came to.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct RolloutOutcome {
     ok: bool,
     reason: &'static str,
     message: String,
+}
+
+/// The message of a successful restart: it names the token, so status records what was done.
+fn done_message(count: usize, stamp: &str) -> String {
+    format!("restarted {count} workload(s) for the token issued at {stamp}")
+}
+
+/// True when `previous` status owes the targets a restart for the token issued at `stamp`: the
+/// last attempt failed, or the token is newer than status knows (the operator stopped between
+/// writing the Secret and the patches). Targets added for a token already described by status
+/// are owed nothing: they started after it.
+pub(super) fn owed(previous: Option<&NavigatorTokenStatus>, stamp: &str) -> bool {
+    let Some(previous) = previous else { return true };
+    match previous.conditions.iter().find(|c| c.type_ == ROLLOUTS_RESTARTED) {
+        Some(c) if c.status == "True" => !c.message.ends_with(&format!("issued at {stamp}")),
+        Some(_) => true,
+        None => previous.issued_at.as_deref() != Some(stamp),
+    }
+}
+
+impl RolloutOutcome {
+    /// When to replay a failed restart: a person must act on a missing target or missing RBAC
+    /// (slow retry); else a backoff that grows with the time the failure has lasted
+    /// (`failing_since`, the condition's last transition).
+    pub(super) fn replay_at(&self, failing_since: Option<Timestamp>, now: Timestamp) -> Option<Timestamp> {
+        if self.ok {
+            return None;
+        }
+        let delay = match self.reason {
+            "Forbidden" | "TargetNotFound" => super::plan::SLOW_RETRY,
+            _ => {
+                let lasted: Duration = failing_since.map_or(Duration::ZERO, |t| now.duration_since(t).try_into().unwrap_or_default());
+                lasted.clamp(REPLAY_MIN, REPLAY_MAX)
+            }
+        };
+        Some(super::plan::add(now, delay))
+    }
 }
 
 impl Actor<'_> {
@@ -42,11 +94,7 @@ impl Actor<'_> {
         }
         let what = |t: &RolloutTarget| format!("{:?} {}", t.kind, t.name);
         let outcome = match problems.first() {
-            None => RolloutOutcome {
-                ok: true,
-                reason: "Restarted",
-                message: format!("restarted {} workload(s) for the token issued at {stamp}", targets.len()),
-            },
+            None => RolloutOutcome { ok: true, reason: "Restarted", message: done_message(targets.len(), stamp) },
             Some((target, kube::Error::Api(s))) if s.code == 403 => RolloutOutcome {
                 ok: false,
                 reason: "Forbidden",
@@ -76,6 +124,38 @@ impl Actor<'_> {
             }
         }
         self.rollout = Some(outcome);
+    }
+
+    /// Replays the restart owed for the token issued at `stamp`, if one is owed and its backoff
+    /// has passed.
+    pub(super) async fn replay_owed_rollouts(&mut self, stamp: &str) {
+        let due =
+            self.ctx.per_token.rollout_replay.lock().unwrap_or_else(|p| p.into_inner()).get(&ObjectRef::from_obj(self.token)).copied();
+        if self.rollout.is_none() && owed(self.previous, stamp) && due.is_none_or(|at| at <= self.now) {
+            self.restart_rollouts(stamp).await;
+        }
+    }
+
+    /// When to replay a restart still owed, if any: this reconcile's failure sets it, and it is
+    /// remembered for the reconciles in between (a status write triggers one at once), whose
+    /// requeue would otherwise replace it.
+    pub(super) fn rollout_replay_at(&self) -> Option<Timestamp> {
+        let key = ObjectRef::from_obj(self.token);
+        let mut replays = self.ctx.per_token.rollout_replay.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(outcome) = &self.rollout {
+            let previous = self.previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == ROLLOUTS_RESTARTED));
+            let failing_since = previous.filter(|c| c.status == "False").map(|c| c.last_transition_time.0);
+            match outcome.replay_at(failing_since, self.now) {
+                Some(at) => replays.insert(key.clone(), at),
+                None => replays.remove(&key),
+            };
+        }
+        match replays.get(&key).copied() {
+            Some(at) if at > self.now => Some(at),
+            // Due and not replayed: nothing is owed any more.
+            Some(_) => replays.remove(&key).and(None),
+            None => None,
+        }
     }
 
     /// Puts the `RolloutsRestarted` condition into a status about to be written: this

@@ -319,6 +319,14 @@ impl Harness {
         }
     }
 
+    /// Kills the operator as a crash would: nothing in flight is finished or flushed.
+    pub async fn crash_operator(&mut self) {
+        if let Some((_, task)) = self.operator.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// Waits until the operator's caches have listed everything.
     pub async fn wait_synced(&self) {
         let synced = self.synced.clone();
