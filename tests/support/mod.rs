@@ -305,8 +305,14 @@ impl Harness {
         let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), "default");
         let selector = format!("regarding.kind=ClusterNavigatorToken,regarding.name={name}");
         let list = api.list(&ListParams::default().fields(&selector)).await.expect("list events");
-        let mut events: Vec<(String, String)> =
-            list.items.into_iter().map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default())).collect();
+        // On a shared cluster an earlier test's object of the same name left Events too.
+        let uid = self.cluster_tokens().get_opt(name).await.expect("get ClusterNavigatorToken").and_then(|c| c.metadata.uid);
+        let mut events: Vec<(String, String)> = list
+            .items
+            .into_iter()
+            .filter(|e| uid.is_none() || e.regarding.as_ref().and_then(|r| r.uid.as_ref()) == uid.as_ref())
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .collect();
         events.sort();
         events
     }
