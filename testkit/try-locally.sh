@@ -13,7 +13,8 @@ cd "$root"
 
 if [[ "${1:-}" != --inside ]]; then
   echo "==> building the operator and the token endpoint stand-in" >&2
-  cargo build --quiet --bin navigator-token-operator --bin token-endpoint
+  cargo build --quiet --bin navigator-token-operator
+  cargo build --quiet -p testkit --bin token-endpoint
   exec testkit/control-plane/run.sh -- "$0" --inside
 fi
 

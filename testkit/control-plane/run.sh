@@ -76,7 +76,8 @@ stop() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
-  if [[ $status -ne 0 && -z "${KEEP_LOGS:-}" ]]; then
+  # A failure shows the servers' last words; Ctrl-C (130) is a normal stop.
+  if [[ $status -ne 0 && $status -ne 130 ]]; then
     for log in "$dir"/*.log; do
       [[ -f "$log" ]] && { echo "--- last lines of $(basename "$log")" >&2; tail -n 15 "$log" >&2; }
     done
