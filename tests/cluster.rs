@@ -589,3 +589,29 @@ async fn a_grant_shorter_than_refresh_before_needs_is_reported_as_for_a_navigato
     assert_eq!(warnings, 1);
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_namespaces_that_do_not_exist_are_reported_without_warnings() {
+    let mut h = Harness::new(LONG).await;
+    let present = unique_namespace();
+    h.create_namespace(&present, &[]).await;
+    let absent = unique_namespace();
+    h.start_cluster_operator().await;
+    h.create_cluster_token("vendor", json!({"target": {"secretName": "vendor-token", "namespaces": [present, absent]}})).await;
+    h.wait_until("the missing namespace in status", WAIT, || async {
+        h.cluster_status("vendor").await.is_some_and(|s| s.missing_namespaces == [absent.clone()])
+    })
+    .await;
+    let status = h.cluster_status("vendor").await.unwrap();
+    assert_eq!(status.namespaces.map(|c| (c.selected, c.written, c.missing)), Some((1, 1, 1)));
+    assert!(h.cluster_events("vendor").await.iter().all(|(kind, _)| kind != "Warning"), "no Warning for a namespace not created yet");
+
+    // Created later: it gets the token, and status stops naming it.
+    h.create_namespace(&absent, &[]).await;
+    all_hold(&h, &[present, absent], 1).await;
+    h.wait_until("nothing missing", WAIT, || async {
+        h.cluster_status("vendor").await.is_some_and(|s| s.missing_namespaces.is_empty() && s.namespaces.is_some_and(|c| c.missing == 0))
+    })
+    .await;
+    h.finish().await;
+}

@@ -115,6 +115,10 @@ pub struct ClusterNavigatorTokenStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 10))]
     pub namespace_failures: Vec<NamespaceFailure>,
+    /// The first few namespaces named in spec.target.namespaces that do not exist (namespaces.missing counts them all); each gets the Secret once it is created.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub missing_namespaces: Vec<String>,
 }
 
 /// Counts of the selected namespaces.
@@ -127,6 +131,13 @@ pub struct NamespaceCounts {
     pub written: u32,
     /// Selected namespaces whose Secret could not be written (see namespaceFailures).
     pub failed: u32,
+    /// Namespaces named in spec.target.namespaces that do not exist (see missingNamespaces).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub missing: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A namespace whose Secret could not be written.

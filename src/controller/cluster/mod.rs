@@ -305,6 +305,8 @@ pub(super) struct Observation {
     pub(super) tampered: BTreeSet<String>,
     /// Namespaces being deleted (never written, never cleaned up: they go anyway).
     pub(super) terminating: BTreeSet<String>,
+    /// Namespaces named in the spec that do not exist, sorted.
+    pub(super) missing: Vec<String>,
     /// The inputs fingerprint (or, when blocked, a fingerprint of the block).
     pub(super) inputs_fp: String,
     /// Inputs and operator settings, kept in status on failure.
@@ -334,6 +336,7 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
     let infos = ctx.namespace_infos();
     let terminating: BTreeSet<String> = infos.iter().filter(|ns| ns.terminating).map(|ns| ns.name.clone()).collect();
     let selection = plan::selected_namespaces(&cnvt.spec.target, &infos).map_err(|message| Blocked { reason: "InvalidSpec", message });
+    let missing = plan::missing_namespaces(&cnvt.spec.target, &infos);
     let credentials = ctx.read_credentials(cnvt);
     let refresh_before = parse_duration(cnvt.spec.refresh_before.as_deref(), "refreshBefore");
     let validity = parse_duration(cnvt.spec.validity.as_deref(), "validity");
@@ -385,7 +388,7 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
         jitter_seed: token_plan::jitter_seed(cnvt.metadata.uid.as_deref().unwrap_or_default()),
     };
     let decision = token_plan::decide(&observed, now);
-    let observation = Observation { states, tampered, terminating, inputs_fp, attempt_fp, shared, trusted };
+    let observation = Observation { states, tampered, terminating, missing, inputs_fp, attempt_fp, shared, trusted };
     let mut actor =
         ClusterActor { cnvt, ctx, view: &view, now, labels: &labels, observed: &observation, secret_name: &secret_name, issued_with: None };
     actor.act(decision, inputs).await

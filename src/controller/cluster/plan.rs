@@ -48,6 +48,13 @@ pub fn selected_namespaces(target: &ClusterTarget, namespaces: &[NamespaceInfo])
     Ok(chosen.map(|ns| ns.name.clone()).collect())
 }
 
+/// The namespaces `spec.target.namespaces` names that do not exist, sorted.
+pub fn missing_namespaces(target: &ClusterTarget, namespaces: &[NamespaceInfo]) -> Vec<String> {
+    let existing: BTreeSet<&str> = namespaces.iter().map(|ns| ns.name.as_str()).collect();
+    let named: BTreeSet<&String> = target.namespaces.iter().filter(|name| !existing.contains(name.as_str())).collect();
+    named.into_iter().cloned().collect()
+}
+
 /// The token the plan decides on: the one this object issued last, as the operator trusts it
 /// (`trusted`: its times, and whether it was issued from the current inputs), from memory or the
 /// store, never from a namespace's copy, which its tenant can write. Without one, a Secret of
@@ -167,7 +174,7 @@ pub fn summarize(outcomes: &BTreeMap<String, NamespaceOutcome>, secret: &str, ex
             _ => None,
         })
         .collect();
-    let counts = NamespaceCounts { selected, written, failed: failed_list.len() as u32 };
+    let counts = NamespaceCounts { selected, written, failed: failed_list.len() as u32, missing: 0 };
     let without_token: Vec<&String> = outcomes
         .iter()
         .filter(|(_, o)| match o {
@@ -252,6 +259,7 @@ mod tests {
         ];
         let chosen: Vec<String> = selected_namespaces(&target, &all).unwrap().into_iter().collect();
         assert_eq!(chosen, ["a", "named"]);
+        assert_eq!(missing_namespaces(&target, &all), ["missing"]);
         let bad: ClusterTarget =
             serde_json::from_value(serde_json::json!({"namespaceSelector": {"matchExpressions": [{"key": "k", "operator": "Bogus"}]}}))
                 .unwrap();
@@ -323,7 +331,7 @@ mod tests {
         let mut outcomes: BTreeMap<String, NamespaceOutcome> =
             ["a", "b", "c"].iter().map(|n| ((*n).to_owned(), NamespaceOutcome::Current)).collect();
         let all = summarize(&outcomes, "tok", expiry, now);
-        assert_eq!(all.counts, NamespaceCounts { selected: 3, written: 3, failed: 0 });
+        assert_eq!(all.counts, NamespaceCounts { selected: 3, written: 3, failed: 0, missing: 0 });
         assert_eq!((all.ready.0, all.ready.1.as_str()), (true, "TokenValid"));
 
         outcomes.insert("b".into(), NamespaceOutcome::Lagging(at("2026-11-29T10:30:00Z")));
@@ -336,7 +344,7 @@ mod tests {
 
         outcomes.insert("b".into(), NamespaceOutcome::Failed("SecretConflict".into(), "foreign".into(), None));
         let conflict = summarize(&outcomes, "tok", expiry, now);
-        assert_eq!(conflict.counts, NamespaceCounts { selected: 3, written: 2, failed: 1 });
+        assert_eq!(conflict.counts, NamespaceCounts { selected: 3, written: 2, failed: 1, missing: 0 });
         assert_eq!((conflict.ready.0, conflict.ready.1.as_str()), (false, "SecretConflict"));
         assert_eq!(
             conflict.failures,
