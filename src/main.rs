@@ -236,6 +236,26 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
     let admin_listener = bind_admin(args.admin_addr).await?;
     let proxy = args.proxy.egress_proxy()?;
+    let namespaces: Vec<Option<String>> = if args.namespaces.iter().all(|n| n.trim().is_empty()) {
+        vec![None]
+    } else {
+        args.namespaces.iter().map(|n| n.trim()).filter(|n| !n.is_empty()).map(|n| Some(n.to_owned())).collect()
+    };
+    // ClusterNavigatorTokens write into any namespace: only an operator watching all of them runs them.
+    let cluster = (args.cluster_tokens && namespaces == [None]).then(|| {
+        let mut allowed: Vec<String> =
+            args.cluster_credentials_namespace.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
+        if allowed.is_empty() {
+            allowed.extend(std::env::var("POD_NAMESPACE").ok().filter(|n| !n.trim().is_empty()));
+        }
+        ClusterSettings { credentials_namespaces: allowed }
+    });
+    info!(cluster_credentials_namespaces = ?cluster.as_ref().map(|c| &c.credentials_namespaces), "ClusterNavigatorTokens");
+    if cluster.as_ref().is_some_and(|c| c.credentials_namespaces.is_empty()) {
+        warn!(
+            "ClusterNavigatorTokens are on but no namespace may hold their credentials, so every one is refused (CredentialsNamespaceNotAllowed): start with --cluster-credentials-namespace NAMESPACE (in a pod, POD_NAMESPACE is the default)"
+        );
+    }
     let metrics = Arc::new(Metrics::default());
     let config = navigator_token_operator::kubeconfig::load(None).await?;
     let counter = ApiCounter::new(metrics.kube_api_requests.clone());
@@ -271,21 +291,6 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     // From here on this replica reconciles (the process exits when it stops leading).
     metrics.leader.set(1);
-    let namespaces: Vec<Option<String>> = if args.namespaces.iter().all(|n| n.trim().is_empty()) {
-        vec![None]
-    } else {
-        args.namespaces.iter().map(|n| n.trim()).filter(|n| !n.is_empty()).map(|n| Some(n.to_owned())).collect()
-    };
-    // ClusterNavigatorTokens write into any namespace: only an operator watching all of them runs them.
-    let cluster = (args.cluster_tokens && namespaces == [None]).then(|| {
-        let mut allowed: Vec<String> =
-            args.cluster_credentials_namespace.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect();
-        if allowed.is_empty() {
-            allowed.extend(std::env::var("POD_NAMESPACE").ok().filter(|n| !n.trim().is_empty()));
-        }
-        ClusterSettings { credentials_namespaces: allowed }
-    });
-    info!(cluster_credentials_namespaces = ?cluster.as_ref().map(|c| &c.credentials_namespaces), "ClusterNavigatorTokens");
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(namespaces.len()));
     let controllers = namespaces.into_iter().map(|namespace| {
         let settings = Settings {

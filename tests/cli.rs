@@ -172,3 +172,13 @@ fn an_unusable_proxy_stops_the_token_command_without_showing_its_password() {
     assert!(stderr.contains("socks5") && stderr.contains("HTTPS_PROXY"), "{stderr}");
     assert!(!stderr.contains("pr0xy-pa55"), "{stderr}");
 }
+
+#[test]
+fn cluster_tokens_without_a_credentials_namespace_are_warned_about_at_start() {
+    let output = run_without_cluster(&["--admin-addr", "127.0.0.1:0"], &[("POD_NAMESPACE", "")]);
+    let logs = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("WARN") && logs.contains("--cluster-credentials-namespace NAMESPACE"), "{logs}");
+    let allowed = run_without_cluster(&["--admin-addr", "127.0.0.1:0", "--cluster-credentials-namespace", "ops"], &[]);
+    let logs = String::from_utf8_lossy(&allowed.stdout).into_owned() + &String::from_utf8_lossy(&allowed.stderr);
+    assert!(!logs.contains("--cluster-credentials-namespace NAMESPACE"), "{logs}");
+}
