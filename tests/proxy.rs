@@ -113,6 +113,7 @@ async fn hosts_in_no_proxy_are_reached_directly() {
     // Directly, the .test name does not resolve: a connection error, not a proxy error.
     let error = issue(&client(&proxy.url(), ".test"), &server).await.unwrap_err();
     assert_eq!(error.reason(), "ConnectionFailed", "{error}");
+    assert!(error.to_string().contains("(direct: NO_PROXY or a loopback host exempts it from the proxy)"), "{error}");
     assert!(proxy.requests().is_empty());
 }
 

@@ -199,6 +199,10 @@ async fn broken_connections_are_bounded_and_classified() {
     let refused = client().issue(&req).await.unwrap_err();
     assert_eq!(refused.reason(), "ConnectionFailed", "{refused}");
     assert_eq!(refused.retry_class(), RetryClass::Transient);
+    // Where it tried to connect, whether through a proxy, and what to check.
+    let message = refused.to_string();
+    assert!(message.contains(&format!("127.0.0.1:{port} (direct, no proxy set)")), "{message}");
+    assert!(message.contains("DNS") && message.contains("HTTPS_PROXY"), "{message}");
 }
 
 #[tokio::test]

@@ -241,17 +241,31 @@ impl TokenClient {
             };
             return TokenError::Proxy { proxy: proxy.to_string(), cause };
         }
+        let at = self.where_sent(error.url(), proxy);
         if error.is_timeout() {
-            return TokenError::Timeout(self.options.request_timeout);
+            return TokenError::Timeout(self.options.request_timeout, at);
         }
         let message = causes(error);
         if error_chain(error).any(is_rustls_error) {
-            TokenError::Tls(message)
+            TokenError::Tls(at, message)
         } else if error.is_connect() {
-            TokenError::Connect(message)
+            TokenError::Connect(at, message)
         } else {
-            TokenError::Transport(message)
+            TokenError::Transport(at, message)
         }
+    }
+
+    /// "console.cloud.vmware.com:443 (direct, no proxy set)": where a failed request went.
+    fn where_sent(&self, url: Option<&reqwest::Url>, proxy: Option<&EgressProxy>) -> String {
+        let endpoint = url
+            .and_then(|url| Some(format!("{}:{}", url.host_str()?, url.port_or_known_default()?)))
+            .unwrap_or_else(|| "(unknown host)".to_owned());
+        let route = match (proxy, &self.options.proxy) {
+            (Some(proxy), _) => format!("through the egress proxy {proxy}"),
+            (None, Some(_)) => "direct: NO_PROXY or a loopback host exempts it from the proxy".to_owned(),
+            (None, None) => "direct, no proxy set".to_owned(),
+        };
+        format!("{endpoint} ({route})")
     }
 }
 

@@ -206,12 +206,14 @@ pub enum TokenError {
         /// The Location header.
         location: String,
     },
-    /// No complete answer in time.
-    #[error("no answer from the token endpoint within {}s", .0.as_secs_f32())]
-    Timeout(Duration),
-    /// TCP connection failed.
-    #[error("cannot connect to the token endpoint: {0}")]
-    Connect(String),
+    /// No complete answer in time; with where it was sent (see [`TokenError::Connect`]).
+    #[error("no answer from the token endpoint {at} within {seconds}s", at = .1, seconds = .0.as_secs_f32())]
+    Timeout(Duration, String),
+    /// TCP connection failed: where to (`host:port`, and whether through a proxy), and why.
+    #[error(
+        "cannot connect to the token endpoint {0}: {1}; check that this host resolves and is reachable from the operator (DNS, egress NetworkPolicy), and whether the cluster reaches the internet only through a proxy (HTTPS_PROXY or --proxy)"
+    )]
+    Connect(String, String),
     /// The egress proxy refused, failed or did not answer; the endpoint was not reached.
     #[error(
         "cannot reach the token endpoint through the egress proxy {proxy}: {cause}; check the proxy (--proxy or HTTPS_PROXY), or exempt the endpoint's host with NO_PROXY"
@@ -223,11 +225,11 @@ pub enum TokenError {
         cause: String,
     },
     /// TLS failed, typically an untrusted certificate.
-    #[error("TLS with the token endpoint failed: {0}; if it uses a private CA, put it in endpoint.caBundle")]
-    Tls(String),
+    #[error("TLS with the token endpoint {0} failed: {1}; if it uses a private CA, put it in endpoint.caBundle")]
+    Tls(String, String),
     /// The connection broke mid-way.
-    #[error("the connection to the token endpoint failed: {0}")]
-    Transport(String),
+    #[error("the connection to the token endpoint {0} failed: {1}")]
+    Transport(String, String),
     /// The body exceeded the cap.
     #[error("the token endpoint's response is larger than {limit} bytes")]
     ResponseTooLarge {
@@ -303,17 +305,17 @@ impl TokenError {
             | NotFound(_)
             | BadRequest(_)
             | Redirected { .. }
-            | Tls(_)
+            | Tls(..)
             | UnsupportedGrant(_)
             | UnknownExpiry => RetryClass::NeedsUserAction,
             ApiTokenInvalid { .. } | RefreshTokenInvalid { .. } => RetryClass::UntilCredentialsChange,
             RateLimited { retry_after, .. } => RetryClass::RateLimited(*retry_after),
             Unavailable { .. }
             | UnexpectedStatus { .. }
-            | Timeout(_)
+            | Timeout(..)
             | Proxy { .. }
-            | Connect(_)
-            | Transport(_)
+            | Connect(..)
+            | Transport(..)
             | ResponseTooLarge { .. }
             | MalformedResponse(_)
             | MissingToken(_)
@@ -334,7 +336,9 @@ impl TokenError {
             BadRequest(detail) => format!(
                 "the token endpoint rejected the request (HTTP 400){detail}; check --org-id, --scope and the client id and secret given"
             ),
-            Tls(cause) => format!("TLS with the token endpoint failed: {cause}; if it uses a private CA, pass it with --ca-bundle"),
+            Tls(at, cause) => {
+                format!("TLS with the token endpoint {at} failed: {cause}; if it uses a private CA, pass it with --ca-bundle")
+            }
             UnknownExpiry => "the token's expiry cannot be known (no expires_in, no JWT exp claim); pass --validity".to_owned(),
             ApiTokenInvalid { status, detail } => {
                 format!("CSP rejected the API token (HTTP {status}){detail}: it is invalid, revoked or expired; check NAVIGATOR_API_TOKEN")
@@ -357,11 +361,11 @@ impl TokenError {
             Unavailable { .. } => "UpstreamUnavailable",
             UnexpectedStatus { .. } => "UnexpectedStatus",
             Redirected { .. } => "Redirected",
-            Timeout(_) => "Timeout",
-            Connect(_) => "ConnectionFailed",
+            Timeout(..) => "Timeout",
+            Connect(..) => "ConnectionFailed",
             Proxy { .. } => "ProxyError",
-            Tls(_) => "TLSError",
-            Transport(_) => "TransportError",
+            Tls(..) => "TLSError",
+            Transport(..) => "TransportError",
             ResponseTooLarge { .. } => "ResponseTooLarge",
             MalformedResponse(_) => "MalformedResponse",
             MissingToken(_) => "MissingToken",
