@@ -204,7 +204,8 @@ fn when(time: &str, now: Timestamp) -> String {
     let Ok(t) = time.parse::<Timestamp>() else { return time.to_owned() };
     let seconds = t.as_second() - now.as_second();
     let span = crate::duration::format(std::time::Duration::from_secs(seconds.unsigned_abs()));
-    if seconds >= 0 { format!("{time} (in {span})") } else { format!("{time} ({span} ago)") }
+    // Now counts as past: a failure that just happened reads "0s ago", not "in 0s".
+    if seconds > 0 { format!("{time} (in {span})") } else { format!("{time} ({span} ago)") }
 }
 
 /// `kubectl nvt status NAME`.
@@ -504,6 +505,7 @@ mod tests {
         let now: Timestamp = "2026-11-29T05:00:00Z".parse().unwrap();
         assert_eq!(when("2026-11-29T05:20:00Z", now), "2026-11-29T05:20:00Z (in 20m)");
         assert_eq!(when("2026-11-29T03:30:00Z", now), "2026-11-29T03:30:00Z (1h30m ago)");
+        assert_eq!(when("2026-11-29T05:00:00Z", now), "2026-11-29T05:00:00Z (0s ago)");
         assert_eq!(when("soon", now), "soon");
     }
 
