@@ -441,7 +441,12 @@ async fn inspect(client: &Client, namespace: &str, name: &str, cluster: bool, sh
     let secret_name = token.target_secret_name();
     let secret = get_secret(client, &token, namespace)
         .await?
-        .ok_or_else(|| anyhow!("Secret {secret_name:?} of {kind} {name:?} not found in namespace {namespace:?}"))?;
+        .ok_or_else(|| {
+            let status = if cluster { format!("kubectl nvt status --cluster {name}") } else { format!("kubectl nvt status {name} -n {namespace}") };
+            anyhow!(
+                "Secret {secret_name:?} of {kind} {name:?} not found in namespace {namespace:?}: no token has been written there yet; see why with: {status}"
+            )
+        })?;
     if cluster && written_for_cluster(&secret) != Some(name) {
         // Not this ClusterNavigatorToken's (the namespace is not selected, or the name is taken).
         return Err(anyhow!("Secret {namespace}/{secret_name} was not written for ClusterNavigatorToken {name:?}"));

@@ -335,7 +335,10 @@ async fn errors_name_the_missing_secret_the_rbac_denial_and_the_missing_kubeconf
     let token = cluster.token("team-a", "ready", json!({}), ready_status());
 
     let missing = stderr(&cluster.nvt(&["inspect", "ready"]).await);
-    assert_eq!(missing.trim(), r#"error: Secret "ready" of NavigatorToken "ready" not found in namespace "team-a""#);
+    assert_eq!(
+        missing.trim(),
+        r#"error: Secret "ready" of NavigatorToken "ready" not found in namespace "team-a": no token has been written there yet; see why with: kubectl nvt status ready -n team-a"#
+    );
 
     // A Secret of that name that someone else wrote, without the token key.
     cluster.api.insert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ready", "namespace": "team-a"},
@@ -512,7 +515,10 @@ async fn inspect_with_cluster_shows_the_token_in_the_given_namespace_only_if_wri
 
     // No -n: the context's namespace (team-a), where there is no Secret yet.
     let missing = stderr(&cluster.nvt(&["inspect", "--cluster", "vendor"]).await);
-    assert_eq!(missing.trim(), r#"error: Secret "vendor-token" of ClusterNavigatorToken "vendor" not found in namespace "team-a""#);
+    assert_eq!(
+        missing.trim(),
+        r#"error: Secret "vendor-token" of ClusterNavigatorToken "vendor" not found in namespace "team-a": no token has been written there yet; see why with: kubectl nvt status --cluster vendor"#
+    );
     // A NavigatorToken's Secret of that name is not this ClusterNavigatorToken's: not shown.
     let other = cluster.token("team-a", "vendor-token", json!({}), json!({}));
     let mut secret = cluster.secret(&other, &jwt("someone-elses-signature"));
