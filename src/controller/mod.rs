@@ -40,9 +40,11 @@ use crate::redact::Sensitive;
 use crate::token::TokenClient;
 use crate::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
-/// Credentials Secrets per list page: at most this many times 1 MiB (the largest Secret) of
-/// JSON is held at once while the first list is decoded (bench/RESULTS.md).
-const CREDENTIALS_PAGE_SIZE: u32 = 10;
+/// Credentials Secrets per list page. A page is held whole while it is decoded: about 3 MiB of
+/// transient memory per 1 MiB Secret (bench/RESULTS.md: 200 such Secrets raised the first
+/// list's peak by 279 MiB in pages of 100, 32 MiB in pages of 10, 9 MiB in pages of 1). Smaller
+/// pages cost a list request each at start; 4 keeps 1,000 credentials Secrets at 250.
+const CREDENTIALS_PAGE_SIZE: u32 = 4;
 
 /// Settings for one controller.
 #[derive(Clone, Debug)]
