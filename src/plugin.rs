@@ -119,7 +119,8 @@ pub async fn main(args: PluginArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // The API server's message may quote an object, or an admission webhook's text.
+            eprintln!("error: {}", printable(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -191,12 +192,36 @@ async fn get_secret(client: &Client, token: &NavigatorToken, namespace: &str) ->
     api.get_opt(&name).await.map_err(|e| named.error("get", e))
 }
 
-/// One line of the label column layout; `indent` nests it under the line above.
+/// One line of the label column layout; `indent` nests it under the line above. Every string
+/// from the cluster is shown through here (or [`printable`]): label and value are made
+/// [`printable`].
 fn line(out: &mut String, indent: usize, label: &str, value: impl std::fmt::Display) {
+    let (label, value) = (printable(label), printable(&value.to_string()));
     let label = format!("{:indent$}{label}:", "");
     // A label too long for the column (a namespace name) still gets a space before its value.
     let width = LABEL_WIDTH.max(label.len() + 1);
     out.push_str(&format!("{label:<width$}{value}\n"));
+}
+
+/// `text` as it may be shown on a terminal. What the plugin prints comes from objects that
+/// tenants write (a Secret's annotations and token, status messages that quote them or an
+/// endpoint), so control characters (ESC, BEL, CR, newline, …) and the bidirectional overrides
+/// are written as escapes (`\u{1b}`, `\n`): such a string can neither drive the terminal (set
+/// its title, clear the screen, hide text) nor break the layout of its line.
+fn printable(text: &str) -> String {
+    let hidden = |c: char| c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(hidden) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// An RFC 3339 time with how far it is from `now` (`in 20m`, `5m ago`); other text as it is.
@@ -424,6 +449,7 @@ impl Renewal {
             None => named.name.to_owned(),
         };
         let kind = named.kind;
+        let object = printable(&object);
         out.push_str(&format!("Requested a new token for {kind} {object} ({REFRESH_REQUESTED_ANNOTATION}={requested_at})\n"));
         Ok(())
     }
@@ -512,6 +538,59 @@ mod tests {
         assert_eq!(when("2026-11-29T03:30:00Z", now), "2026-11-29T03:30:00Z (1h30m ago)");
         assert_eq!(when("2026-11-29T05:00:00Z", now), "2026-11-29T05:00:00Z (0s ago)");
         assert_eq!(when("soon", now), "soon");
+    }
+
+    /// Sets the terminal's title, rings its bell, clears the screen, and starts a line of its own.
+    const HOSTILE: &str = "\x1b]0;pwned\x07 \x1b[2J\r\nFORGED: line \u{202e}txt.exe";
+
+    fn assert_inert(screen: &str) {
+        assert!(!screen.contains(['\x1b', '\x07', '\r', '\u{202e}']), "{screen:?}");
+        assert!(!screen.lines().any(|l| l.starts_with("FORGED")), "a field broke its line:\n{screen}");
+        assert!(screen.contains(r"\u{1b}]0;pwned\u{7} \u{1b}[2J\r\nFORGED: line \u{202e}txt.exe"), "{screen}");
+    }
+
+    #[test]
+    fn strings_from_the_cluster_cannot_drive_the_terminal_or_break_the_layout() {
+        let now: Timestamp = "2026-11-29T04:45:00Z".parse().unwrap();
+        let token: NavigatorToken = serde_json::from_value(json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",
+            "metadata": {"name": "t", "namespace": "team-a"},
+            "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"name": "creds"}},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "False", "reason": "CredentialsInvalid", "message": HOSTILE,
+                                "lastTransitionTime": "2026-11-29T04:30:00Z"}],
+                "lastFailure": {"time": "2026-11-29T04:30:00Z", "reason": "CredentialsInvalid", "message": HOSTILE},
+                "grantedLifetime": HOSTILE,
+            },
+        }))
+        .unwrap();
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "t", "namespace": "team-a", "annotations": {EXPIRES_AT_ANNOTATION: HOSTILE, ISSUED_AT_ANNOTATION: HOSTILE}},
+            "data": {},
+        }))
+        .unwrap();
+        assert_inert(&render_status(&token, Ok(Some(secret.clone())), now));
+        assert_inert(&render_status(&token, Err(HOSTILE.to_owned()), now));
+
+        // The token in the Secret is the tenant's to write too: its claims, and the token itself.
+        use base64::Engine;
+        let claims = json!({"sub": HOSTILE, "iss": HOSTILE, "exp": 1795928400});
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
+        let jwt = Sensitive::new(format!("eyJhbGciOiJub25lIn0.{payload}.{HOSTILE}"));
+        let inspected = render_inspect(&secret, "token", &jwt, true, now);
+        assert_inert(&inspected);
+        assert!(inspected.contains("  sub:"), "{inspected}");
+
+        let cnvt: ClusterNavigatorToken = serde_json::from_value(json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": "ClusterNavigatorToken", "metadata": {"name": "vendor"},
+            "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"namespace": "ops", "name": "creds"},
+                     "target": {"namespaceSelector": {}, "secretName": "vendor-token"}},
+            "status": {"namespaceFailures": [{"namespace": HOSTILE, "reason": "SecretInvalid", "message": HOSTILE}]},
+        }))
+        .unwrap();
+        assert_inert(&render_cluster_status(&cnvt, now));
+        assert_eq!(printable("plain text, ünïcode ✓"), "plain text, ünïcode ✓");
     }
 
     #[test]

@@ -137,6 +137,8 @@ async fn bad_credentials_secrets_block_without_a_request() {
         secret("no-key", true, json!({"client_id": b64(b"id")})),
         secret("empty", true, json!({"client_id": b64(b"id"), "client_secret": ""})),
         secret("binary", true, json!({"client_id": b64(&[0xff, 0xfe, 0x00]), "client_secret": b64(b"x")})),
+        // The cache keeps 8 KiB of a credentials Secret: a larger key is named, never sent.
+        secret("huge", true, json!({"client_id": b64(b"testkit-client"), "client_secret": b64(&[b's'; 64 * 1024])})),
     ] {
         secrets.create(&PostParams::default(), &s).await.unwrap();
     }
@@ -146,6 +148,7 @@ async fn bad_credentials_secrets_block_without_a_request() {
         ("no-key", "no-key", "CredentialsInvalid", "key client_secret is missing"),
         ("empty", "empty", "CredentialsInvalid", "key client_secret is empty"),
         ("binary", "binary", "CredentialsInvalid", "key client_id is not UTF-8"),
+        ("huge", "huge", "CredentialsInvalid", "key client_secret is larger than the 8 KiB the operator keeps per credentials Secret"),
     ];
     for (name, secret_name, reason, text) in cases {
         let spec = json!({"credentialsSecretRef": {"name": secret_name}, "target": {"secretName": format!("{name}-token")}});

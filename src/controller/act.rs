@@ -117,8 +117,8 @@ impl Actor<'_> {
     async fn write_secret(&self, material: &TokenMaterial) -> Result<(), SecretWriteFailure> {
         let desired = secret::desired(self.token, material, self.inputs_fp).map_err(SecretWriteFailure::template)?;
         self.ctx.apply_secret(self.token, &desired).await.map_err(|error| {
-            let failure = SecretWriteFailure::classify(&error, &self.labels.namespace, &self.token.target_secret_name(), material);
-            // The classified message: the server's text with any token value taken out.
+            let failure = SecretWriteFailure::classify(&error, &self.labels.namespace, &self.token.target_secret_name(), &desired);
+            // The classified message: the server's text with every value of the Secret taken out.
             warn!(reason = failure.reason, message = %failure.message, "writing the target Secret failed");
             failure
         })

@@ -10,7 +10,6 @@ use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 use tracing::debug;
 
-use super::secret::TokenMaterial;
 use super::{Context, PerToken};
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
 use crate::template::TemplateError;
@@ -178,23 +177,28 @@ impl SecretWriteFailure {
         if self.reason == INVALID_TEMPLATE { RetryClass::NeedsUserAction } else { RetryClass::Transient }
     }
 
-    /// Classifies a failed apply of Secret `name` in `namespace`. The server's message is quoted
-    /// with the token values in `material` taken out: an admission webhook may echo the object.
-    pub(super) fn classify(error: &kube::Error, namespace: &str, name: &str, material: &TokenMaterial) -> SecretWriteFailure {
-        let values: Vec<&str> = std::iter::once(&material.access_token).chain(material.id_token.as_ref()).map(|v| v.expose()).collect();
-        Self::classify_secrets(error, namespace, name, &values)
-    }
-
-    /// [`SecretWriteFailure::classify`] for a Secret holding the `secret` values.
-    pub(super) fn classify_secrets(error: &kube::Error, namespace: &str, name: &str, secrets: &[&str]) -> SecretWriteFailure {
+    /// Classifies a failed write of Secret `name` in `namespace`, `sent` being what was sent
+    /// (an empty Secret when nothing was). The server's message is quoted with every value of
+    /// `sent` taken out, as text and in base64: an admission webhook may echo the object, and
+    /// the API server receives a Secret's data base64-encoded, so an echo holds the base64 of
+    /// each value (of `Bearer <token>` too, which does not contain the token's own base64).
+    pub(super) fn classify(error: &kube::Error, namespace: &str, name: &str, sent: &Secret) -> SecretWriteFailure {
+        let values: Vec<&[u8]> = sent
+            .data
+            .iter()
+            .flatten()
+            .map(|(_, value)| value.0.as_slice())
+            .chain(sent.string_data.iter().flatten().map(|(_, value)| value.as_bytes()))
+            .collect();
+        let scrub = |text: &str| scrub(text, &values);
         let status = match error {
             kube::Error::Api(status) => status,
             other => {
-                let message = format!("writing Secret {name} failed: {}", scrub(&other.to_string(), secrets));
+                let message = format!("writing Secret {name} failed: {}", scrub(&other.to_string()));
                 return SecretWriteFailure { reason: "SecretWriteFailed", message };
             }
         };
-        let said = scrub(&status.message, secrets);
+        let said = scrub(&status.message);
         let causes = status.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
         let cause = |reason: &str, field: &str| causes.iter().any(|c| c.reason == reason || (!field.is_empty() && c.field == field));
         let (reason, message) = match status.code {
@@ -234,14 +238,42 @@ impl SecretWriteFailure {
     }
 }
 
-/// `text` with the secret values (plain and base64) replaced, then cut to [`MAX_QUOTED`]
-/// characters (in that order, so that no cut-off piece of a token survives).
-fn scrub(text: &str, secrets: &[&str]) -> String {
+/// Shortest value scrubbed: shorter ones (a rendered `true`) are no secret, and replacing them
+/// would garble the message.
+const MIN_SCRUBBED: usize = 8;
+
+/// `text` with the `values` replaced, in every form an echo may hold them: as text, and in
+/// standard and URL-safe base64, with and without padding; then words that are a piece of a
+/// token-like form (a webhook that cuts what it quotes); then cut to [`MAX_QUOTED`] characters
+/// (in that order, so that no cut-off piece of a value survives).
+fn scrub(text: &str, values: &[&[u8]]) -> String {
     use base64::Engine;
-    let mut out = text.to_owned();
-    for value in secrets.iter().filter(|v| !v.is_empty()) {
-        out = out.replace(value, "<redacted>").replace(&base64::engine::general_purpose::STANDARD.encode(value), "<redacted>");
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let one_word = |text: &str| text.chars().all(|c| c.is_ascii_alphanumeric() || "-_.~+/=".contains(c));
+    let (mut forms, mut pieces) = (Vec::new(), Vec::new());
+    for value in values.iter().filter(|v| v.len() >= MIN_SCRUBBED) {
+        for engine in [&STANDARD, &URL_SAFE, &STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            let encoded = engine.encode(value);
+            pieces.push(encoded.clone());
+            forms.push(encoded);
+        }
+        if let Ok(text) = std::str::from_utf8(value) {
+            // A rendered value's words ("password", a registry's host) are no secret's pieces.
+            if one_word(text) {
+                pieces.push(text.to_owned());
+            }
+            forms.push(text.to_owned());
+        }
     }
+    // The longest first: `Bearer <token>` goes whole, not leaving `Bearer <redacted>`'s kin.
+    forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    forms.dedup();
+    let mut out = text.to_owned();
+    for form in &forms {
+        out = out.replace(form.as_str(), "<redacted>");
+    }
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    let out = crate::token::client::without_fragments(&out, &pieces);
     out.chars().take(MAX_QUOTED).collect()
 }
 
@@ -293,7 +325,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::controller::secret::TokenTimes;
+    use crate::controller::secret::{TokenMaterial, TokenTimes};
     use crate::redact::Sensitive;
 
     /// An API error with the code, message and causes a genuine kube-apiserver v1.28 answered.
@@ -312,8 +344,20 @@ mod tests {
         }
     }
 
+    /// The Secret sent: the raw token, and a key rendered from a template.
+    fn sent() -> Secret {
+        let token: NavigatorToken = serde_json::from_value(json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",
+            "metadata": {"name": "tok", "namespace": "team-a", "uid": "u-1"},
+            "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"name": "creds"},
+                     "target": {"template": {"data": {"authorization": "Bearer {{ accessToken }}"}}}},
+        }))
+        .unwrap();
+        crate::controller::secret::desired(&token, &material(), "inputs").unwrap()
+    }
+
     fn classify(error: &kube::Error) -> SecretWriteFailure {
-        SecretWriteFailure::classify(error, "team-a", "tok", &material())
+        SecretWriteFailure::classify(error, "team-a", "tok", &sent())
     }
 
     #[test]
@@ -387,5 +431,31 @@ mod tests {
         assert!(failure.message.contains("policy.example.com"));
         let long = classify(&api_error(403, "Forbidden", &"x".repeat(10_000), json!([])));
         assert!(long.message.len() < 1_000, "quoted messages are bounded");
+    }
+
+    #[test]
+    fn a_refusal_that_echoes_a_rendered_key_in_base64_is_quoted_without_it() {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+        let rendered = sent().data.unwrap()["authorization"].0.clone();
+        assert_eq!(rendered, b"Bearer eyJ.secret-access-token.sig");
+        // The base64 of `Bearer <token>` holds no base64 of the token at a fixed offset.
+        assert!(!STANDARD.encode(&rendered).contains(&STANDARD.encode(b"eyJ.secret-access-token.sig")[..12]));
+        for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
+            let echoed = engine.encode(&rendered);
+            let message = format!(
+                r#"admission webhook "policy.example.com" denied the request: data[authorization]: Invalid value: "{echoed}"; first bytes: {}..."#,
+                &echoed[..24]
+            );
+            for code in [400, 422] {
+                let failure = classify(&api_error(code, "Invalid", &message, json!([])));
+                assert_eq!(failure.reason, "SecretInvalid");
+                assert!(!failure.message.contains(&echoed[..16]), "{code}: {}", failure.message);
+                assert!(failure.message.contains("policy.example.com") && failure.message.contains("data[authorization]"));
+            }
+        }
+        // As text, too (a webhook that decodes what it quotes).
+        let failure = classify(&api_error(422, "Invalid", "value \"Bearer eyJ.secret-access-token.sig\" is not allowed", json!([])));
+        assert!(!failure.message.contains("secret-access-token"), "{}", failure.message);
     }
 }

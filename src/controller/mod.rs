@@ -6,6 +6,7 @@
 mod act;
 mod api_token;
 pub mod cluster;
+pub mod credentials;
 pub mod events;
 mod kube_io;
 pub mod plan;
@@ -21,7 +22,6 @@ use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -29,6 +29,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 pub use self::cluster::ClusterSettings;
+use self::credentials::CredentialsSecret;
 use self::events::Publisher;
 use self::kube_io::LaggingWrites;
 use self::reconcile::{error_policy, reconcile};
@@ -39,6 +40,12 @@ use crate::metrics::{Metrics, TokenLabels};
 use crate::redact::Sensitive;
 use crate::token::TokenClient;
 use crate::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+/// Credentials Secrets per list page. A page is held whole while it is decoded: about 3 MiB of
+/// transient memory per 1 MiB Secret (bench/RESULTS.md: 200 such Secrets raised the first
+/// list's peak by 279 MiB in pages of 100, 32 MiB in pages of 10, 9 MiB in pages of 1). Smaller
+/// pages cost a list request each at start; 4 keeps 1,000 credentials Secrets at 250.
+const CREDENTIALS_PAGE_SIZE: u32 = 4;
 
 /// Settings for one controller.
 #[derive(Clone, Debug)]
@@ -61,7 +68,8 @@ pub struct Context {
     tokens: TokenClient,
     token_store: Store<NavigatorToken>,
     managed_secrets: SecretCache,
-    credentials: Store<Secret>,
+    /// Credentials Secrets, each reduced to a bounded [`CredentialsSecret`].
+    credentials: Store<CredentialsSecret>,
     events: Publisher,
     metrics: Arc<Metrics>,
     /// Fingerprint of the token client's settings (see `secret::settings_fingerprint`).
@@ -109,7 +117,6 @@ pub async fn run(
 ) {
     let ns = settings.namespace.as_deref();
     let token_api: Api<NavigatorToken> = scoped_api(&client, ns);
-    let secret_api: Api<Secret> = scoped_api(&client, ns);
 
     // No `any_semantic`: the API server would answer resourceVersion=0 from its watch cache and
     // ignore `limit` (10,000 NavigatorTokens in one response), and kube drops it anyway when a
@@ -149,8 +156,12 @@ pub async fn run(
             }
         })
         .inspect(sync.marker());
-    let credentials_selector = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true"));
-    let (credentials, credentials_events) = cached_watch(secret_api, credentials_selector, &sync, |_| {});
+    // Anyone who may write a Secret can label it as credentials, at up to 1 MiB each: each is
+    // reduced to a bounded `CredentialsSecret` as it is decoded, and lists come in small pages
+    // (a page is held whole while it is decoded).
+    let credentials_selector = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true")).page_size(CREDENTIALS_PAGE_SIZE);
+    let credentials_api: Api<CredentialsSecret> = scoped_api(&client, ns);
+    let (credentials, credentials_events) = cached_watch(credentials_api, credentials_selector, &sync, |_| {});
 
     let context = Arc::new(Context {
         settings_fp: secret::settings_fingerprint(tokens.options()),
@@ -177,7 +188,7 @@ pub async fn run(
         }
     });
     let to_cluster = cluster_triggers.clone();
-    let credentials_events = changes_after_first_list(credentials_events).inspect_ok(move |secret: &Secret| {
+    let credentials_events = changes_after_first_list(credentials_events).inspect_ok(move |secret: &CredentialsSecret| {
         if let Some(tx) = &to_cluster {
             let _ = tx.unbounded_send(ClusterTrigger::Credentials(secret.namespace().unwrap_or_default(), secret.name_any()));
         }
@@ -200,7 +211,7 @@ pub async fn run(
             let name = secret.cached.token_name.as_deref().filter(|_| !secret.cached.cluster)?;
             Some(ObjectRef::new(name).within(&secret.namespace()?))
         })
-        .watches_stream(credentials_events, move |secret: Secret| {
+        .watches_stream(credentials_events, move |secret: CredentialsSecret| {
             let (name, ns) = (secret.name_any(), secret.namespace());
             users_of_credentials
                 .state()

@@ -13,6 +13,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::Context;
 use super::act::Actor;
+use super::credentials::CredentialsSecret;
 use super::kube_io::{INVALID_TEMPLATE, SECRET_WRITE_REASONS};
 use super::plan::{self, FailureState, IssueReason, Observed, Step, TargetSecret};
 use super::secret;
@@ -190,33 +191,7 @@ impl Context {
                 message: format!("credentials Secret {} not found in namespace {namespace}", reference.name),
             });
         };
-        let value = |key: &str| -> Result<String, Blocked> {
-            let invalid = |what: &str| Blocked {
-                reason: "CredentialsInvalid",
-                message: format!("credentials Secret {}: key {key} {what}", reference.name),
-            };
-            let bytes = secret.data.as_ref().and_then(|d| d.get(key)).ok_or_else(|| invalid("is missing"))?;
-            let text = String::from_utf8(bytes.0.clone()).map_err(|_| invalid("is not UTF-8 text"))?;
-            let text = text.trim().to_owned();
-            if text.is_empty() { Err(invalid("is empty")) } else { Ok(text) }
-        };
-        if let Some(key) = reference.api_token_key.as_deref() {
-            let api_token = value(key)?;
-            let fingerprint = secret::credentials_fingerprint(&[(key, &api_token)]);
-            return Ok(Credentials { grant: Grant::ApiToken(Sensitive::new(api_token)), fingerprint });
-        }
-        let client_id = value(reference.client_id_key())?;
-        let client_secret = if reference.public_client { String::new() } else { value(reference.client_secret_key())? };
-        let mut values = vec![(reference.client_id_key(), client_id.as_str()), (reference.client_secret_key(), client_secret.as_str())];
-        let refresh_token = reference.refresh_token_key.as_deref().map(|key| Ok::<_, Blocked>((key, value(key)?))).transpose()?;
-        values.extend(refresh_token.as_ref().map(|(key, value)| (*key, value.as_str())));
-        let fingerprint = secret::credentials_fingerprint(&values);
-        let client_secret = Sensitive::new(client_secret);
-        let grant = match refresh_token {
-            Some((_, refresh_token)) => Grant::RefreshToken { client_id, client_secret, refresh_token: Sensitive::new(refresh_token) },
-            None => Grant::ClientCredentials { client_id, client_secret },
-        };
-        Ok(Credentials { grant, fingerprint })
+        credentials_from(&secret, reference)
     }
 
     /// Not in the label-selected cache: one GET tells a missing Secret from a missing label.
@@ -235,6 +210,33 @@ impl Context {
             Blocked { reason: CREDENTIALS_NOT_FOUND, message: format!("credentials Secret {name} not found in namespace {namespace}") }
         })
     }
+}
+
+/// The credentials `reference` names, from what the cache kept of their Secret.
+fn credentials_from(secret: &CredentialsSecret, reference: &CredentialsSecretRef) -> Result<Credentials, Blocked> {
+    let value = |key: &str| -> Result<String, Blocked> {
+        secret.value(key).map(str::to_owned).map_err(|problem| Blocked {
+            reason: "CredentialsInvalid",
+            message: format!("credentials Secret {}: {}", reference.name, problem.describe(key)),
+        })
+    };
+    if let Some(key) = reference.api_token_key.as_deref() {
+        let api_token = value(key)?;
+        let fingerprint = secret::credentials_fingerprint(&[(key, &api_token)]);
+        return Ok(Credentials { grant: Grant::ApiToken(Sensitive::new(api_token)), fingerprint });
+    }
+    let client_id = value(reference.client_id_key())?;
+    let client_secret = if reference.public_client { String::new() } else { value(reference.client_secret_key())? };
+    let mut values = vec![(reference.client_id_key(), client_id.as_str()), (reference.client_secret_key(), client_secret.as_str())];
+    let refresh_token = reference.refresh_token_key.as_deref().map(|key| Ok::<_, Blocked>((key, value(key)?))).transpose()?;
+    values.extend(refresh_token.as_ref().map(|(key, value)| (*key, value.as_str())));
+    let fingerprint = secret::credentials_fingerprint(&values);
+    let client_secret = Sensitive::new(client_secret);
+    let grant = match refresh_token {
+        Some((_, refresh_token)) => Grant::RefreshToken { client_id, client_secret, refresh_token: Sensitive::new(refresh_token) },
+        None => Grant::ClientCredentials { client_id, client_secret },
+    };
+    Ok(Credentials { grant, fingerprint })
 }
 
 /// The failures `previous` status records, for the plan; `secret_write` is the caller's (false).
@@ -273,5 +275,51 @@ pub(super) fn requeue_at(at: Option<Timestamp>, now: Timestamp) -> Action {
     match at {
         Some(at) => Action::requeue(at.duration_since(now).try_into().unwrap_or(Duration::ZERO).max(Duration::from_millis(100))),
         None => Action::await_change(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use serde_json::json;
+
+    use super::*;
+
+    fn credentials_secret(data: serde_json::Value) -> CredentialsSecret {
+        serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "team-a"}, "data": data}),
+        )
+        .unwrap()
+    }
+
+    fn b64(value: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(value)
+    }
+
+    fn reference(value: serde_json::Value) -> CredentialsSecretRef {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn a_credential_too_large_to_keep_is_named_in_the_message() {
+        let secret = credentials_secret(json!({"client_id": b64(b"robot"), "client_secret": b64(&vec![b's'; 1024 * 1024])}));
+        assert!(secret.kept_bytes() <= crate::controller::credentials::MAX_KEPT_BYTES);
+        let blocked = credentials_from(&secret, &reference(json!({"name": "creds"}))).err().unwrap();
+        assert_eq!(blocked.reason, "CredentialsInvalid");
+        assert_eq!(
+            blocked.message,
+            "credentials Secret creds: key client_secret is larger than the 8 KiB the operator keeps per credentials Secret; keep only the credentials in this Secret"
+        );
+    }
+
+    #[test]
+    fn the_credentials_fingerprint_covers_the_named_values_only() {
+        let secret =
+            credentials_secret(json!({"client_id": b64(b" robot\n"), "client_secret": b64(b"s3cret"), "ca.crt": b64(&[b'c'; 20_000])}));
+        let credentials = credentials_from(&secret, &reference(json!({"name": "creds"}))).ok().unwrap();
+        assert_eq!(credentials.fingerprint, secret::credentials_fingerprint(&[("client_id", "robot"), ("client_secret", "s3cret")]));
+        assert!(matches!(credentials.grant, Grant::ClientCredentials { ref client_id, .. } if client_id == "robot"));
+        let missing = credentials_from(&secret, &reference(json!({"name": "creds", "clientSecretKey": "other"}))).err().unwrap();
+        assert_eq!(missing.message, "credentials Secret creds: key other is missing");
     }
 }

@@ -138,7 +138,7 @@ impl Context {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
         let params = PatchParams::apply(FIELD_MANAGER).force();
         if let Err(error) = api.patch(&name, &params, &Patch::Apply(&desired)).await {
-            let failure = SecretWriteFailure::classify_secrets(&error, &namespace, &name, &[newest.expose()]);
+            let failure = SecretWriteFailure::classify(&error, &namespace, &name, &desired);
             warn!(reason = failure.reason, message = %failure.message, "writing the refresh-token Secret failed; the new refresh token stays in memory");
             return Err(failure);
         }

@@ -96,7 +96,10 @@ pub fn settings_fingerprint(options: &ClientOptions) -> String {
         "requestTimeoutMs": options.request_timeout.as_millis() as u64,
         "maxBodyBytes": options.max_body_bytes,
     });
-    // Only when set: without a proxy the fingerprint stays what earlier releases stored.
+    // Only when set: without a proxy the fingerprint stays what earlier releases stored. The
+    // text leaves the proxy's password out: this fingerprint reaches `status.inputsFingerprint`
+    // (through `attempt_fingerprint`), which tenants read, and an unsalted hash of a password
+    // can be guessed offline. Nothing else here is secret.
     if let Some(proxy) = &options.proxy {
         settings["proxy"] = json!(proxy.settings_text());
     }
@@ -473,6 +476,17 @@ mod tests {
         let distinct: std::collections::BTreeSet<_> = fingerprints.iter().collect();
         assert_eq!(distinct.len(), fingerprints.len(), "{fingerprints:?}");
         assert_eq!(settings_fingerprint(&ClientOptions::default()), none);
+    }
+
+    #[test]
+    fn the_proxy_password_does_not_enter_the_settings_fingerprint() {
+        use crate::token::EgressProxy;
+        let with = |proxy: &str| ClientOptions { proxy: Some(EgressProxy::parse(proxy, "").unwrap()), ..ClientOptions::default() };
+        assert_eq!(
+            settings_fingerprint(&with("http://user:correct-horse@proxy:3128")),
+            settings_fingerprint(&with("http://user:battery-staple@proxy:3128")),
+        );
+        assert_ne!(settings_fingerprint(&with("http://user:pw@proxy:3128")), settings_fingerprint(&with("http://other:pw@proxy:3128")));
     }
 
     fn token() -> NavigatorToken {

@@ -22,8 +22,8 @@ pub(super) fn scoped_api<K: Resource<Scope = k8s_openapi::NamespaceResourceScope
     }
 }
 
-/// A watch whose lists come in pages of 100: the page being decoded is a large part of the
-/// operator's peak memory.
+/// A watch whose lists come in pages of at most 100 (fewer if `config` asks for fewer): the page
+/// being decoded is a large part of the operator's peak memory.
 pub(super) fn watch<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -31,7 +31,8 @@ pub(super) fn watch<K>(
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    watcher(api, config.page_size(100)).default_backoff()
+    let page_size = config.page_size.map_or(100, |asked| asked.min(100));
+    watcher(api, config.page_size(page_size)).default_backoff()
 }
 
 /// A watch feeding a kube `Store` (without the metadata nobody reads), counting towards `sync`.

@@ -476,7 +476,7 @@ const MIN_FRAGMENT: usize = 8;
 
 /// `text` with every word that is a piece of a long secret replaced: an endpoint that quotes
 /// the start of a token it rejects ("Invalid refresh token: AbCd1234...") still shows part of it.
-fn without_fragments(text: &str, scrub: &[&str]) -> String {
+pub(crate) fn without_fragments(text: &str, scrub: &[&str]) -> String {
     let long: Vec<&str> = scrub.iter().copied().filter(|s| s.len() >= 2 * MIN_FRAGMENT).collect();
     if long.is_empty() {
         return text.to_owned();

@@ -78,10 +78,16 @@ impl EgressProxy {
         &self.url
     }
 
-    /// Everything that decides how a request leaves, credentials included: for the operator's
-    /// settings fingerprint only (a corrected proxy retries failures at once after a restart).
+    /// What decides how a request leaves, for the operator's settings fingerprint only (a
+    /// corrected proxy retries failures at once after a restart): scheme, user name, host, port
+    /// and `NO_PROXY`, but never the password. The fingerprint lands in `status`, where tenants
+    /// read it, and an unkeyed hash of a password can be guessed offline. So a change of only
+    /// the password does not count as a change of settings.
     pub fn settings_text(&self) -> String {
-        format!("{} {:?}", self.url, self.no_proxy)
+        let mut url = self.url.clone();
+        // Fails only for URLs that cannot have a password, which then have none.
+        let _ = url.set_password(None);
+        format!("{url} {:?}", self.no_proxy)
     }
 
     /// Whether a request to `url` goes through the proxy.
@@ -309,5 +315,14 @@ mod tests {
         assert_eq!(proxy.to_string(), "http://proxy.corp:3128");
         assert!(!format!("{proxy:?}").contains("hunter22"));
         assert_eq!(proxy.url().password(), Some("hunter22"));
+    }
+
+    #[test]
+    fn the_settings_text_names_the_proxy_and_its_user_but_not_the_password() {
+        let text = EgressProxy::parse("http://robot:hunter22@proxy.corp:3128", ".corp").unwrap().settings_text();
+        assert!(!text.contains("hunter22"), "{text}");
+        assert!(text.contains("robot@proxy.corp:3128") && text.contains("corp"), "{text}");
+        let encoded = EgressProxy::parse("http://robot:p%40ss%3Aw0rd@proxy.corp:3128", "").unwrap().settings_text();
+        assert!(!encoded.contains("p%40ss") && !encoded.contains("w0rd"), "{encoded}");
     }
 }

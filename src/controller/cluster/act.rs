@@ -351,7 +351,8 @@ impl ClusterActor<'_> {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    let failure = SecretWriteFailure::classify(&error, namespace, name, material);
+                    // A read: nothing was sent that its message could echo.
+                    let failure = SecretWriteFailure::classify(&error, namespace, name, &Secret::default());
                     return Err(Skipped::Failed(failure.reason.into(), failure.message));
                 }
             }
@@ -362,7 +363,7 @@ impl ClusterActor<'_> {
             // The namespace went away meanwhile: not selected any more.
             Err(kube::Error::Api(status)) if status.code == 404 => Err(Skipped::Leaving),
             Err(error) => {
-                let failure = SecretWriteFailure::classify(&error, namespace, name, material);
+                let failure = SecretWriteFailure::classify(&error, namespace, name, &desired);
                 if failure.reason == "NamespaceTerminating" {
                     return Err(Skipped::Leaving);
                 }

@@ -139,7 +139,7 @@ impl ClusterContext {
         let stored = match with_retries(|| api.patch(&name, &params, &patch)).await {
             Ok(_) => true,
             Err(error) => {
-                let failure = SecretWriteFailure::classify(&error, &namespace, &name, material);
+                let failure = SecretWriteFailure::classify(&error, &namespace, &name, &desired);
                 warn!(reason = failure.reason, message = %failure.message, "could not store the token in the credentials namespace; kept in memory, retried at the next reconcile");
                 false
             }
