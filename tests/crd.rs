@@ -556,3 +556,27 @@ fn a_cluster_token_takes_api_tokens_at_csp_but_no_refresh_token_chain() {
     );
     assert!(errors(json!({"refreshTokenKey": "refresh_token"}), csp).contains("not supported on a ClusterNavigatorToken"));
 }
+
+/// The column headers `kubectl get` prints for a CRD: NAME, then each printer column of
+/// priority 0, upper-cased.
+fn printed_columns(crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> String {
+    let columns = crd.spec.versions[0].additional_printer_columns.clone().unwrap_or_default();
+    let shown = columns.iter().filter(|c| c.priority.unwrap_or(0) == 0).map(|c| c.name.to_uppercase());
+    std::iter::once("NAME".to_owned()).chain(shown).collect::<Vec<_>>().join("  ")
+}
+
+#[test]
+fn the_docs_show_the_columns_kubectl_get_prints() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = ["README.md", "docs/operations.md"].map(|f| std::fs::read_to_string(root.join(f)).unwrap()).join("\n");
+    let mut checked = 0;
+    for (command, crd) in [("get nvt", NavigatorToken::crd()), ("get cnvt", ClusterNavigatorToken::crd())] {
+        let want = printed_columns(&crd);
+        for line in docs.lines().filter(|l| l.contains(command) && l.contains("# NAME")) {
+            let shown = line.split("# ").nth(1).unwrap().split_whitespace().collect::<Vec<_>>().join("  ");
+            assert_eq!(shown, want, "{line}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "the README shows both headers");
+}
