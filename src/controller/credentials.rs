@@ -8,11 +8,7 @@
 //! left out). The keys left out are remembered by name, so that a spec naming one of them is
 //! told why instead of "missing".
 
-use std::borrow::Cow;
-
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Resource;
 use kube::api::ObjectMeta;
 use serde::Deserialize;
 
@@ -178,30 +174,7 @@ impl From<Secret> for CredentialsSecret {
     }
 }
 
-/// Watched in place of `Secret`: the same API resource.
-impl Resource for CredentialsSecret {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        Secret::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        Secret::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        Secret::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        Secret::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+watched_as_secret!(CredentialsSecret);
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,37 @@
 //! A reconcile observes caches (`reconcile`), decides (`plan`, pure), then acts (`act`, with the
 //! writes in `kube_io`).
 
+/// Implements `Resource` for a type that a watch decodes from Secrets (`#[serde(from = "Secret")]`,
+/// keeping only what the operator reads) and that holds its identity in `metadata`: the same API
+/// resource as `Secret`.
+macro_rules! watched_as_secret {
+    ($type:ty) => {
+        impl kube::Resource for $type {
+            type DynamicType = ();
+            type Scope = k8s_openapi::NamespaceResourceScope;
+
+            fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+                <k8s_openapi::api::core::v1::Secret as kube::Resource>::kind(dt)
+            }
+            fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+                <k8s_openapi::api::core::v1::Secret as kube::Resource>::group(dt)
+            }
+            fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+                <k8s_openapi::api::core::v1::Secret as kube::Resource>::version(dt)
+            }
+            fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+                <k8s_openapi::api::core::v1::Secret as kube::Resource>::plural(dt)
+            }
+            fn meta(&self) -> &kube::api::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    };
+}
+
 mod act;
 mod api_token;
 pub mod cluster;

@@ -1,12 +1,11 @@
 //! The target Secret: what it should contain, and what the one in the cache tells us.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use jiff::Timestamp;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::{ByteString, NamespaceResourceScope};
 use kube::api::ObjectMeta;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -307,30 +306,7 @@ impl From<Secret> for ManagedSecret {
     }
 }
 
-/// Watched in place of `Secret`: the same API resource.
-impl Resource for ManagedSecret {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        Secret::kind(dt)
-    }
-    fn group(dt: &()) -> Cow<'_, str> {
-        Secret::group(dt)
-    }
-    fn version(dt: &()) -> Cow<'_, str> {
-        Secret::version(dt)
-    }
-    fn plural(dt: &()) -> Cow<'_, str> {
-        Secret::plural(dt)
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+watched_as_secret!(ManagedSecret);
 
 /// The cache of managed Secrets by namespace and name. kube's reflector `Store` would keep a
 /// whole `ObjectMeta` (360 bytes) and a keyed copy of name and resourceVersion with each entry:
