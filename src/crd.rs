@@ -125,7 +125,7 @@ pub struct SecretTemplate {
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9/]+$"))]
     pub type_: Option<String>,
-    /// Keys rendered from templates, written next to the raw token. Jinja-like syntax: {{ accessToken }}, {{ expiresAt | tojson }}, {% if idToken %}...{% endif %}. Variables: accessToken, idToken ("" when none), tokenType (Bearer), issuedAt and expiresAt (RFC 3339), issuedAtUnix and expiresAtUnix (Unix seconds), orgId, scope ("" when none), name and namespace (of this NavigatorToken). Filters: tojson, b64encode, upper, lower, trim. No arithmetic, file or network access; each rendered value is at most 64 KiB. Write `}} }` rather than `}}}`.
+    /// Keys rendered from templates, written next to the raw token. Jinja-like syntax: {{ accessToken }}, {{ expiresAt | tojson }}, {% if idToken %}...{% endif %}. Variables: accessToken, idToken ("" when none), tokenType (Bearer), issuedAt and expiresAt (RFC 3339), issuedAtUnix and expiresAtUnix (Unix seconds), orgId, scope ("" when none), name and namespace (of this NavigatorToken). Filters: tojson, b64encode, upper, lower, trim. Only {{ and {% start a tag: }}}, %} and {# are text. No loops, arithmetic, file or network access; blocks nest at most 8 deep, each rendered value is at most 64 KiB.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "template_data_schema")]
     #[x_kube(validation = Rule::new("self.all(k, k.size() <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))").message("template.data keys must be valid Secret keys: letters, digits, '-', '_' and '.'"))]
