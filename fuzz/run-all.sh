@@ -19,7 +19,7 @@ cargo fuzz build "${build[@]}"
 for target in $targets; do
     case $target in
         duration | endpoint_url) max_len=4096 ;; # CRD-bounded strings (url: 2048 characters)
-        template) max_len=16384 ;;               # the CRD's limit on one template
+        template) max_len=16385 ;;               # byte 0 (mode), then the CRD's limit on one template
         *) max_len=66000 ;;                      # a little over the 64 KiB response body limit
     esac
     echo "==> $target for ${seconds}s"

@@ -287,16 +287,33 @@ pub fn ca_bundle(data: &[u8]) {
     }
 }
 
-/// A `spec.target.template.data` value, rendered with the secret marker as the access token:
-/// rendering ends, its output stays within the bound, and an error never shows the token (only
-/// what the template's own text already shows).
+/// The id token planted by [`template`] (when byte 0 says so), hidden like the access token.
+pub const ID_TOKEN_MARKER: &str = "ID-TOKEN-MARKER-7c3a0b14";
+/// The longest template [`template_source`] generates: the CRD's 16 KiB.
+pub const MAX_GENERATED_BYTES: usize = 16 * 1024;
+
+/// One `spec.target.template.data` value. Byte 0: bit 0 clear, the rest is the template itself
+/// (raw mode); set, the rest is a program that generates one ([`template_source`]). Bit 1: an
+/// id token is present. Rendered with the secret markers as the tokens: rendering ends, its
+/// output stays within the bound, text without openers comes out unchanged, an error is short
+/// and never shows a token (only what the template's own text already shows), and the error
+/// does not depend on the token unless it is a size limit (so the pre-check with placeholders
+/// catches every other error before a token is requested).
 pub fn template(data: &[u8]) {
-    let Ok(source) = std::str::from_utf8(data) else { return };
-    let templates = std::collections::BTreeMap::from([("key".to_owned(), source.to_owned())]);
+    use crate::template::{MAX_OUTPUT_BYTES, Variables, check, render_all};
+    let Some((&mode, rest)) = data.split_first() else { return };
+    let source = if mode & 1 == 0 {
+        let Ok(source) = std::str::from_utf8(rest) else { return };
+        source.to_owned()
+    } else {
+        template_source(rest)
+    };
+    let templates = std::collections::BTreeMap::from([("key".to_owned(), source.clone())]);
     let at = Timestamp::UNIX_EPOCH;
-    let variables = crate::template::Variables {
+    let id_token = if mode & 2 == 0 { "" } else { ID_TOKEN_MARKER };
+    let variables = Variables {
         access_token: SECRET_MARKER,
-        id_token: "",
+        id_token,
         issued_at: at,
         expires_at: at,
         org_id: "org",
@@ -304,8 +321,159 @@ pub fn template(data: &[u8]) {
         name: "name",
         namespace: "namespace",
     };
-    match crate::template::render_all(&templates, &variables) {
-        Ok(out) => assert!(out["key"].len() <= crate::template::MAX_OUTPUT_BYTES, "output of {} bytes", out["key"].len()),
-        Err(error) => assert_hidden(SECRET_MARKER, source, &format!("{error} {error:?}")),
+    let rendered = render_all(&templates, &variables);
+    let is_limit = |problem: &str| {
+        ["renders to more than", "rendering takes more than"].iter().any(|p| problem.starts_with(p))
+            || problem.contains("makes a value of more than")
+    };
+    let checked = check(&templates, "org", "name", "namespace");
+    match &rendered {
+        Ok(out) => {
+            let out = &out["key"];
+            assert!(out.len() <= MAX_OUTPUT_BYTES, "output of {} bytes", out.len());
+            if !source.contains("{{") && !source.contains("{%") {
+                assert_eq!(out, &source, "text without tags renders as itself");
+            }
+        }
+        Err(error) => {
+            let shown = format!("{error} {error:?}");
+            assert_eq!(error.key, "key");
+            assert!(shown.len() <= MAX_MESSAGE_BYTES, "message of {} bytes", shown.len());
+            assert_hidden(SECRET_MARKER, &source, &shown);
+            assert_hidden(ID_TOKEN_MARKER, &source, &shown);
+        }
+    }
+    match (rendered, checked) {
+        (Err(r), Err(c)) if !is_limit(&r.problem) || !is_limit(&c.problem) => assert_eq!(r, c, "errors independent of the token"),
+        (Err(e), Ok(())) | (Ok(_), Err(e)) => assert!(is_limit(&e.problem), "only limits depend on the token: {e}"),
+        _ => {}
+    }
+}
+
+/// A hostile template from a small program, so a fuzzer reaches inputs that byte mutations
+/// rarely build: thousands of nested brackets, `{% if %}` blocks or filters, runs of openers
+/// and closers. Each step is an op byte (low 4 bits: what; high 4 bits: a variant) and its
+/// operands; counts are 2 bytes (up to 65,535, cut at [`MAX_GENERATED_BYTES`]).
+pub fn template_source(program: &[u8]) -> String {
+    const OPENERS: &[&str] = &["[", "(", "{", "{{", "{%", "<", "\"", "'", "{#", "${", "{{-", "{%-", "| ", "not ", "if "];
+    const CLOSERS: &[&str] = &["]", ")", "}", "}}", "%}", ">", "\"", "'", "#}", "}}}", "-}}", "-%}", "%}}", " ", "\\"];
+    const ATOMS: &[&str] = &[
+        "accessToken",
+        "idToken",
+        "tokenType",
+        "issuedAt",
+        "issuedAtUnix",
+        "expiresAt",
+        "expiresAtUnix",
+        "orgId",
+        "scope",
+        "name",
+        "namespace",
+        "\"x\"",
+        "'\\n'",
+        "0",
+        "-1",
+        "9223372036854775807",
+        "true",
+        "false",
+        "accesstoken",
+        "not",
+    ];
+    const FILTERS: &[&str] = &["b64encode", "tojson", "upper", "lower", "trim", "base64", "json", "nope"];
+    const TAGS: &[&str] = &["if", "elif", "else", "endif", "if not", "for", "raw", "endfor", "include", ""];
+    let mut bytes = program.iter().copied();
+    let mut out = String::new();
+    let mut last = String::new();
+    while out.len() < MAX_GENERATED_BYTES {
+        let Some(op) = bytes.next() else { break };
+        let mut byte = || bytes.next().unwrap_or(0);
+        let pick = |list: &'static [&'static str], b: u8| list[usize::from(b) % list.len()];
+        let variant = op >> 4;
+        let mut chunk = String::new();
+        match op & 15 {
+            0 | 1 => {
+                let (open, close) = (pick(OPENERS, byte()), pick(CLOSERS, byte()));
+                let depth = usize::from(u16::from_le_bytes([byte(), byte()]));
+                let (before, after) = [("{{ ", " }}"), ("{% if ", " %}"), ("", ""), ("{{ name | ", " }}")][usize::from(variant & 3)];
+                chunk.push_str(before);
+                repeat(&mut chunk, open, depth);
+                chunk.push_str(pick(ATOMS, byte()));
+                repeat(&mut chunk, close, if variant & 4 == 0 { depth } else { depth / 2 });
+                chunk.push_str(after);
+            }
+            2 => {
+                let depth = usize::from(u16::from_le_bytes([byte(), byte()]));
+                let tag = if variant & 1 == 0 { "{% if " } else { "{%- if not " };
+                repeat(&mut chunk, &format!("{tag}{} %}}x", pick(ATOMS, byte())), depth);
+                let ends = [depth, depth.saturating_sub(1), depth + 1, 8, 9, 0][usize::from(variant >> 1) % 6];
+                repeat(&mut chunk, "{% endif %}", ends);
+            }
+            3 => {
+                let filters = usize::from(u16::from_le_bytes([byte(), byte()]));
+                chunk.push_str(if variant & 1 == 0 { "{{ " } else { "{% if " });
+                chunk.push_str(pick(ATOMS, byte()));
+                let filter = pick(FILTERS, byte());
+                for i in 0..filters.min(MAX_GENERATED_BYTES / 3) {
+                    chunk.push_str(if variant & 2 == 0 { " | " } else { "|" });
+                    chunk.push_str(if variant & 4 == 0 { filter } else { FILTERS[i % 5] });
+                }
+                chunk.push_str(if variant & 1 == 0 { " }}" } else { " %}{% endif %}" });
+            }
+            4 => {
+                let closer = pick(CLOSERS, byte());
+                repeat(&mut chunk, closer, usize::from(u16::from_le_bytes([byte(), byte()])));
+            }
+            5 => {
+                let len = usize::from(byte());
+                let text: Vec<u8> = (0..len).map(|_| byte()).collect();
+                chunk.push_str(&String::from_utf8_lossy(&text));
+            }
+            6 => {
+                let (atom, filter) = (pick(ATOMS, byte()), pick(FILTERS, byte()));
+                let trim = ["", "-"][usize::from(variant & 1)];
+                chunk = format!("{{{{{trim} {atom} | {filter} {trim}}}}}");
+            }
+            7 => {
+                let (tag, atom) = (pick(TAGS, byte()), pick(ATOMS, byte()));
+                let trim = ["", "-"][usize::from(variant & 1)];
+                chunk = if variant & 2 == 0 { format!("{{%{trim} {tag} {atom} {trim}%}}") } else { format!("{{%{trim} {tag} {trim}%}}") };
+            }
+            8 => {
+                let quote = ["\"", "'"][usize::from(variant & 1)];
+                let len = usize::from(u16::from_le_bytes([byte(), byte()]));
+                chunk.push_str("{{ ");
+                chunk.push_str(quote);
+                repeat(&mut chunk, ["é", "\\\"", "\\n", "\\q", "x", "\u{1}"][usize::from(variant >> 1) % 6], len);
+                if variant & 8 == 0 {
+                    chunk.push_str(quote);
+                    chunk.push_str(" | b64encode | b64encode | b64encode | upper | tojson }}");
+                }
+            }
+            9 => repeat(&mut chunk, &last, usize::from(byte())),
+            10 => {
+                let opener = pick(OPENERS, byte());
+                repeat(&mut chunk, opener, usize::from(u16::from_le_bytes([byte(), byte()])));
+            }
+            _ => chunk.push_str(pick(&[" ", "\n", "\t", "x", "é", "😀", "{", "}", "%", "#", "-", "|"], op >> 4)),
+        }
+        let room = MAX_GENERATED_BYTES - out.len();
+        let mut cut = chunk.len().min(room);
+        while !chunk.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.push_str(&chunk[..cut]);
+        chunk.truncate(cut);
+        if !chunk.is_empty() {
+            last = chunk;
+        }
+    }
+    out
+}
+
+/// `unit` `times` times onto `out`, stopping at [`MAX_GENERATED_BYTES`].
+fn repeat(out: &mut String, unit: &str, times: usize) {
+    let times = if unit.is_empty() { 0 } else { times.min((MAX_GENERATED_BYTES + unit.len()).saturating_sub(out.len()) / unit.len()) };
+    for _ in 0..times {
+        out.push_str(unit);
     }
 }

@@ -68,3 +68,26 @@ fn every_target_has_a_test() {
     let names: Vec<&str> = TARGETS.iter().map(|(name, _)| *name).collect();
     assert_eq!(names, ["token_response", "jwt", "error_body", "duration", "endpoint_url", "ca_bundle", "template"]);
 }
+
+#[test]
+fn template_generator_builds_what_byte_mutation_rarely_does() {
+    use navigator_token_operator::fuzzing::{MAX_GENERATED_BYTES, template_source};
+    // Op 0, variant 0: `{{ ` + 3,000 × opener 0 (`[`) + atom 0 + 3,000 × closer 0 (`]`) + ` }}`.
+    let brackets = template_source(&[0x00, 0, 0, 0xb8, 0x0b, 0]);
+    assert_eq!(brackets, format!("{{{{ {}accessToken{} }}}}", "[".repeat(3_000), "]".repeat(3_000)));
+    // Op 2, variant 0: 5,000 nested `{% if accessToken %}x`, as many `{% endif %}`, cut at 16 KiB.
+    let ifs = template_source(&[0x02, 0x88, 0x13, 0]);
+    assert!(ifs.starts_with("{% if accessToken %}x{% if accessToken %}x"), "{ifs}");
+    assert_eq!(ifs.len(), MAX_GENERATED_BYTES);
+    // Op 3, variant 0: a chain of 8,000 `| b64encode`, cut at 16 KiB.
+    let chain = template_source(&[0x03, 0x40, 0x1f, 0, 0]);
+    assert!(chain.starts_with("{{ accessToken | b64encode | b64encode"), "{chain}");
+    assert_eq!(chain.len(), MAX_GENERATED_BYTES);
+    // Op 4: stray closers; op 5: raw text; op 9: the last piece again.
+    assert_eq!(template_source(&[0x04, 3, 2, 0, 0x05, 2, b'a', b'b', 0x09, 2]), "}}}}ababab");
+    assert_eq!(template_source(&[]), "");
+    for seed in 0..=255u8 {
+        let program: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(seed).wrapping_add(seed)).collect();
+        assert!(template_source(&program).len() <= MAX_GENERATED_BYTES);
+    }
+}
