@@ -297,7 +297,7 @@ pub struct NavigatorTokenStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// The Secret holding the token.
+    /// The Secret that holds (or is to hold) the token; set from the first reconcile on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
     /// When the current token was issued (RFC 3339).

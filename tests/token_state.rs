@@ -190,3 +190,17 @@ async fn the_first_lists_come_in_pages_as_a_real_api_server_serves_them() {
     assert!(lists >= 3, "250 NavigatorTokens listed in {lists} page(s), not pages of 100");
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_the_secret_from_the_first_reconcile_even_without_a_token() {
+    let mut h = Harness::new(LONG).await;
+    h.start_operator_allowing(&["console.cloud.vmware.com"]);
+    h.create_token("blocked", json!({"target": {"secretName": "blocked-token"}})).await;
+    h.wait_for_ready("blocked", "False", "EndpointNotAllowed").await;
+    // `kubectl get nvt` shows the SECRET column from status: known before any token exists.
+    let status = h.token("blocked").await.status.unwrap();
+    assert_eq!(status.secret_name.as_deref(), Some("blocked-token"));
+    assert_eq!(status.issued_at, None);
+    assert!(h.secrets().get_opt("blocked-token").await.unwrap().is_none());
+    h.finish().await;
+}

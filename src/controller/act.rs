@@ -354,10 +354,11 @@ impl Attempt<'_> {
         // Rounded up to whole seconds, as status keeps it: never retry before a Retry-After.
         let retry_at = ceil_seconds(plan::add(self.now, plan::retry_delay(class, failures, self.jitter_seed)));
         let scheduled = (class != RetryClass::UntilCredentialsChange).then_some(retry_at);
-        // Status keeps describing the token in the Secret while it is valid.
+        // Status keeps describing the token in the Secret while it is valid; the Secret's name
+        // shows from the first reconcile on (the SECRET column), valid token or not.
         let mut status = NavigatorTokenStatus {
             observed_generation: self.generation,
-            secret_name: current.map(|_| secret_name.to_owned()),
+            secret_name: Some(secret_name.to_owned()),
             issued_at: current.map(|c| status::rfc3339(c.issued_at)),
             expires_at: current.map(|c| status::rfc3339(c.expires_at)),
             next_refresh_at: scheduled.map(status::rfc3339),

@@ -100,9 +100,9 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     // (an operator restarted with a corrected allow-list re-evaluates what it blocked).
     let attempt_fp = secret::attempt_fingerprint(&inputs_fp, &ctx.settings_fp);
     let failures = FailureState {
-        // Only while status still names the Secret (it held a valid token at the failure): a
+        // Only while status describes a token (the Secret held a valid one at the failure): a
         // write that fails before the Secret ever existed would otherwise retry in a tight loop.
-        secret_write: previous.is_some_and(|s| s.secret_name.is_some())
+        secret_write: previous.is_some_and(|s| s.issued_at.is_some())
             && previous.and_then(|s| s.last_failure.as_ref()).is_some_and(|f| SECRET_WRITE_REASONS.contains(&f.reason.as_str())),
         ..failure_state(previous, &attempt_fp, token.metadata.generation)
     };

@@ -43,12 +43,12 @@ pub fn refresh_before_misfit(
 }
 
 /// The status once the token (`what`, e.g. "the token in Secret x") expired while a failure was
-/// backing off: no issuedAt, expiresAt or secretName any more; the failure count and the retry
-/// time stay. With the reason and message for Ready=False and the `TokenExpired` Event.
+/// backing off: no issuedAt or expiresAt any more; the failure count and the retry time stay.
+/// With the reason and message for Ready=False and the `TokenExpired` Event.
 pub fn lapsed(previous: Option<&NavigatorTokenStatus>, what: &str) -> (NavigatorTokenStatus, String, String) {
     let mut status = previous.cloned().unwrap_or_default();
     let expired_at = status.expires_at.take().unwrap_or_default();
-    (status.issued_at, status.secret_name) = (None, None);
+    status.issued_at = None;
     let (reason, last) = match &status.last_failure {
         Some(f) => (f.reason.clone(), f.message.clone()),
         None => (REASON_REFRESH_FAILING.to_owned(), String::new()),
