@@ -404,3 +404,38 @@ async fn a_navigator_token_deleted_and_created_again_continues_its_chain() {
     assert_eq!(secret_data(&h, "chain-refresh-token").await.unwrap().get("refresh_token"), Some(&current(&h)));
     h.finish().await;
 }
+
+/// A refresh-token store as the operator writes it, for NavigatorToken `owner`.
+fn store(owner: &str, orphaned_at: Option<&str>) -> Secret {
+    let mut annotations = json!({"navigator.dev/refresh-token-for": owner, "navigator.dev/seed-sha256": "00"});
+    if let Some(at) = orphaned_at {
+        annotations["navigator.dev/orphaned-at"] = at.into();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("{owner}-refresh-token"), "labels": {"app.kubernetes.io/managed-by": "navigator-token-operator"},
+                     "annotations": annotations},
+        "stringData": {"refresh_token": "some-rotated-token"},
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_refresh_token_stores_are_marked_then_deleted_after_a_day_and_kept_while_their_token_exists() {
+    let mut h = Harness::new(LONG).await;
+    let long_ago = "2020-01-01T00:00:00Z";
+    h.create_token("alive", refresh_token_spec()).await;
+    for secret in [store("gone-long-ago", Some(long_ago)), store("just-gone", None), store("alive", Some(long_ago))] {
+        h.secrets().create(&kube::api::PostParams::default(), &secret).await.unwrap();
+    }
+    h.start_operator();
+    let annotation = |secret: Option<Secret>| secret.and_then(|s| s.metadata.annotations?.get("navigator.dev/orphaned-at").cloned());
+    h.wait_until("the sweep after the first sync", Duration::from_secs(20), || async {
+        h.secrets().get_opt("gone-long-ago-refresh-token").await.unwrap().is_none()
+            && annotation(h.secrets().get_opt("just-gone-refresh-token").await.unwrap()).is_some()
+            && annotation(h.secrets().get_opt("alive-refresh-token").await.unwrap()).is_none()
+    })
+    .await;
+    assert!(h.secrets().get_opt("alive-refresh-token").await.unwrap().is_some(), "a NavigatorToken's store is never deleted");
+    h.finish().await;
+}
