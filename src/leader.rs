@@ -6,7 +6,8 @@
 //!
 //! A holder must stop before a standby may take over: each renewal has a deadline inside the
 //! lease, goes through a client without retries, and losing the Lease drops the leader's work at
-//! once (see [`Lease::lead`]).
+//! once (see [`Lease::lead`]). What must outlive the work (a rotated refresh token not yet
+//! stored) may still be written until [`Lease::valid_until`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -248,6 +249,16 @@ impl Lease {
         let mut renewed = spec;
         renewed.renew_time = Some(MicroTime(Timestamp::now()));
         self.write(current, renewed).await
+    }
+
+    /// The last instant this replica may still write as the leader after losing the Lease: when
+    /// the Lease expires counted from the send of its last successful write (a standby counts
+    /// from when it sees that write, later), less a tenth of the lease for clocks running at
+    /// slightly different rates. `None` before the first write. `main` flushes the rotated
+    /// refresh tokens still pending until then, never after: another replica may lead then.
+    pub fn valid_until(&self) -> Option<Instant> {
+        let last_written = (*self.last_written.lock().unwrap_or_else(|p| p.into_inner()))?;
+        Some(last_written + self.timing.lease_duration - self.timing.lease_duration / 10)
     }
 
     /// Gives the Lease up so a standby takes over at once instead of after it expires.

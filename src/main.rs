@@ -292,6 +292,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // From here on this replica reconciles (the process exits when it stops leading).
     metrics.leader.set(1);
     let synced = Arc::new(std::sync::atomic::AtomicUsize::new(namespaces.len()));
+    // Shared by every controller, and flushed here when the Lease is lost (see below).
+    let pending_refresh = controller::PendingRefreshTokens::new(client.clone());
     let controllers = namespaces.into_iter().map(|namespace| {
         let settings = Settings {
             namespace,
@@ -306,7 +308,8 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 readiness.set_ready();
             }
         };
-        controller::run(client.clone(), tokens.clone(), settings, metrics.clone(), on_synced, shutdown.clone().wait())
+        let pending_refresh = pending_refresh.clone();
+        controller::run(client.clone(), tokens.clone(), settings, metrics.clone(), pending_refresh, on_synced, shutdown.clone().wait())
     });
     // A signal stops the controllers gracefully; a lost Lease drops them at once (in `lead`).
     let controllers = async {
@@ -319,6 +322,18 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             leader::Outcome::Finished
         }
     };
+    // A lost Lease dropped the controllers with whatever they had in flight, a rotated refresh
+    // token waiting for its write included: the only copy of the newest of its chain. It is
+    // written while the lease still holds (a graceful stop flushed in `controller::run`).
+    if let Some(until) = lease.as_ref().and_then(leader::Lease::valid_until).filter(|_| outcome == leader::Outcome::LostLeadership)
+        && !pending_refresh.is_empty()
+    {
+        if until > tokio::time::Instant::now() {
+            pending_refresh.flush(until).await;
+        } else {
+            error!(unwritten = pending_refresh.len(), "the lease expired before the rotated refresh tokens could be stored");
+        }
+    }
     shutdown.trigger();
     admin.await??;
     if outcome == leader::Outcome::LostLeadership {

@@ -11,7 +11,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use support::{CREDS, Harness};
-use testkit::apiserver::{Fault, FaultKind};
 use testkit::token_server::{API_TOKEN_DETAILS_PATH, Scripted, csp_error};
 
 const API_TOKEN: &str = "Zq8sLk2PvN4xWc7Rt1YmHa5JdE3uGf9BqW2eR4tY6uI8oP0";
@@ -207,7 +206,7 @@ async fn the_refresh_token_chain_continues_across_a_restart_and_never_goes_back(
     let stored = secret_data(&h, "chain-refresh-token").await.expect("the refresh-token Secret");
     assert_eq!(stored.get("refresh_token"), Some(&current(&h)));
     let store = h.secrets().get("chain-refresh-token").await.unwrap();
-    assert_eq!(store.metadata.owner_references.unwrap()[0].name, "chain");
+    assert_eq!(store.metadata.owner_references, None, "not garbage-collected with the NavigatorToken");
     assert_eq!(store.metadata.labels.unwrap()["app.kubernetes.io/managed-by"], "navigator-token-operator");
 
     // The refresh uses the newest token of the chain, at the cost of one GET and one write more
@@ -285,8 +284,8 @@ async fn a_failed_write_of_the_rotated_refresh_token_keeps_it_and_stores_it_befo
     let Some(api) = h.api.clone() else { return h.finish().await };
     h.tokens.add_refresh_token(SEED);
     put_credentials(&h, json!({"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": SEED})).await;
-    // The first Secret write is the refresh-token Secret's: it is refused once.
-    api.inject(Fault::new(Some("patch"), Some("secrets"), FaultKind::Status(403), 1));
+    // The Secret writes are refused (each of the reconcile's tries), until allowed below.
+    api.forbid("patch", "secrets");
     h.start_operator();
     h.create_token("chain", refresh_token_spec()).await;
     h.wait_until("the refused write is reported", Duration::from_secs(20), || async {
@@ -297,11 +296,146 @@ async fn a_failed_write_of_the_rotated_refresh_token_keeps_it_and_stores_it_befo
     assert!(failure.message.contains("chain-refresh-token"), "{}", failure.message);
     assert!(!failure.message.contains(&current(&h)), "{}", failure.message);
     assert_eq!(h.secret_token("chain", "token").await, None, "the access token waits for the refresh token to be safe");
+    api.allow("patch", "secrets");
     // The retry (after the backoff) stores the rotated refresh token, then the access token
     // issued before: no second token request, and the chain is intact.
     h.wait_for_token_in_secret("chain", 1).await;
     h.wait_for_ready("chain", "True", "TokenValid").await;
     assert_eq!(h.tokens.request_count(), 1);
     assert_eq!(secret_data(&h, "chain-refresh-token").await.unwrap().get("refresh_token"), Some(&current(&h)));
+    h.finish().await;
+}
+
+/// Refresh-token grants sent that CSP rejected (a spent refresh token).
+fn rejected(h: &Harness) -> usize {
+    h.tokens.requests().iter().filter(|r| r.form_param("grant_type") == Some("refresh_token")).count() - issued(h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_writes_the_rotated_refresh_token_still_waiting_for_its_retry() {
+    let mut h = Harness::new(LONG).await;
+    let Some(api) = h.api.clone() else { return h.finish().await };
+    h.tokens.add_refresh_token(SEED);
+    put_credentials(&h, json!({"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": SEED})).await;
+    api.forbid("patch", "secrets");
+    h.start_operator();
+    h.create_token("chain", refresh_token_spec()).await;
+    // The reconcile's own tries failed: the rotated token waits in memory for the retry.
+    h.wait_until("the refused write is reported", Duration::from_secs(30), || async {
+        h.token("chain").await.status.and_then(|s| s.last_failure).is_some_and(|f| f.reason == "SecretWriteForbidden")
+    })
+    .await;
+    assert_ne!(current(&h), SEED, "the seed is spent");
+    assert_eq!(secret_data(&h, "chain-refresh-token").await, None);
+
+    // SIGTERM (a rollout, a node drain) before that retry: the stop writes it.
+    api.allow("patch", "secrets");
+    h.stop_operator().await;
+    assert_eq!(secret_data(&h, "chain-refresh-token").await.expect("written on stop").get("refresh_token"), Some(&current(&h)));
+
+    // The next process continues the chain (asked at once instead of after the backoff).
+    h.start_operator();
+    h.patch_token("chain", json!({"metadata": {"annotations": {"navigator.dev/refresh-requested-at": "now"}}})).await;
+    h.wait_for_token_in_secret("chain", 2).await;
+    h.wait_for_ready("chain", "True", "TokenValid").await;
+    assert_eq!(rejected(&h), 0, "no request ever sent a spent refresh token");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_server_outage_across_the_rotation_loses_nothing() {
+    let mut h = Harness::new(LONG).await;
+    let Some(api) = h.api.clone() else { return h.finish().await };
+    h.tokens.add_refresh_token(SEED);
+    put_credentials(&h, json!({"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": SEED})).await;
+    // Secret writes fail from before the rotation until a while after it.
+    api.forbid("patch", "secrets");
+    h.start_operator();
+    h.create_token("chain", refresh_token_spec()).await;
+    h.wait_until("the seed is rotated", Duration::from_secs(20), || async { current(&h) != SEED }).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    api.allow("patch", "secrets");
+
+    h.wait_for_token_in_secret("chain", 1).await;
+    h.wait_for_ready("chain", "True", "TokenValid").await;
+    assert_eq!(secret_data(&h, "chain-refresh-token").await.unwrap().get("refresh_token"), Some(&current(&h)));
+    // Ridden out within the reconcile: no failure was ever reported.
+    let events = h.events("chain").await;
+    assert!(events.iter().all(|(type_, _)| type_ != "Warning"), "{events:?}");
+    assert_eq!(h.tokens.request_count(), 1, "no second token request");
+
+    // The chain works on: the next refresh sends the rotated token.
+    h.patch_token("chain", json!({"metadata": {"annotations": {"navigator.dev/refresh-requested-at": "now"}}})).await;
+    h.wait_for_token_in_secret("chain", 2).await;
+    h.wait_for_ready("chain", "True", "TokenValid").await;
+    assert_eq!(rejected(&h), 0);
+    assert!(!h.events("chain").await.iter().any(|(_, reason)| reason == "RefreshTokenInvalid"));
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_navigator_token_deleted_and_created_again_continues_its_chain() {
+    let mut h = Harness::new(LONG).await;
+    h.tokens.add_refresh_token(SEED);
+    put_credentials(&h, json!({"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": SEED})).await;
+    h.start_operator();
+    h.create_token("chain", refresh_token_spec()).await;
+    h.wait_for_token_in_secret("chain", 1).await;
+    let rotated = current(&h);
+    assert_eq!(secret_data(&h, "chain-refresh-token").await.unwrap().get("refresh_token"), Some(&rotated));
+
+    // A GitOps "replace": deleted (garbage collection takes its target Secret) and created again
+    // with the same name and the same, spent, seed.
+    h.delete_token("chain").await;
+    h.wait_until("the NavigatorToken is gone", Duration::from_secs(20), || async {
+        h.navigator_tokens().get_opt("chain").await.unwrap().is_none()
+    })
+    .await;
+    h.wait_until("its target Secret is collected", Duration::from_secs(20), || async {
+        h.secrets().get_opt("chain").await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(secret_data(&h, "chain-refresh-token").await.expect("the chain outlives it").get("refresh_token"), Some(&rotated));
+    h.create_token("chain", refresh_token_spec()).await;
+    h.wait_for_token_in_secret("chain", 2).await;
+    h.wait_for_ready("chain", "True", "TokenValid").await;
+    assert_eq!(h.tokens.requests().last().unwrap().form_param("refresh_token"), Some(rotated.as_str()));
+    assert_eq!(rejected(&h), 0);
+    assert_eq!(secret_data(&h, "chain-refresh-token").await.unwrap().get("refresh_token"), Some(&current(&h)));
+    h.finish().await;
+}
+
+/// A refresh-token store as the operator writes it, for NavigatorToken `owner`.
+fn store(owner: &str, orphaned_at: Option<&str>) -> Secret {
+    let mut annotations = json!({"navigator.dev/refresh-token-for": owner, "navigator.dev/seed-sha256": "00"});
+    if let Some(at) = orphaned_at {
+        annotations["navigator.dev/orphaned-at"] = at.into();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("{owner}-refresh-token"), "labels": {"app.kubernetes.io/managed-by": "navigator-token-operator"},
+                     "annotations": annotations},
+        "stringData": {"refresh_token": "some-rotated-token"},
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_refresh_token_stores_are_marked_then_deleted_after_a_day_and_kept_while_their_token_exists() {
+    let mut h = Harness::new(LONG).await;
+    let long_ago = "2020-01-01T00:00:00Z";
+    h.create_token("alive", refresh_token_spec()).await;
+    for secret in [store("gone-long-ago", Some(long_ago)), store("just-gone", None), store("alive", Some(long_ago))] {
+        h.secrets().create(&kube::api::PostParams::default(), &secret).await.unwrap();
+    }
+    h.start_operator();
+    let annotation = |secret: Option<Secret>| secret.and_then(|s| s.metadata.annotations?.get("navigator.dev/orphaned-at").cloned());
+    h.wait_until("the sweep after the first sync", Duration::from_secs(20), || async {
+        h.secrets().get_opt("gone-long-ago-refresh-token").await.unwrap().is_none()
+            && annotation(h.secrets().get_opt("just-gone-refresh-token").await.unwrap()).is_some()
+            && annotation(h.secrets().get_opt("alive-refresh-token").await.unwrap()).is_none()
+    })
+    .await;
+    assert!(h.secrets().get_opt("alive-refresh-token").await.unwrap().is_some(), "a NavigatorToken's store is never deleted");
     h.finish().await;
 }

@@ -1,7 +1,8 @@
 //! Leader election on a Lease, against the loopback API server: one holder at a time, a standby
 //! takes over within the lease duration when the holder stops renewing, and at once on release.
 //! A holder whose renewals are slow or failing gives up before its lease expires, drops its work
-//! in flight, and the binary then exits non-zero.
+//! in flight, and the binary then exits non-zero, after writing a rotated refresh token still
+//! pending while the lease it held lasts.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -280,5 +281,66 @@ async fn the_binary_exits_non_zero_at_once_on_lost_leadership_and_zero_on_sigter
     let log = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{log}");
     assert_eq!(holder(&api).await, None, "released on a normal stop");
+    let _ = std::fs::remove_file(&kubeconfig);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_refresh_token_pending_when_leadership_is_lost_is_stored_before_the_lease_expires() {
+    use tokio::io::AsyncBufReadExt;
+    const SEED: &str = "seed-refresh-token-Hx7Kp2Lm9Qw4Rt6Yz8Ab";
+    let (api, _, _) = replicas().await;
+    api.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}));
+    let tokens = TokenServer::start(TokenServerConfig::default()).await;
+    tokens.add_refresh_token(SEED);
+    api.insert(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "creds", "namespace": "team-a", "labels": {"navigator.dev/credentials": "true"}},
+        "stringData": {"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": SEED},
+    }));
+    api.insert(json!({
+        "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",
+        "metadata": {"name": "chain", "namespace": "team-a"},
+        "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"name": "creds", "refreshTokenKey": "refresh_token"},
+                 "endpoint": {"type": "CSP", "url": tokens.base_url()}},
+    }));
+    let kubeconfig = std::env::temp_dir().join(format!("nvt-leader-refresh-test-{}.kubeconfig", std::process::id()));
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+
+    // Secret writes fail: CSP rotates the seed, and the new refresh token stays in memory.
+    api.forbid("patch", "secrets");
+    let mut a = operator(&kubeconfig, "op-a");
+    let log = Arc::new(std::sync::Mutex::new(String::new()));
+    let mut lines = tokio::io::BufReader::new(a.stdout.take().unwrap()).lines();
+    let reader = tokio::spawn({
+        let log = log.clone();
+        async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        }
+    });
+    wait_for("op-a rotates the seed and fails to store the new refresh token", || {
+        tokens.valid_refresh_tokens().first().is_some_and(|t| t != SEED) && api.counts().get("patch", "secrets") >= 1
+    })
+    .await;
+    let rotated = tokens.valid_refresh_tokens()[0].clone();
+
+    // Another replica takes the Lease: op-a drops its work at once, the pending token with it
+    // unless it is written while op-a's lease still lasts. The API server recovers meanwhile.
+    steal(&api, Some("replica-c"));
+    wait_for("op-a notices the lost Lease", || log.lock().unwrap().contains("leadership lost")).await;
+    api.allow("patch", "secrets");
+    let status = tokio::time::timeout(Duration::from_secs(20), a.wait()).await.expect("op-a exits").unwrap();
+    let _ = reader.await;
+    let log = log.lock().unwrap().clone();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let store =
+        api.get("v1", "secrets", Some("team-a"), "chain-refresh-token").unwrap_or_else(|| panic!("the store was not written: {log}"));
+    let store: k8s_openapi::api::core::v1::Secret = serde_json::from_value(store).unwrap();
+    let stored = String::from_utf8(store.data.unwrap()["refresh_token"].0.clone()).unwrap();
+    assert_eq!(stored, rotated, "the newest refresh token of the chain is kept for the next leader");
+    assert!(log.contains("stored the rotated refresh token"), "{log}");
     let _ = std::fs::remove_file(&kubeconfig);
 }

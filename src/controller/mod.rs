@@ -40,6 +40,7 @@ pub mod cluster;
 pub mod credentials;
 pub mod events;
 mod kube_io;
+mod orphans;
 pub mod plan;
 mod reconcile;
 mod refresh_store;
@@ -50,6 +51,7 @@ mod watches;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
@@ -64,11 +66,11 @@ use self::credentials::CredentialsSecret;
 use self::events::Publisher;
 use self::kube_io::LaggingWrites;
 use self::reconcile::{error_policy, reconcile};
+pub use self::refresh_store::PendingRefreshTokens;
 use self::secret::{ManagedSecret, SecretCache, TokenMaterial};
 use self::watches::{SyncTracker, cached_watch, changes_after_first_list, scoped_api, watch};
 use crate::crd::NavigatorToken;
 use crate::metrics::{Metrics, TokenLabels};
-use crate::redact::Sensitive;
 use crate::token::TokenClient;
 use crate::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
@@ -107,6 +109,8 @@ pub struct Context {
     settings_fp: String,
     /// What is remembered per NavigatorToken between reconciles.
     per_token: Arc<PerToken>,
+    /// Rotated refresh tokens not yet in their Secret (shared with `main`, which flushes them).
+    pending_refresh: Arc<PendingRefreshTokens>,
     /// True once every watch has listed.
     synced: tokio::sync::watch::Receiver<bool>,
 }
@@ -120,9 +124,6 @@ struct PerToken {
     unstored: Mutex<HashMap<ObjectRef<NavigatorToken>, (String, TokenMaterial)>>,
     /// Writes the caches had not shown when their reconcile ended (see `caches_caught_up`).
     lagging: Mutex<HashMap<ObjectRef<NavigatorToken>, LaggingWrites>>,
-    /// Rotated refresh tokens not yet in their Secret, with the fingerprint of their chain's
-    /// seed (see `refresh_store`): the newest, and the only copy until written.
-    pending_refresh: Mutex<HashMap<ObjectRef<NavigatorToken>, (String, Sensitive)>>,
     /// When a rollout restart that failed is due to be replayed (see `rollout`); after a
     /// restart of the operator, at once.
     rollout_replay: Mutex<HashMap<ObjectRef<NavigatorToken>, Timestamp>>,
@@ -132,17 +133,25 @@ impl PerToken {
     fn forget(&self, key: &ObjectRef<NavigatorToken>) {
         self.unstored.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
         self.lagging.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-        self.pending_refresh.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        // Not the pending rotated refresh token (`PendingRefreshTokens`): it is the only copy,
+        // and a NavigatorToken deleted and created again (a GitOps "replace") continues from it.
         self.rollout_replay.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 }
 
-/// Runs the controller until `shutdown` resolves. `on_synced` fires once every cache has listed.
+/// How long a graceful stop may take to write the rotated refresh tokens still pending.
+pub const FLUSH_ON_STOP: Duration = Duration::from_secs(5);
+
+/// Runs the controller until `shutdown` resolves, then writes the rotated refresh tokens still
+/// pending (within [`FLUSH_ON_STOP`]). `on_synced` fires once every cache has listed.
+/// `pending_refresh` may be shared by several controllers, and is what `main` flushes when the
+/// Lease is lost (this future is dropped then, and flushes nothing).
 pub async fn run(
     client: Client,
     tokens: TokenClient,
     settings: Settings,
     metrics: Arc<Metrics>,
+    pending_refresh: Arc<PendingRefreshTokens>,
     on_synced: impl FnOnce() + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -204,6 +213,7 @@ pub async fn run(
         events: Publisher::new(client, settings.instance.clone()),
         metrics,
         per_token,
+        pending_refresh: pending_refresh.clone(),
         synced: sync.receiver(),
     });
 
@@ -235,6 +245,9 @@ pub async fn run(
     });
     drop(cluster_triggers);
 
+    // Refresh-token Secrets outliving their NavigatorToken (see `orphans`); dropped with the
+    // controller (also when the Lease is lost).
+    let sweeper = orphans::sweep_forever(context.client.clone(), settings.namespace.clone(), token_store.clone(), sync.receiver());
     let users_of_credentials = token_store.clone();
     let tokens_controller = Controller::for_stream(token_events.applied_objects(), token_store)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
@@ -254,10 +267,18 @@ pub async fn run(
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|_| async {});
-    match cluster_controller {
-        Some(cluster_controller) => drop(futures::future::join(tokens_controller, cluster_controller).await),
-        None => tokens_controller.await,
+    let controllers = async move {
+        match cluster_controller {
+            Some(cluster_controller) => drop(futures::future::join(tokens_controller, cluster_controller).await),
+            None => tokens_controller.await,
+        }
+    };
+    tokio::select! {
+        () = controllers => {}
+        () = sweeper => {}
     }
+    // Reconciles in flight have finished; a token waiting for its retry would be lost now.
+    pending_refresh.flush(tokio::time::Instant::now() + FLUSH_ON_STOP).await;
 }
 
 /// What makes ClusterNavigatorTokens reconcile, from the watches shared with NavigatorTokens.

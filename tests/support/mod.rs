@@ -196,7 +196,9 @@ impl Harness {
         let shutdown = Shutdown::default();
         let synced = self.synced.clone();
         let on_synced = move || synced.store(true, Ordering::Release);
-        let task = tokio::spawn(controller::run(client, tokens, settings, self.metrics.clone(), on_synced, shutdown.clone().wait()));
+        let pending = controller::PendingRefreshTokens::new(client.clone());
+        let task =
+            tokio::spawn(controller::run(client, tokens, settings, self.metrics.clone(), pending, on_synced, shutdown.clone().wait()));
         self.operator = Some((shutdown, task));
     }
 
@@ -230,7 +232,9 @@ impl Harness {
         let shutdown = Shutdown::default();
         let synced = self.synced.clone();
         let on_synced = move || synced.store(true, Ordering::Release);
-        let task = tokio::spawn(controller::run(client, tokens, settings, self.metrics.clone(), on_synced, shutdown.clone().wait()));
+        let pending = controller::PendingRefreshTokens::new(client.clone());
+        let task =
+            tokio::spawn(controller::run(client, tokens, settings, self.metrics.clone(), pending, on_synced, shutdown.clone().wait()));
         self.operator = Some((shutdown, task));
     }
 
