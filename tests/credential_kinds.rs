@@ -278,20 +278,26 @@ async fn a_spent_refresh_token_needs_a_person_and_a_pasted_one_starts_a_new_chai
     h.finish().await;
 }
 
+/// A NavigatorToken "chain" whose first refresh-token grant rotated the seed while every
+/// Secret write is refused (until the caller allows them): after the reconcile's own tries the
+/// rotated token waits in memory for the retry.
+async fn rotate_with_secret_writes_refused(h: &mut Harness, api: &testkit::apiserver::ApiServer) {
+    h.tokens.add_refresh_token(SEED);
+    put_credentials(h, json!({"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": SEED})).await;
+    api.forbid("patch", "secrets");
+    h.start_operator();
+    h.create_token("chain", refresh_token_spec()).await;
+    h.wait_until("the refused write is reported", Duration::from_secs(30), || async {
+        h.token("chain").await.status.and_then(|s| s.last_failure).is_some_and(|f| f.reason == "SecretWriteForbidden")
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_write_of_the_rotated_refresh_token_keeps_it_and_stores_it_before_the_access_token() {
     let mut h = Harness::new(LONG).await;
     let Some(api) = h.api.clone() else { return h.finish().await };
-    h.tokens.add_refresh_token(SEED);
-    put_credentials(&h, json!({"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": SEED})).await;
-    // The Secret writes are refused (each of the reconcile's tries), until allowed below.
-    api.forbid("patch", "secrets");
-    h.start_operator();
-    h.create_token("chain", refresh_token_spec()).await;
-    h.wait_until("the refused write is reported", Duration::from_secs(20), || async {
-        h.token("chain").await.status.and_then(|s| s.last_failure).is_some_and(|f| f.reason == "SecretWriteForbidden")
-    })
-    .await;
+    rotate_with_secret_writes_refused(&mut h, &api).await;
     let failure = h.token("chain").await.status.unwrap().last_failure.unwrap();
     assert!(failure.message.contains("chain-refresh-token"), "{}", failure.message);
     assert!(!failure.message.contains(&current(&h)), "{}", failure.message);
@@ -315,16 +321,7 @@ fn rejected(h: &Harness) -> usize {
 async fn a_graceful_stop_writes_the_rotated_refresh_token_still_waiting_for_its_retry() {
     let mut h = Harness::new(LONG).await;
     let Some(api) = h.api.clone() else { return h.finish().await };
-    h.tokens.add_refresh_token(SEED);
-    put_credentials(&h, json!({"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": SEED})).await;
-    api.forbid("patch", "secrets");
-    h.start_operator();
-    h.create_token("chain", refresh_token_spec()).await;
-    // The reconcile's own tries failed: the rotated token waits in memory for the retry.
-    h.wait_until("the refused write is reported", Duration::from_secs(30), || async {
-        h.token("chain").await.status.and_then(|s| s.last_failure).is_some_and(|f| f.reason == "SecretWriteForbidden")
-    })
-    .await;
+    rotate_with_secret_writes_refused(&mut h, &api).await;
     assert_ne!(current(&h), SEED, "the seed is spent");
     assert_eq!(secret_data(&h, "chain-refresh-token").await, None);
 
