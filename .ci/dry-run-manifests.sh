@@ -22,8 +22,12 @@ python=target/ci-venv/bin/python
 # The documented path from the Quick start to production: `run --install-crd` applied the CRDs
 # (server-side, as the operator's field manager), then `kubectl apply --server-side -k deploy/`
 # installs the rest. It must go through without a conflict or a warning.
-kubectl apply --server-side --field-manager=navigator-token-operator --force-conflicts \
-  -f crds/navigatortoken.yaml -f crds/clusternavigatortoken.yaml >/dev/null
+if ! out="$(kubectl apply --server-side --field-manager=navigator-token-operator --force-conflicts \
+  -f crds/navigatortoken.yaml -f crds/clusternavigatortoken.yaml 2>&1 >/dev/null)" || [[ -n "$out" ]]; then
+  echo "FAIL: applying the CRDs:" >&2
+  echo "$out" >&2
+  exit 1
+fi
 kubectl wait --for=condition=Established --timeout=60s \
   crd/navigatortokens.navigator.dev crd/clusternavigatortokens.navigator.dev >/dev/null
 if ! out="$(kubectl apply --server-side -k deploy/ 2>&1 >/dev/null)" || [[ -n "$out" ]]; then

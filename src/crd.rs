@@ -315,7 +315,9 @@ pub struct NavigatorTokenStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_refresh_at: Option<String>,
     /// Failed attempts since the last success.
+    // "int32": Kubernetes knows no "uint32" and warns about it at every CRD apply.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(extend("format" = "int32"))]
     pub consecutive_failures: u32,
     /// The most recent failure, kept until the next success.
     #[serde(default, skip_serializing_if = "Option::is_none")]

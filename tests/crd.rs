@@ -580,3 +580,29 @@ fn the_docs_show_the_columns_kubectl_get_prints() {
     }
     assert!(checked >= 2, "the README shows both headers");
 }
+
+#[test]
+fn the_schemas_use_only_formats_kubernetes_knows() {
+    // An unknown format (schemars writes "uint32" for u32) makes every apply of the CRD warn.
+    fn formats(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(format)) = map.get("format") {
+                    found.push(format.clone());
+                }
+                map.values().for_each(|v| formats(v, found));
+            }
+            Value::Array(items) => items.iter().for_each(|v| formats(v, found)),
+            _ => {}
+        }
+    }
+    let known = ["int32", "int64", "float", "double", "byte", "date", "date-time", "password", "duration", "uri", "email"];
+    for crd in [serde_json::to_value(NavigatorToken::crd()).unwrap(), serde_json::to_value(ClusterNavigatorToken::crd()).unwrap()] {
+        let mut found = Vec::new();
+        formats(&crd, &mut found);
+        assert!(!found.is_empty());
+        for format in found {
+            assert!(known.contains(&format.as_str()), "{format} in {}", crd["metadata"]["name"]);
+        }
+    }
+}

@@ -126,13 +126,17 @@ pub struct ClusterNavigatorTokenStatus {
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceCounts {
     /// Namespaces selected (existing and not being deleted).
+    #[schemars(extend("format" = "int32"))]
     pub selected: u32,
     /// Selected namespaces whose Secret holds the current token.
+    #[schemars(extend("format" = "int32"))]
     pub written: u32,
     /// Selected namespaces whose Secret could not be written (see namespaceFailures).
+    #[schemars(extend("format" = "int32"))]
     pub failed: u32,
     /// Namespaces named in spec.target.namespaces that do not exist (see missingNamespaces).
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(extend("format" = "int32"))]
     pub missing: u32,
 }
 
