@@ -70,6 +70,8 @@ async fn ready_turns_false_when_the_token_expires_during_a_long_retry_after() {
     h.start_operator();
     h.create_token("waiting", json!({})).await;
     h.wait_for_token_in_secret("waiting", 1).await;
+    // Status follows the Secret write (at once on the test API server, soon on a real one).
+    h.wait_for_ready("waiting", "True", "TokenValid").await;
     let expires_at: jiff::Timestamp = h.token("waiting").await.status.unwrap().expires_at.unwrap().parse().unwrap();
     // Every refresh is told to come back in a minute: long after this token expires.
     h.tokens.set_default(Some(Scripted::Status {
