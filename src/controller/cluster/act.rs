@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::plan::{MAX_LISTED_FAILURES, NO_NAMESPACES, NamespaceNeed, NamespaceOutcome, namespace_need, summarize};
+use super::plan::{NamespaceNeed, NamespaceOutcome, namespace_need, summarize};
 use super::{ClusterContext, Observation};
 use crate::controller::act::{Attempt, request_token};
 use crate::controller::api_token;
@@ -427,19 +427,7 @@ impl ClusterActor<'_> {
         checked: Option<&CredentialsStatus>,
     ) -> Result<Action, Error> {
         let expiry = part.current.map(|c| c.expires_at);
-        let mut summary = summarize(&outcomes, self.secret_name, expiry, self.now);
-        // Named namespaces that do not exist: said in status (no Event: they may be created later).
-        let missing = &self.observed.missing;
-        summary.counts.missing = missing.len() as u32;
-        if !missing.is_empty() && summary.ready.1 == NO_NAMESPACES {
-            let shown: Vec<&str> = missing.iter().take(MAX_LISTED_FAILURES).map(String::as_str).collect();
-            let more = if missing.len() > shown.len() { ", ..." } else { "" };
-            summary.ready.2.push_str(&format!(
-                "; spec.target.namespaces names {} that do not exist ({}{more})",
-                missing.len(),
-                shown.join(", ")
-            ));
-        }
+        let summary = summarize(&outcomes, &self.observed.missing, self.secret_name, expiry, self.now);
         let (ready, reason, message) = match part.verdict {
             // The token's trouble wins, unless it still holds a token and a namespace does not.
             Some(verdict) if !verdict.0 || summary.ready.0 => verdict,
@@ -464,7 +452,7 @@ impl ClusterActor<'_> {
             token,
             namespaces: Some(summary.counts),
             namespace_failures: summary.failures,
-            missing_namespaces: missing.iter().take(MAX_LISTED_FAILURES).cloned().collect(),
+            missing_namespaces: summary.missing,
         };
         if self.cnvt.status.as_ref() != Some(&status) {
             self.apply_status(&status).await?;

@@ -155,6 +155,8 @@ pub struct Summary {
     pub counts: NamespaceCounts,
     /// The first [`MAX_LISTED_FAILURES`] failures, by namespace name.
     pub failures: Vec<NamespaceFailure>,
+    /// The first [`MAX_LISTED_FAILURES`] namespaces the spec names that do not exist.
+    pub missing: Vec<String>,
     /// Ready's status, reason and message, as far as the namespaces go.
     pub ready: (bool, String, String),
 }
@@ -162,7 +164,15 @@ pub struct Summary {
 /// Sums up the namespaces: Ready is True while every selected namespace holds a valid token
 /// (`TokenValid` when all hold the current one, `NamespacesLagging` saying how many do not),
 /// False when one holds none (its failure's reason, or `NamespacesFailing` for several).
-pub fn summarize(outcomes: &BTreeMap<String, NamespaceOutcome>, secret: &str, expires_at: Option<Timestamp>, now: Timestamp) -> Summary {
+/// Namespaces the spec names that do not exist (`missing`, sorted) are counted and listed, and
+/// named in the message when nothing is selected; no failure: they may be created later.
+pub fn summarize(
+    outcomes: &BTreeMap<String, NamespaceOutcome>,
+    missing: &[String],
+    secret: &str,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Summary {
     let selected = outcomes.len() as u32;
     let written = outcomes.values().filter(|o| **o == NamespaceOutcome::Current).count() as u32;
     let failed_list: Vec<NamespaceFailure> = outcomes
@@ -174,7 +184,7 @@ pub fn summarize(outcomes: &BTreeMap<String, NamespaceOutcome>, secret: &str, ex
             _ => None,
         })
         .collect();
-    let counts = NamespaceCounts { selected, written, failed: failed_list.len() as u32, missing: 0 };
+    let counts = NamespaceCounts { selected, written, failed: failed_list.len() as u32, missing: missing.len() as u32 };
     let without_token: Vec<&String> = outcomes
         .iter()
         .filter(|(_, o)| match o {
@@ -186,7 +196,11 @@ pub fn summarize(outcomes: &BTreeMap<String, NamespaceOutcome>, secret: &str, ex
         .collect();
     let expiry = expires_at.map(crate::controller::status::rfc3339).unwrap_or_default();
     let ready = if selected == 0 {
-        (false, NO_NAMESPACES.to_owned(), "no namespace matches spec.target.namespaceSelector or spec.target.namespaces".to_owned())
+        let mut message = "no namespace matches spec.target.namespaceSelector or spec.target.namespaces".to_owned();
+        if !missing.is_empty() {
+            message.push_str(&format!("; spec.target.namespaces names {} that do not exist ({})", missing.len(), first_few(missing)));
+        }
+        (false, NO_NAMESPACES.to_owned(), message)
     } else if without_token.is_empty() && written == selected {
         (true, "TokenValid".to_owned(), format!("Secret {secret} holds a token valid until {expiry} in all {selected} selected namespaces"))
     } else if without_token.is_empty() {
@@ -205,17 +219,23 @@ pub fn summarize(outcomes: &BTreeMap<String, NamespaceOutcome>, secret: &str, ex
             Some(only) if reasons.len() == 1 && failed_list.len() == without_token.len() => (*only).to_owned(),
             _ => NAMESPACES_FAILING.to_owned(),
         };
-        let names: Vec<&str> = without_token.iter().take(MAX_LISTED_FAILURES).map(|ns| ns.as_str()).collect();
-        let more = if without_token.len() > names.len() { ", ..." } else { "" };
         let message = format!(
-            "{} of {selected} namespaces hold no valid token in Secret {secret} ({}{more}){}",
+            "{} of {selected} namespaces hold no valid token in Secret {secret} ({}){}",
             without_token.len(),
-            names.join(", "),
+            first_few(&without_token),
             listed(&failed_list)
         );
         (false, reason, message)
     };
-    Summary { counts, failures: failed_list.into_iter().take(MAX_LISTED_FAILURES).collect(), ready }
+    let failures = failed_list.into_iter().take(MAX_LISTED_FAILURES).collect();
+    Summary { counts, failures, missing: missing.iter().take(MAX_LISTED_FAILURES).cloned().collect(), ready }
+}
+
+/// "a, b, c" for the first few names, then ", ..." when there are more.
+fn first_few(names: &[impl AsRef<str>]) -> String {
+    let shown: Vec<&str> = names.iter().take(MAX_LISTED_FAILURES).map(AsRef::as_ref).collect();
+    let more = if names.len() > shown.len() { ", ..." } else { "" };
+    format!("{}{more}", shown.join(", "))
 }
 
 /// "; namespace a: Reason, namespace b: Reason" for the first few failures.
@@ -330,20 +350,20 @@ mod tests {
         let expiry = Some(at("2026-11-29T10:50:00Z"));
         let mut outcomes: BTreeMap<String, NamespaceOutcome> =
             ["a", "b", "c"].iter().map(|n| ((*n).to_owned(), NamespaceOutcome::Current)).collect();
-        let all = summarize(&outcomes, "tok", expiry, now);
+        let all = summarize(&outcomes, &[], "tok", expiry, now);
         assert_eq!(all.counts, NamespaceCounts { selected: 3, written: 3, failed: 0, missing: 0 });
         assert_eq!((all.ready.0, all.ready.1.as_str()), (true, "TokenValid"));
 
         outcomes.insert("b".into(), NamespaceOutcome::Lagging(at("2026-11-29T10:30:00Z")));
-        let lagging = summarize(&outcomes, "tok", expiry, now);
+        let lagging = summarize(&outcomes, &[], "tok", expiry, now);
         assert_eq!((lagging.ready.0, lagging.ready.1.as_str()), (true, NAMESPACES_LAGGING));
         assert!(lagging.ready.2.starts_with("1 of 3 namespaces lag"), "{}", lagging.ready.2);
         // Once the older token in b expires, b holds no valid token: Ready turns False.
-        let later = summarize(&outcomes, "tok", expiry, at("2026-11-29T10:31:00Z"));
+        let later = summarize(&outcomes, &[], "tok", expiry, at("2026-11-29T10:31:00Z"));
         assert_eq!((later.ready.0, later.ready.1.as_str()), (false, NAMESPACES_FAILING));
 
         outcomes.insert("b".into(), NamespaceOutcome::Failed("SecretConflict".into(), "foreign".into(), None));
-        let conflict = summarize(&outcomes, "tok", expiry, now);
+        let conflict = summarize(&outcomes, &[], "tok", expiry, now);
         assert_eq!(conflict.counts, NamespaceCounts { selected: 3, written: 2, failed: 1, missing: 0 });
         assert_eq!((conflict.ready.0, conflict.ready.1.as_str()), (false, "SecretConflict"));
         assert_eq!(
@@ -354,12 +374,20 @@ mod tests {
 
         let many: BTreeMap<String, NamespaceOutcome> =
             (0..20).map(|i| (format!("ns-{i:02}"), NamespaceOutcome::Failed("SecretQuotaExceeded".into(), "quota".into(), None))).collect();
-        let summary = summarize(&many, "tok", expiry, now);
+        let summary = summarize(&many, &[], "tok", expiry, now);
         assert_eq!(summary.failures.len(), MAX_LISTED_FAILURES);
         assert_eq!(summary.failures[0].namespace, "ns-00");
         assert_eq!(summary.counts.failed, 20);
 
-        let none = summarize(&BTreeMap::new(), "tok", expiry, now);
+        let none = summarize(&BTreeMap::new(), &[], "tok", expiry, now);
         assert_eq!((none.ready.0, none.ready.1.as_str()), (false, NO_NAMESPACES));
+        let absent: Vec<String> = (0..7).map(|i| format!("absent-{i}")).collect();
+        let named = summarize(&BTreeMap::new(), &absent, "tok", expiry, now);
+        assert_eq!((named.counts.missing, named.missing.len()), (7, MAX_LISTED_FAILURES));
+        assert!(
+            named.ready.2.ends_with("names 7 that do not exist (absent-0, absent-1, absent-2, absent-3, absent-4, ...)"),
+            "{}",
+            named.ready.2
+        );
     }
 }
