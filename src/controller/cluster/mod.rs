@@ -21,7 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -30,16 +30,16 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::act::ClusterActor;
 use self::plan::NamespaceInfo;
-use super::kube_io::{SecretWriteFailure, with_retries};
+use super::kube_io::SecretWriteFailure;
 use super::plan::{self as token_plan, TargetSecret};
 use super::reconcile::{Blocked, Credentials, check_template, failure_state, parse_duration};
 use super::secret::{self, TokenMaterial};
 use super::status;
 use super::watches::{SyncTracker, cached_watch, changes_after_first_list, strip_unread_metadata, watch};
 use super::{ClusterTrigger, Context};
+use crate::Error;
 use crate::crd::ClusterNavigatorToken;
 use crate::metrics::{ReconcileLabels, TokenLabels};
-use crate::{Error, FIELD_MANAGER};
 
 /// Reason: the credentials Secret is in a namespace the operator does not allow.
 pub const CREDENTIALS_NAMESPACE_NOT_ALLOWED: &str = "CredentialsNamespaceNotAllowed";
@@ -130,22 +130,19 @@ impl ClusterContext {
     }
 
     /// Writes `material` to the store, before any namespace gets it. On failure it stays in
-    /// memory, marked unstored, and the next reconcile tries again; false then.
-    async fn store_token(&self, cnvt: &ClusterNavigatorToken, inputs_fp: &str, material: &TokenMaterial) -> bool {
+    /// memory, marked unstored, and the next reconcile tries again.
+    async fn store_token(&self, cnvt: &ClusterNavigatorToken, inputs_fp: &str, material: &TokenMaterial) {
         let desired = store::desired(cnvt, material, inputs_fp);
-        let (namespace, name) = (cnvt.spec.credentials_secret_ref.namespace.clone(), desired.name_any());
-        let api: Api<Secret> = Api::namespaced(self.base.client.clone(), &namespace);
-        let (params, patch) = (PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&desired));
-        let stored = match with_retries(|| api.patch(&name, &params, &patch)).await {
+        let namespace = &cnvt.spec.credentials_secret_ref.namespace;
+        let stored = match self.base.apply_secret_in(namespace, &desired).await {
             Ok(_) => true,
             Err(error) => {
-                let failure = SecretWriteFailure::classify(&error, &namespace, &name, &desired);
+                let failure = SecretWriteFailure::classify(&error, namespace, &desired.name_any(), &desired);
                 warn!(reason = failure.reason, message = %failure.message, "could not store the token in the credentials namespace; kept in memory, retried at the next reconcile");
                 false
             }
         };
         self.remember(cnvt, inputs_fp, material, stored);
-        stored
     }
 
     /// True while the token in memory for `cnvt` waits to be written to the store.
@@ -360,17 +357,21 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
     let trusted = ctx.trusted_token(cnvt, &inputs_fp, now).await?;
     let secret_name = cnvt.target_secret_name();
     let mut tampered = BTreeSet::new();
+    // The data the operator writes for the trusted token, from the token itself. Without
+    // template keys it is the same in every namespace: computed once, not once per namespace.
+    let per_namespace = cnvt.spec.target.secret.template.as_ref().is_some_and(|t| !t.data.is_empty());
+    let everywhere = trusted.as_ref().filter(|_| !per_namespace).and_then(|t| secret::expected_data_fingerprint(&view, &t.material).ok());
+    let expected_in = |ns: &str, material: &TokenMaterial| match per_namespace {
+        true => secret::expected_data_fingerprint(&cnvt.view_in(ns), material).ok(),
+        false => everywhere,
+    };
     let states: Vec<(String, TargetSecret)> = selected
         .iter()
         .map(|ns| {
             let cached = ctx.base.managed_secrets.get(ns, &secret_name);
             let state = secret::observe_as(cached.as_ref(), &view, &inputs_fp, true);
             let (Some(trusted), Some(cached)) = (&trusted, &cached) else { return (ns.clone(), state) };
-            // The data the operator writes there for the trusted token, from the token itself.
-            let holds_current = || {
-                let expected = secret::expected_data_fingerprint(&cnvt.view_in(ns), &trusted.material);
-                expected.is_ok_and(|fp| cached.holds_data(fp))
-            };
+            let holds_current = || expected_in(ns, &trusted.material).is_some_and(|fp| cached.holds_data(fp));
             let (state, forged) = plan::verify_copy(state, trusted.material.times, holds_current, cached.data_edited());
             if forged {
                 tampered.insert(ns.clone());
