@@ -114,6 +114,7 @@ impl Store {
         self.check_type_meta(t, &mut map)?;
         check_identity(t, Some(name), &mut map)?;
         let candidate = Value::Object(map);
+        check_uid_precondition(t, name, &old, &candidate)?;
         check_precondition(t, name, &old, &candidate)?;
         self.write_update(t, &old, candidate, ctx)
     }
@@ -279,6 +280,30 @@ fn check_precondition(t: &Target, name: &str, old: &Value, candidate: &Value) ->
         return Err(ApiError::conflict_modified(&t.res, name));
     }
     Ok(())
+}
+
+/// A replace (PUT) whose object names a uid is for that object only: another uid (the object
+/// was deleted and re-created) is refused by storage, before the resourceVersion is compared.
+fn check_uid_precondition(t: &Target, name: &str, old: &Value, candidate: &Value) -> Result<(), ApiError> {
+    let wanted = meta_str(candidate, "uid").unwrap_or_default();
+    let actual = meta_str(old, "uid").unwrap_or_default();
+    if wanted.is_empty() || wanted == actual {
+        return Ok(());
+    }
+    let mut key = vec!["/registry".to_owned()];
+    key.extend([&t.res.group, &t.res.plural].into_iter().filter(|part| !part.is_empty()).cloned());
+    key.extend(t.namespace.clone());
+    key.push(name.to_owned());
+    Err(ApiError::new(
+        409,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {} \"{name}\": StorageError: invalid object, Code: 4, Key: {}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: {wanted}, UID in object meta: {actual}",
+            t.res.qualified(),
+            key.join("/")
+        ),
+    )
+    .with_details(resource_details(&t.res, name)))
 }
 
 fn check_delete_preconditions(t: &Target, name: &str, old: &Value, options: &Value) -> Result<(), ApiError> {
