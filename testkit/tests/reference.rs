@@ -1035,6 +1035,28 @@ async fn ref_37_38_no_creates_in_a_terminating_namespace() {
     .await;
 }
 
+// --- beyond the transcripts: the same checks against both servers in CI ---------------------
+
+/// Found when the plugin's tests first ran against a genuine server: re-posting an object read
+/// from the server names its resourceVersion, which storage refuses with a 500 and no reason,
+/// whether or not the name exists; and a replace naming another uid is refused for the uid.
+#[tokio::test]
+async fn a_create_naming_a_resource_version_is_an_internal_error() {
+    bounded(async {
+        let api = Api::start().await;
+        let (code, created) = api.post(&api.secrets(), &secret("again", json!({}))).await;
+        assert_eq!(code, 201, "{created}");
+        let refusal = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                             "message": "resourceVersion should not be set on objects to be created", "code": 500});
+        assert_eq!(api.post(&api.secrets(), &created).await, (500, refusal.clone()), "the name exists");
+        let mut renamed = created.clone();
+        renamed["metadata"]["name"] = json!("again-2");
+        assert_eq!(api.post(&api.secrets(), &renamed).await, (500, refusal), "a new name");
+        assert_eq!(api.secret_names("ref2").await, ["again"]);
+    })
+    .await;
+}
+
 // --- set-up through either server -------------------------------------------------------------
 
 impl Api {

@@ -358,6 +358,20 @@ impl Harness {
         self.secrets().patch(CREDS, &PatchParams::apply("scenario-test").force(), &Patch::Apply(&secret)).await.expect("apply credentials");
     }
 
+    /// A kubeconfig file for the API server, for the operator's binary run as a process: the
+    /// test API server's, written into `dir`, or the real cluster's.
+    pub fn kubeconfig_file(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        match (&self.api, std::env::var_os(KUBECONFIG_VAR)) {
+            (Some(api), _) => {
+                let path = dir.join(format!("{}.kubeconfig", self.ns));
+                std::fs::write(&path, api.kubeconfig()).expect("write the kubeconfig");
+                path
+            }
+            (None, Some(path)) => path.into(),
+            (None, None) => unreachable!("a harness without its own server runs against NAVIGATOR_TEST_KUBECONFIG"),
+        }
+    }
+
     /// Secrets in the scenario namespace.
     pub fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.ns)

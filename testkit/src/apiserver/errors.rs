@@ -169,6 +169,10 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        // A failure the server has no reason for (an internal error) carries none.
+        if self.reason.is_empty() {
+            body.as_object_mut().expect("an object").remove("reason");
+        }
         if let Some(details) = &self.details {
             body["details"] = details.clone();
         }

@@ -69,6 +69,11 @@ impl Store {
             }
         };
         check_new_name(&t.res, &kind, &name, prefix.as_deref())?;
+        // Storage refuses it before it looks for the name: re-posting an object read from the
+        // server is an internal error there, not AlreadyExists.
+        if map.get("metadata").and_then(|m| m.get("resourceVersion")).and_then(Value::as_str).is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::new(500, "", "resourceVersion should not be set on objects to be created"));
+        }
         let key = t.key(&name);
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(&t.res, &name));
