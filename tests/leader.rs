@@ -1,4 +1,5 @@
-//! Leader election on a Lease, against the loopback API server: one holder at a time, a standby
+//! Leader election on a Lease, against the test API server (or the real one
+//! `NAVIGATOR_TEST_KUBECONFIG` names, for the tests that inject no fault): one holder at a time, a standby
 //! takes over within the lease duration when the holder stops renewing, and at once on release.
 //! A holder whose renewals are slow or failing gives up before its lease expires, drops its work
 //! in flight, and the binary then exits non-zero, after writing a rotated refresh token still
@@ -9,12 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kube::Config;
+mod support;
+
+use k8s_openapi::api::coordination::v1::Lease as LeaseObject;
 use navigator_token_operator::api_counter::ApiCounter;
 use navigator_token_operator::leader::{Lease, Outcome, Shutdown, Timing};
 use serde_json::json;
+use support::Harness;
 use testkit::apiserver::{ApiServer, Fault, FaultKind};
-use testkit::token_server::{Scripted, TokenServer, TokenServerConfig};
+use testkit::token_server::Scripted;
 
 const TIMING: Timing = Timing {
     lease_duration: Duration::from_secs(2),
@@ -22,37 +26,48 @@ const TIMING: Timing = Timing {
     retry_interval: Duration::from_millis(100),
 };
 
-async fn replicas() -> (ApiServer, Lease, Lease) {
-    let api = ApiServer::start().await;
-    api.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "operators"}}));
-    let config = Config::new(api.url().parse().unwrap());
+/// Two replicas' Leases in the harness's namespace.
+async fn replicas() -> (Harness, Lease, Lease) {
+    let h = Harness::new(Duration::from_secs(3600)).await;
     let lease = |who: &str| {
-        Lease::new(config.clone(), ApiCounter::default(), "operators", "navigator-token-operator", who).unwrap().with_timing(TIMING)
+        Lease::new(h.config.clone(), ApiCounter::default(), &h.ns, "navigator-token-operator", who).unwrap().with_timing(TIMING)
     };
     let (a, b) = (lease("replica-a"), lease("replica-b"));
-    (api, a, b)
+    (h, a, b)
 }
 
-fn lease_object(api: &ApiServer) -> Option<serde_json::Value> {
-    api.get("coordination.k8s.io/v1", "leases", Some("operators"), "navigator-token-operator")
+fn leases(h: &Harness) -> kube::Api<LeaseObject> {
+    kube::Api::namespaced(h.client.clone(), &h.ns)
 }
 
-async fn holder(api: &ApiServer) -> Option<String> {
-    lease_object(api)?["spec"]["holderIdentity"].as_str().map(str::to_owned)
+async fn lease_object(h: &Harness) -> Option<LeaseObject> {
+    leases(h).get_opt("navigator-token-operator").await.unwrap()
+}
+
+async fn holder(h: &Harness) -> Option<String> {
+    lease_object(h).await?.spec?.holder_identity
 }
 
 /// Another writer takes the Lease (e.g. a replica that judged it expired during a partition).
-fn steal(api: &ApiServer, by: Option<&str>) {
-    let mut lease = lease_object(api).unwrap();
-    lease["spec"]["holderIdentity"] = by.into();
-    api.insert(lease);
+async fn steal(h: &Harness, by: Option<&str>) {
+    let mut lease = lease_object(h).await.unwrap();
+    lease.spec.get_or_insert_default().holder_identity = by.map(str::to_owned);
+    leases(h).replace("navigator-token-operator", &Default::default(), &lease).await.unwrap();
+}
+
+/// The test API server, for the tests that inject faults; None (after saying so) on a real one.
+fn fault_controls<'a>(h: &'a Harness, test: &str) -> Option<&'a ApiServer> {
+    if support::skip_on_real_cluster(test) {
+        return None;
+    }
+    h.api.as_ref()
 }
 
 #[tokio::test]
 async fn one_holder_and_takeover_after_expiry() {
-    let (api, a, b) = replicas().await;
+    let (h, a, b) = replicas().await;
     assert!(a.acquire(Shutdown::default()).await);
-    assert_eq!(holder(&api).await.as_deref(), Some("replica-a"));
+    assert_eq!(holder(&h).await.as_deref(), Some("replica-a"));
     let a_running = Shutdown::default();
     let a_lost = a.keep(a_running.clone());
 
@@ -70,8 +85,8 @@ async fn one_holder_and_takeover_after_expiry() {
     let b_won = tokio::time::timeout(Duration::from_secs(10), b.acquire(Shutdown::default())).await.unwrap();
     assert!(b_won);
     assert!(started.elapsed() < TIMING.lease_duration + Duration::from_secs(2), "took {:?}", started.elapsed());
-    assert_eq!(holder(&api).await.as_deref(), Some("replica-b"));
-    assert_eq!(lease_object(&api).unwrap()["spec"]["leaseTransitions"], 1);
+    assert_eq!(holder(&h).await.as_deref(), Some("replica-b"));
+    assert_eq!(lease_object(&h).await.unwrap().spec.unwrap().lease_transitions, Some(1));
 
     // A notices it lost leadership when it renews.
     assert!(!a.renew().await.unwrap());
@@ -79,10 +94,10 @@ async fn one_holder_and_takeover_after_expiry() {
 
 #[tokio::test]
 async fn release_hands_over_at_once() {
-    let (api, a, b) = replicas().await;
+    let (h, a, b) = replicas().await;
     assert!(a.acquire(Shutdown::default()).await);
     a.release().await;
-    assert_eq!(holder(&api).await, None);
+    assert_eq!(holder(&h).await, None);
     let started = Instant::now();
     assert!(tokio::time::timeout(Duration::from_secs(5), b.acquire(Shutdown::default())).await.unwrap());
     assert!(started.elapsed() < Duration::from_secs(1), "release should not wait for expiry: {:?}", started.elapsed());
@@ -90,7 +105,7 @@ async fn release_hands_over_at_once() {
 
 #[tokio::test]
 async fn a_standby_gives_up_when_shut_down() {
-    let (_api, a, b) = replicas().await;
+    let (_h, a, b) = replicas().await;
     assert!(a.acquire(Shutdown::default()).await);
     let _keep = a.keep(Shutdown::default());
     let stop = Shutdown::default();
@@ -105,16 +120,17 @@ async fn a_standby_gives_up_when_shut_down() {
 
 #[tokio::test]
 async fn losing_the_lease_to_another_writer_stops_the_holder() {
-    let (api, a, _b) = replicas().await;
+    let (h, a, _b) = replicas().await;
     assert!(a.acquire(Shutdown::default()).await);
     let lost = a.keep(Shutdown::default());
-    steal(&api, Some("replica-c"));
+    steal(&h, Some("replica-c")).await;
     tokio::time::timeout(Duration::from_secs(5), lost.clone().wait()).await.expect("the holder notices within a renew interval");
 }
 
 #[tokio::test]
 async fn a_renewal_slower_than_the_lease_gives_up_leadership_before_the_lease_expires() {
-    let (api, a, _b) = replicas().await;
+    let (h, a, _b) = replicas().await;
+    let Some(api) = fault_controls(&h, "a_renewal_slower_than_the_lease_gives_up_leadership_before_the_lease_expires") else { return };
     assert!(a.acquire(Shutdown::default()).await);
     let lost = a.keep(Shutdown::default());
     tokio::time::sleep(TIMING.renew_interval * 2).await;
@@ -125,14 +141,15 @@ async fn a_renewal_slower_than_the_lease_gives_up_leadership_before_the_lease_ex
     tokio::time::timeout(TIMING.lease_duration * 2, lost.wait()).await.expect("the holder gives up while its renewal hangs");
     let given_up = jiff::Timestamp::now();
     // The last renewal the API server stored: a standby counts the lease from (at least) then.
-    let renewed: jiff::Timestamp = lease_object(&api).unwrap()["spec"]["renewTime"].as_str().unwrap().parse().unwrap();
+    let renewed = jiff::Timestamp::try_from(lease_object(&h).await.unwrap().spec.unwrap().renew_time.unwrap().0).unwrap();
     let expires = renewed + TIMING.lease_duration;
     assert!(given_up < expires, "gave up at {given_up}, after the lease renewed at {renewed} expired");
 }
 
 #[tokio::test]
 async fn throttled_or_unavailable_renewals_are_not_retried_by_the_client() {
-    let (api, a, _b) = replicas().await;
+    let (h, a, _b) = replicas().await;
+    let Some(api) = fault_controls(&h, "throttled_or_unavailable_renewals_are_not_retried_by_the_client") else { return };
     assert!(a.acquire(Shutdown::default()).await);
     for code in [429, 503, 504] {
         let before = api.counts();
@@ -148,7 +165,7 @@ async fn throttled_or_unavailable_renewals_are_not_retried_by_the_client() {
     api.inject(Fault::new(Some("update"), Some("leases"), FaultKind::Status(429), 1));
     tokio::time::sleep(TIMING.lease_duration).await;
     assert!(!lost.is_triggered(), "one throttled renewal must not cost the leadership");
-    assert_eq!(holder(&api).await.as_deref(), Some("replica-a"));
+    assert_eq!(holder(&h).await.as_deref(), Some("replica-a"));
 }
 
 /// Sets its flag when dropped.
@@ -162,17 +179,18 @@ impl Drop for DropFlag {
 
 #[tokio::test]
 async fn losing_leadership_drops_the_work_in_flight_at_once() {
-    let (api, a, _b) = replicas().await;
+    let (h, a, _b) = replicas().await;
+    let Some(api) = fault_controls(&h, "losing_leadership_drops_the_work_in_flight_at_once") else { return };
     assert!(a.acquire(Shutdown::default()).await);
     // Work like a reconcile: a slow API request, then a write that must not happen any more.
     api.inject(Fault::new(Some("get"), Some("secrets"), FaultKind::Delay(Duration::from_secs(30)), 1));
-    let client = kube::Client::try_from(Config::new(api.url().parse().unwrap())).unwrap();
+    let (client, ns) = (h.client.clone(), h.ns.clone());
     let (dropped, finished) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
     let work = {
         let (guard, finished) = (DropFlag(dropped.clone()), finished.clone());
         async move {
             let _guard = guard;
-            let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, "operators");
+            let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(client, &ns);
             let _ = secrets.get_opt("slow").await;
             finished.store(true, Ordering::Release);
         }
@@ -185,32 +203,32 @@ async fn losing_leadership_drops_the_work_in_flight_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    steal(&api, Some("replica-c"));
+    steal(&h, Some("replica-c")).await;
     let stolen = Instant::now();
     let outcome = tokio::time::timeout(Duration::from_secs(5), leading).await.expect("lead returns while the work hangs").unwrap();
     assert_eq!(outcome, Outcome::LostLeadership);
     assert!(stolen.elapsed() < TIMING.renew_interval + Duration::from_secs(1), "took {:?}", stolen.elapsed());
     assert!(dropped.load(Ordering::Acquire), "the work was dropped");
     assert!(!finished.load(Ordering::Acquire));
-    assert_eq!(holder(&api).await.as_deref(), Some("replica-c"), "a lost Lease is not released");
+    assert_eq!(holder(&h).await.as_deref(), Some("replica-c"), "a lost Lease is not released");
 }
 
 #[tokio::test]
 async fn finished_work_releases_the_lease() {
-    let (api, a, _b) = replicas().await;
+    let (h, a, _b) = replicas().await;
     assert!(a.acquire(Shutdown::default()).await);
     let outcome = a.lead(tokio::time::sleep(TIMING.renew_interval * 3)).await;
     assert_eq!(outcome, Outcome::Finished);
-    assert_eq!(holder(&api).await, None);
+    assert_eq!(holder(&h).await, None);
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_navigator-token-operator");
 
-/// Starts `run --leader-elect` as `identity`, its token requests going to `tokens`.
-fn operator(kubeconfig: &std::path::Path, identity: &str) -> tokio::process::Child {
+/// Starts `run --leader-elect` as `identity` for the harness's namespace (the Lease in it too).
+fn operator(h: &Harness, kubeconfig: &std::path::Path, identity: &str) -> tokio::process::Child {
     tokio::process::Command::new(BIN)
-        .args(["run", "--leader-elect", "--admin-addr", "127.0.0.1:0", "--namespaces", "team-a"])
-        .args(["--lease-namespace", "operators", "--identity", identity, "--allowed-endpoint-hosts", "127.0.0.1"])
+        .args(["run", "--leader-elect", "--admin-addr", "127.0.0.1:0", "--namespaces", &h.ns])
+        .args(["--lease-namespace", &h.ns, "--identity", identity, "--allowed-endpoint-hosts", "127.0.0.1"])
         .args(["--token-timeout", "60s", "--log-format", "json"])
         .env("KUBECONFIG", kubeconfig)
         .env_remove("RUST_LOG")
@@ -221,42 +239,23 @@ fn operator(kubeconfig: &std::path::Path, identity: &str) -> tokio::process::Chi
         .unwrap()
 }
 
-async fn wait_for(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_exits_non_zero_at_once_on_lost_leadership_and_zero_on_sigterm() {
-    let (api, _, _) = replicas().await;
-    api.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}));
-    let tokens = TokenServer::start(TokenServerConfig::default()).await;
-    tokens.set_default(Some(Scripted::Hang));
-    api.insert(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "creds", "namespace": "team-a", "labels": {"navigator.dev/credentials": "true"}},
-        "stringData": {"client_id": "testkit-client", "client_secret": "testkit-secret"},
-    }));
-    api.insert(json!({
-        "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",
-        "metadata": {"name": "slow", "namespace": "team-a"},
-        "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"name": "creds"},
-                 "endpoint": {"type": "CSP", "url": tokens.base_url()}},
-    }));
-    let kubeconfig = std::env::temp_dir().join(format!("nvt-leader-test-{}.kubeconfig", std::process::id()));
-    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let h = Harness::new(Duration::from_secs(3600)).await;
+    h.tokens.set_default(Some(Scripted::Hang));
+    h.create_token("slow", json!({})).await;
+    let kubeconfig = h.kubeconfig_file(&std::env::temp_dir());
 
     // A leads and has a token request in flight (the endpoint hangs) when another replica takes
     // the Lease: A exits non-zero within a renew interval, without waiting for the request.
-    let a = operator(&kubeconfig, "op-a");
-    wait_for("op-a holds the Lease and requests a token", || {
-        lease_object(&api).is_some_and(|l| l["spec"]["holderIdentity"] == "op-a") && tokens.request_count() >= 1
+    let a = operator(&h, &kubeconfig, "op-a");
+    h.wait_until("op-a holds the Lease and requests a token", WAIT, || async {
+        holder(&h).await.as_deref() == Some("op-a") && h.tokens.request_count() >= 1
     })
     .await;
-    steal(&api, Some("replica-c"));
+    steal(&h, Some("replica-c")).await;
     let stolen = Instant::now();
     let output = tokio::time::timeout(Duration::from_secs(10), a.wait_with_output())
         .await
@@ -268,11 +267,11 @@ async fn the_binary_exits_non_zero_at_once_on_lost_leadership_and_zero_on_sigter
     assert!(stolen.elapsed() < Duration::from_secs(8), "took {:?}", stolen.elapsed());
 
     // B takes the freed Lease and, on SIGTERM, stops gracefully, releases it and exits 0.
-    tokens.set_default(None);
-    steal(&api, None);
-    let b = operator(&kubeconfig, "op-b");
-    wait_for("op-b holds the Lease and issued a token", || {
-        lease_object(&api).is_some_and(|l| l["spec"]["holderIdentity"] == "op-b") && !tokens.issued().is_empty()
+    h.tokens.set_default(None);
+    steal(&h, None).await;
+    let b = operator(&h, &kubeconfig, "op-b");
+    h.wait_until("op-b holds the Lease and issued a token", WAIT, || async {
+        holder(&h).await.as_deref() == Some("op-b") && !h.tokens.issued().is_empty()
     })
     .await;
     let pid = b.id().unwrap().to_string();
@@ -280,35 +279,39 @@ async fn the_binary_exits_non_zero_at_once_on_lost_leadership_and_zero_on_sigter
     let output = tokio::time::timeout(Duration::from_secs(10), b.wait_with_output()).await.expect("op-b stops").unwrap();
     let log = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{log}");
-    assert_eq!(holder(&api).await, None, "released on a normal stop");
-    let _ = std::fs::remove_file(&kubeconfig);
+    assert_eq!(holder(&h).await, None, "released on a normal stop");
+    if h.api.is_some() {
+        let _ = std::fs::remove_file(&kubeconfig);
+    }
+    h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_refresh_token_pending_when_leadership_is_lost_is_stored_before_the_lease_expires() {
     use tokio::io::AsyncBufReadExt;
     const SEED: &str = "seed-refresh-token-Hx7Kp2Lm9Qw4Rt6Yz8Ab";
-    let (api, _, _) = replicas().await;
-    api.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}));
-    let tokens = TokenServer::start(TokenServerConfig::default()).await;
+    let h = Harness::new(Duration::from_secs(3600)).await;
+    let Some(api) = fault_controls(&h, "a_rotated_refresh_token_pending_when_leadership_is_lost_is_stored_before_the_lease_expires") else {
+        return;
+    };
+    let tokens = &h.tokens;
     tokens.add_refresh_token(SEED);
     api.insert(json!({
         "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "creds", "namespace": "team-a", "labels": {"navigator.dev/credentials": "true"}},
+        "metadata": {"name": "creds", "namespace": h.ns, "labels": {"navigator.dev/credentials": "true"}},
         "stringData": {"client_id": "testkit-client", "client_secret": "testkit-secret", "refresh_token": SEED},
     }));
     api.insert(json!({
         "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",
-        "metadata": {"name": "chain", "namespace": "team-a"},
+        "metadata": {"name": "chain", "namespace": h.ns},
         "spec": {"orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "credentialsSecretRef": {"name": "creds", "refreshTokenKey": "refresh_token"},
                  "endpoint": {"type": "CSP", "url": tokens.base_url()}},
     }));
-    let kubeconfig = std::env::temp_dir().join(format!("nvt-leader-refresh-test-{}.kubeconfig", std::process::id()));
-    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let kubeconfig = h.kubeconfig_file(&std::env::temp_dir());
 
     // Secret writes fail: CSP rotates the seed, and the new refresh token stays in memory.
     api.forbid("patch", "secrets");
-    let mut a = operator(&kubeconfig, "op-a");
+    let mut a = operator(&h, &kubeconfig, "op-a");
     let log = Arc::new(std::sync::Mutex::new(String::new()));
     let mut lines = tokio::io::BufReader::new(a.stdout.take().unwrap()).lines();
     let reader = tokio::spawn({
@@ -321,7 +324,7 @@ async fn a_rotated_refresh_token_pending_when_leadership_is_lost_is_stored_befor
             }
         }
     });
-    wait_for("op-a rotates the seed and fails to store the new refresh token", || {
+    h.wait_until("op-a rotates the seed and fails to store the new refresh token", WAIT, || async {
         tokens.valid_refresh_tokens().first().is_some_and(|t| t != SEED) && api.counts().get("patch", "secrets") >= 1
     })
     .await;
@@ -329,15 +332,14 @@ async fn a_rotated_refresh_token_pending_when_leadership_is_lost_is_stored_befor
 
     // Another replica takes the Lease: op-a drops its work at once, the pending token with it
     // unless it is written while op-a's lease still lasts. The API server recovers meanwhile.
-    steal(&api, Some("replica-c"));
-    wait_for("op-a notices the lost Lease", || log.lock().unwrap().contains("leadership lost")).await;
+    steal(&h, Some("replica-c")).await;
+    h.wait_until("op-a notices the lost Lease", WAIT, || async { log.lock().unwrap().contains("leadership lost") }).await;
     api.allow("patch", "secrets");
     let status = tokio::time::timeout(Duration::from_secs(20), a.wait()).await.expect("op-a exits").unwrap();
     let _ = reader.await;
     let log = log.lock().unwrap().clone();
     assert_eq!(status.code(), Some(1), "{log}");
-    let store =
-        api.get("v1", "secrets", Some("team-a"), "chain-refresh-token").unwrap_or_else(|| panic!("the store was not written: {log}"));
+    let store = api.get("v1", "secrets", Some(&h.ns), "chain-refresh-token").unwrap_or_else(|| panic!("the store was not written: {log}"));
     let store: k8s_openapi::api::core::v1::Secret = serde_json::from_value(store).unwrap();
     let stored = String::from_utf8(store.data.unwrap()["refresh_token"].0.clone()).unwrap();
     assert_eq!(stored, rotated, "the newest refresh token of the chain is kept for the next leader");
