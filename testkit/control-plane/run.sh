@@ -8,6 +8,8 @@
 #   testkit/control-plane/run.sh [--version v1.37]
 #       starts it and waits for Ctrl-C (prints how to use it)
 #   testkit/control-plane/run.sh --build-only [--version v1.37]
+#   testkit/control-plane/run.sh --kubectl [--version v1.37]
+#       builds kubectl too (for machines without one) and prints the directory that holds it
 #
 # Free ports, a throwaway PKI (CA, serving certificate, an admin client certificate in
 # system:masters, service-account signing keys), RBAC, the default admission plugins
@@ -22,12 +24,14 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 version=v1.37
 build_only=false
+kubectl=false
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --version) version="$2"; shift 2 ;;
     --build-only) build_only=true; shift ;;
+    --kubectl) kubectl=true; shift ;;
     --) shift; break ;;
-    *) echo "usage: $0 [--version vX.Y] [--build-only] [-- COMMAND ARGS...]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--version vX.Y] [--build-only | --kubectl] [-- COMMAND ARGS...]" >&2; exit 2 ;;
   esac
 done
 
@@ -36,13 +40,9 @@ module="$here/$version"
 bin="$root/target/control-plane/$version"
 stamp="$(cat "$module/go.mod" "$module/go.sum" "$module/etcd/main.go" "$0" | sha256sum | cut -c1-16)"
 
-build() {
-  if [[ -f "$bin/.stamp" && "$(cat "$bin/.stamp")" == "$stamp" ]]; then
-    return
-  fi
+# go build PACKAGES... into $bin, with the version the binaries report set at link time.
+go_build() {
   command -v go >/dev/null || { echo "Go is needed to build the control plane (go.dev/dl, or apt-get install golang)" >&2; exit 1; }
-  echo "==> building kube-apiserver, kube-controller-manager and etcd ($version) into $bin" >&2
-  local started=$SECONDS
   mkdir -p "$bin"
   # The version the binaries report (/version, and the API's compatibility version) is set at
   # link time, as Kubernetes' own build does; the build date is fixed so builds are repeatable.
@@ -56,14 +56,28 @@ build() {
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
   # -mod=readonly: go.sum pins every module; nothing is resolved anew.
-  (cd "$module" && GOFLAGS="-mod=readonly -buildvcs=false" go build -trimpath -ldflags="$ldflags" -o "$bin/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager ./etcd)
+  (cd "$module" && GOFLAGS="-mod=readonly -buildvcs=false" go build -trimpath -ldflags="$ldflags" -o "$bin/" "$@")
+}
+
+build() {
+  if [[ -f "$bin/.stamp" && "$(cat "$bin/.stamp")" == "$stamp" ]]; then
+    return
+  fi
+  echo "==> building kube-apiserver, kube-controller-manager and etcd ($version) into $bin" >&2
+  local started=$SECONDS
+  go_build k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager ./etcd
+  rm -f "$bin/kubectl"
   echo "$stamp" > "$bin/.stamp"
   echo "==> built in $((SECONDS - started)) s" >&2
 }
 
 build
 $build_only && exit 0
+if $kubectl; then
+  [[ -x "$bin/kubectl" ]] || { echo "==> building kubectl ($version) into $bin" >&2; go_build k8s.io/kubernetes/cmd/kubectl; }
+  echo "$bin"
+  exit 0
+fi
 
 dir="$(mktemp -d -t nvt-control-plane.XXXXXX)"
 pids=()
