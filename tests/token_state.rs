@@ -154,6 +154,26 @@ async fn a_watch_that_lags_behind_the_writes_never_costs_a_second_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_does_not_wait_for_watches_that_have_ended() {
+    let mut h = Harness::new(LONG).await;
+    let Some(api) = h.api.clone() else { return h.finish().await };
+    h.start_operator();
+    h.wait_synced().await;
+    // The reconcile waits (up to 5 s) for the watch to show the Secret it wrote when the stop
+    // comes: the watches end with the stop, so the wait can only run out; the stop must not
+    // wait for that (a SIGTERM'd replica would hold its Lease meanwhile).
+    api.set_watch_lag("secrets", Some(Duration::from_secs(8)));
+    h.create_token("stopping", json!({})).await;
+    h.wait_for_token_in_secret("stopping", 1).await;
+    let stop = std::time::Instant::now();
+    h.stop_operator().await;
+    assert!(stop.elapsed() < Duration::from_secs(4), "the stop took {:?}", stop.elapsed());
+    api.set_watch_lag("secrets", None);
+    assert_eq!(h.tokens.request_count(), 1);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_deleted_before_the_lagging_watch_showed_it_is_written_again() {
     let mut h = Harness::new(LONG).await;
     let Some(api) = h.api.clone() else { return h.finish().await };

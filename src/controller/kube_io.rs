@@ -44,7 +44,7 @@ impl Context {
         let written = with_retries(|| api.patch(&name, &params, &patch)).await?;
         let cached = || Some(self.managed_secrets.get(namespace, &name)?.resource_version);
         match written.resource_version() {
-            Some(version) if !wait_for_cache(cached, &version).await => Ok(Some((name, version))),
+            Some(version) if !self.wait_for_cache(cached, &version).await => Ok(Some((name, version))),
             _ => Ok(None),
         }
     }
@@ -83,7 +83,7 @@ impl Context {
             with_retries(|| api.patch_status(&name, &params, &patch)).await.map_err(Error::kube("patch NavigatorToken status"))?;
         let key = ObjectRef::from_obj(&written);
         if let Some(version) = written.resource_version()
-            && !wait_for_cache(|| self.token_store.get(&key)?.resource_version(), &version).await
+            && !self.wait_for_cache(|| self.token_store.get(&key)?.resource_version(), &version).await
         {
             self.record_lag(token, |lag| lag.status = Some(version));
         }
@@ -297,18 +297,22 @@ where
     write().await
 }
 
-/// Waits (bounded) until a watch cache shows a write of ours, so the next reconcile cannot act on
-/// the state from before it (which could request a second token). False when it timed out.
-pub(super) async fn wait_for_cache(cached_version: impl Fn() -> Option<String>, written: &str) -> bool {
-    let caught_up = || cached_version().is_some_and(|rv| resource_version_at_least(&rv, written));
-    let deadline = Instant::now() + READ_YOUR_WRITES_TIMEOUT;
-    while !caught_up() {
-        if Instant::now() >= deadline {
-            return false;
+impl Context {
+    /// Waits (bounded) until a watch cache shows a write of ours, so the next reconcile cannot act
+    /// on the state from before it (which could request a second token). False when it timed out,
+    /// or when the controllers are stopping: their watches have ended, the caches will not catch
+    /// up, and no next reconcile will read them.
+    pub(super) async fn wait_for_cache(&self, cached_version: impl Fn() -> Option<String>, written: &str) -> bool {
+        let caught_up = || cached_version().is_some_and(|rv| resource_version_at_least(&rv, written));
+        let deadline = Instant::now() + READ_YOUR_WRITES_TIMEOUT;
+        while !caught_up() {
+            if Instant::now() >= deadline || *self.stopping.borrow() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        true
     }
-    true
 }
 
 /// resourceVersions are opaque, but etcd's are integers; compare numerically when both are.

@@ -113,6 +113,8 @@ pub struct Context {
     pending_refresh: Arc<PendingRefreshTokens>,
     /// True once every watch has listed.
     synced: tokio::sync::watch::Receiver<bool>,
+    /// True once a graceful stop began (the watches end; reconciles in flight finish).
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// State kept per NavigatorToken between reconciles (besides its metric series), dropped when
@@ -203,6 +205,8 @@ pub async fn run(
     let credentials_api: Api<CredentialsSecret> = scoped_api(&client, ns);
     let (credentials, credentials_events) = cached_watch(credentials_api, credentials_selector, &sync, |_| {});
 
+    // One shutdown for both controllers.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let context = Arc::new(Context {
         settings_fp: secret::settings_fingerprint(tokens.options()),
         client: client.clone(),
@@ -215,6 +219,7 @@ pub async fn run(
         per_token,
         pending_refresh: pending_refresh.clone(),
         synced: sync.receiver(),
+        stopping: stopping.clone(),
     });
 
     // The ClusterNavigatorToken controller shares these caches: its triggers come from the same
@@ -234,14 +239,12 @@ pub async fn run(
             let _ = tx.unbounded_send(ClusterTrigger::Credentials(secret.namespace().unwrap_or_default(), secret.name_any()));
         }
     });
-    // One shutdown for both controllers.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
         stop.send_replace(true);
     };
     let cluster_controller = cluster.map(|cluster| {
-        cluster::run(context.clone(), cluster, cluster_trigger_rx, settings.selector.clone(), settings.concurrency, stopped)
+        cluster::run(context.clone(), cluster, cluster_trigger_rx, settings.selector.clone(), settings.concurrency, stopping)
     });
     drop(cluster_triggers);
 

@@ -20,7 +20,7 @@ use super::{ClusterContext, Observation};
 use crate::controller::act::{Attempt, request_token};
 use crate::controller::api_token;
 use crate::controller::events::EventType;
-use crate::controller::kube_io::{SecretWriteFailure, wait_for_cache, with_retries};
+use crate::controller::kube_io::{SecretWriteFailure, with_retries};
 use crate::controller::plan::{self as token_plan, IssueReason, Plan, Step, TargetSecret};
 use crate::controller::reconcile::{Blocked, CREDENTIALS_NOT_FOUND, Credentials, requeue_at};
 use crate::controller::secret::{self, TokenMaterial, TokenTimes};
@@ -494,7 +494,7 @@ impl ClusterActor<'_> {
         // The next reconcile must see this status (its failure count and retry time).
         let key = ObjectRef::from_obj(&written);
         if let Some(version) = written.resource_version() {
-            wait_for_cache(|| self.ctx.store.get(&key)?.resource_version(), &version).await;
+            self.ctx.base.wait_for_cache(|| self.ctx.store.get(&key)?.resource_version(), &version).await;
         }
         Ok(())
     }
