@@ -241,6 +241,25 @@ fn operator(h: &Harness, kubeconfig: &std::path::Path, identity: &str) -> tokio:
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// The exit code and log of `child` once it exits; if it does not within `limit`, it is killed
+/// and the test fails showing its log.
+async fn exit_within(mut child: tokio::process::Child, limit: Duration, what: &str) -> (Option<i32>, String) {
+    use tokio::io::AsyncReadExt as _;
+    let mut stdout = child.stdout.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut log = Vec::new();
+        let _ = stdout.read_to_end(&mut log).await;
+        String::from_utf8_lossy(&log).into_owned()
+    });
+    let exited = tokio::time::timeout(limit, child.wait()).await;
+    if exited.is_err() {
+        let _ = child.kill().await;
+    }
+    let log = log.await.unwrap();
+    let status = exited.unwrap_or_else(|_| panic!("{what} did not exit within {limit:?}; its log:\n{log}")).unwrap();
+    (status.code(), log)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_exits_non_zero_at_once_on_lost_leadership_and_zero_on_sigterm() {
     let h = Harness::new(Duration::from_secs(3600)).await;
@@ -257,12 +276,8 @@ async fn the_binary_exits_non_zero_at_once_on_lost_leadership_and_zero_on_sigter
     .await;
     steal(&h, Some("replica-c")).await;
     let stolen = Instant::now();
-    let output = tokio::time::timeout(Duration::from_secs(10), a.wait_with_output())
-        .await
-        .expect("op-a exits within a renew interval despite the hung token request")
-        .unwrap();
-    let log = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{log}");
+    let (code, log) = exit_within(a, Duration::from_secs(10), "op-a, despite the hung token request").await;
+    assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("leadership lost"), "{log}");
     assert!(stolen.elapsed() < Duration::from_secs(8), "took {:?}", stolen.elapsed());
 
@@ -276,9 +291,8 @@ async fn the_binary_exits_non_zero_at_once_on_lost_leadership_and_zero_on_sigter
     .await;
     let pid = b.id().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let output = tokio::time::timeout(Duration::from_secs(10), b.wait_with_output()).await.expect("op-b stops").unwrap();
-    let log = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{log}");
+    let (code, log) = exit_within(b, Duration::from_secs(10), "op-b, on SIGTERM").await;
+    assert_eq!(code, Some(0), "{log}");
     assert_eq!(holder(&h).await, None, "released on a normal stop");
     if h.api.is_some() {
         let _ = std::fs::remove_file(&kubeconfig);

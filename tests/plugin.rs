@@ -18,7 +18,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions::is_crd_established};
-use kube::{Client, Config};
+use kube::{Client, Config, Resource as _, ResourceExt as _};
 use serde_json::{Value, json};
 use testkit::apiserver::ApiServer;
 
@@ -186,14 +186,7 @@ impl Cluster {
 
     /// Stores the Secret the operator would write for `token`, holding `access_token`.
     async fn secret(&self, token: &NavigatorToken, access_token: &str) -> Value {
-        let issued_at = Timestamp::from_second(IAT).unwrap();
-        let material = TokenMaterial {
-            access_token: Sensitive::new(access_token),
-            id_token: None,
-            times: TokenTimes { issued_at, expires_at: Timestamp::from_second(EXP).unwrap() },
-        };
-        let secret = desired(token, &material, &fingerprint(b"inputs")).unwrap();
-        self.store(serde_json::to_value(secret).unwrap()).await
+        self.store(serde_json::to_value(written_secret(token, access_token)).unwrap()).await
     }
 
     /// Stores a ClusterNavigatorToken with labels, target and status; returns it as stored.
@@ -212,9 +205,12 @@ impl Cluster {
 
     /// Stores the Secret the operator would write for `cnvt` in `namespace` (with its label).
     async fn cluster_secret(&self, cnvt: &ClusterNavigatorToken, namespace: &str, access_token: &str) -> Value {
-        let mut secret = self.secret(&cnvt.view_in(&self.on_server(namespace)), access_token).await;
-        secret["metadata"]["labels"][CLUSTER_TOKEN_LABEL] = json!(cnvt.metadata.name);
-        self.store(secret).await
+        let mut secret = written_secret(&cnvt.view_in(&self.on_server(namespace)), access_token);
+        secret.labels_mut().insert(CLUSTER_TOKEN_LABEL.into(), cnvt.name_any());
+        // Owned by the ClusterNavigatorToken, as the operator writes it: a real server's garbage
+        // collector deletes a Secret whose owner (a NavigatorToken of that name) does not exist.
+        secret.metadata.owner_references = cnvt.controller_owner_ref(&()).map(|owner| vec![owner]);
+        self.store(serde_json::to_value(secret).unwrap()).await
     }
 
     async fn cluster_refresh_requested_at(&self, name: &str) -> String {
@@ -260,6 +256,17 @@ impl Drop for Cluster {
         });
         let _ = cleanup.join();
     }
+}
+
+/// The Secret the operator writes for `token` holding `access_token`.
+fn written_secret(token: &NavigatorToken, access_token: &str) -> Secret {
+    let issued_at = Timestamp::from_second(IAT).unwrap();
+    let material = TokenMaterial {
+        access_token: Sensitive::new(access_token),
+        id_token: None,
+        times: TokenTimes { issued_at, expires_at: Timestamp::from_second(EXP).unwrap() },
+    };
+    desired(token, &material, &fingerprint(b"inputs")).unwrap()
 }
 
 /// `text` with every whole word (a run of `[a-z0-9-]`) `from` replaced by `to`.
