@@ -388,7 +388,8 @@ async fn a_navigator_token_deleted_and_created_again_continues_its_chain() {
         h.navigator_tokens().get_opt("chain").await.unwrap().is_none()
     })
     .await;
-    h.wait_until("its target Secret is collected", Duration::from_secs(20), || async {
+    // A real garbage collector takes a kind into account within its discovery resync (30 s).
+    h.wait_until("its target Secret is collected", Duration::from_secs(60), || async {
         h.secrets().get_opt("chain").await.unwrap().is_none()
     })
     .await;

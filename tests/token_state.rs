@@ -174,6 +174,28 @@ async fn a_graceful_stop_does_not_wait_for_watches_that_have_ended() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_before_the_caches_could_list_is_prompt() {
+    let mut h = Harness::new(LONG).await;
+    let Some(api) = h.api.clone() else { return h.finish().await };
+    // Secrets may not be listed (an RBAC mistake): reconciles wait for caches that never list,
+    // and a stop must not wait for them.
+    api.forbid("list", "secrets");
+    h.create_token("unlisted", json!({})).await;
+    h.start_operator();
+    while api.counts().get("list", "navigatortokens") == 0 || api.counts().get("list", "secrets") == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The NavigatorToken cache has listed: its reconcile starts and waits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stop = std::time::Instant::now();
+    h.stop_operator().await;
+    assert!(stop.elapsed() < Duration::from_secs(4), "the stop took {:?}", stop.elapsed());
+    api.allow_all();
+    assert_eq!(h.tokens.request_count(), 0);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_secret_deleted_before_the_lagging_watch_showed_it_is_written_again() {
     let mut h = Harness::new(LONG).await;
     let Some(api) = h.api.clone() else { return h.finish().await };

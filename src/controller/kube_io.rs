@@ -313,6 +313,19 @@ impl Context {
         }
         true
     }
+
+    /// Waits until the watches behind `synced` have listed: reads must come from listed caches,
+    /// or a restart would look like "no Secret yet". False when the controllers stop first (a
+    /// watch refused its list, say): the reconcile must then end, or the stop would wait for it
+    /// for good.
+    pub(super) async fn wait_listed(&self, synced: &tokio::sync::watch::Receiver<bool>) -> bool {
+        let (mut synced, mut stopping) = (synced.clone(), self.stopping.clone());
+        tokio::select! {
+            biased;
+            _ = synced.wait_for(|listed| *listed) => true,
+            _ = stopping.wait_for(|stopping| *stopping) => false,
+        }
+    }
 }
 
 /// resourceVersions are opaque, but etcd's are integers; compare numerically when both are.

@@ -69,8 +69,9 @@ pub(super) async fn reconcile(token: Arc<NavigatorToken>, ctx: Arc<Context>) -> 
 }
 
 async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action, Error> {
-    // Reads must come from listed caches, or a restart would look like "no Secret yet".
-    let _ = ctx.synced.clone().wait_for(|synced| *synced).await;
+    if !ctx.wait_listed(&ctx.synced).await {
+        return Ok(Action::await_change());
+    }
     let labels = TokenLabels { namespace: token.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?, name: token.name_any() };
     if token.metadata.deletion_timestamp.is_some() {
         ctx.metrics.forget(&labels);

@@ -315,9 +315,9 @@ pub(super) struct Observation {
 }
 
 async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> Result<Action, Error> {
-    // Reads must come from listed caches, or a restart would look like "no Secrets yet".
-    let _ = ctx.base.synced.clone().wait_for(|synced| *synced).await;
-    let _ = ctx.synced.clone().wait_for(|synced| *synced).await;
+    if !ctx.base.wait_listed(&ctx.base.synced).await || !ctx.base.wait_listed(&ctx.synced).await {
+        return Ok(Action::await_change());
+    }
     let name = cnvt.name_any();
     if cnvt.metadata.deletion_timestamp.is_some() {
         // Its Secrets go with it by garbage collection (owner references, deletionPolicy Delete).
