@@ -60,7 +60,13 @@ go_build() {
 }
 
 build() {
+  # One build per version at a time: CI starts the builds early in the background, and a later
+  # call waits for that build here instead of starting a second one.
+  mkdir -p "$bin"
+  exec {lock}>"$bin.lock"
+  flock "$lock"
   if [[ -f "$bin/.stamp" && "$(cat "$bin/.stamp")" == "$stamp" ]]; then
+    flock -u "$lock"
     return
   fi
   echo "==> building kube-apiserver, kube-controller-manager and etcd ($version) into $bin" >&2
@@ -68,6 +74,7 @@ build() {
   go_build k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager ./etcd
   rm -f "$bin/kubectl"
   echo "$stamp" > "$bin/.stamp"
+  flock -u "$lock"
   echo "==> built in $((SECONDS - started)) s" >&2
 }
 

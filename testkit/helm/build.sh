@@ -17,6 +17,10 @@ version="$(cd "$here" && GOFLAGS=-mod=readonly go list -m -f '{{.Version}}' helm
 bin="$root/target/helm/$version"
 stamp="$(cat "$here/go.mod" "$here/go.sum" "$0" | sha256sum | cut -c1-16)"
 
+# One build at a time (CI starts it early in the background; a later call waits for it here).
+mkdir -p "$bin"
+exec {lock}>"$bin.lock"
+flock "$lock"
 if [[ ! -x "$bin/helm" || "$(cat "$bin/.stamp" 2>/dev/null)" != "$stamp" ]]; then
   echo "==> building helm $version into $bin" >&2
   started=$SECONDS
