@@ -95,7 +95,11 @@ async fn ready_turns_false_when_the_token_expires_during_a_long_retry_after() {
     assert!(ready.message.contains("expired at"), "{}", ready.message);
     assert_eq!(status.expires_at, None, "status no longer describes an expired token as current");
     assert_eq!(h.tokens.request_count(), 2, "the Retry-After is still honoured");
-    assert!(h.events("waiting").await.contains(&("Warning".to_owned(), "TokenExpired".to_owned())));
+    // The Event follows the status write.
+    h.wait_until("a TokenExpired Event", Duration::from_secs(10), || async {
+        h.events("waiting").await.contains(&("Warning".to_owned(), "TokenExpired".to_owned()))
+    })
+    .await;
     h.finish().await;
 }
 
