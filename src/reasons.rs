@@ -2,6 +2,10 @@
 //! conditions, the reasons of its Events, and the label values of its metrics. Each string is
 //! defined once here and used from here, so a reason cannot drift between the status, the
 //! Events, the metrics and the documentation.
+//!
+//! The table "Reasons" in `docs/operations.md` lists each reason with where it appears and what
+//! to do about it; a test below checks that table against [`ALL`] both ways, and its "Where"
+//! column against the lists of this module ([`READY_REASONS`], [`FAILURES`], ...).
 
 // Condition types.
 
@@ -341,3 +345,99 @@ pub const ALL: &[&str] = &[
     SECRET_TAMPERED,
 ];
 
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+
+    /// The heading of the reference table in docs/operations.md.
+    const TABLE_HEADING: &str = "### Reasons";
+
+    fn operations_md() -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md");
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The rows of the table under [`TABLE_HEADING`]: reason → the places of its "Where" cell.
+    fn documented() -> BTreeMap<String, BTreeSet<String>> {
+        let doc = operations_md();
+        let section =
+            doc.split_once(&format!("\n{TABLE_HEADING}\n")).map(|(_, rest)| rest).expect("docs/operations.md has no Reasons table");
+        let mut rows = BTreeMap::new();
+        for line in section.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).skip(2) {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            let reason = cells[0].strip_prefix('`').and_then(|c| c.strip_suffix('`')).unwrap_or_else(|| panic!("not `Reason`: {line}"));
+            let places = cells.get(1).unwrap_or_else(|| panic!("no Where cell: {line}")).split(", ").map(str::to_owned).collect();
+            assert!(rows.insert(reason.to_owned(), places).is_none(), "{reason} is in the table twice");
+        }
+        rows
+    }
+
+    /// Where the module's lists say `reason` appears, in the words of the table's "Where" column.
+    fn places(reason: &str) -> BTreeSet<String> {
+        let mut places = BTreeSet::new();
+        let mut add = |list: &[&str], place: &str| {
+            if list.contains(&reason) {
+                places.insert(place.to_owned());
+            }
+        };
+        add(READY_REASONS, READY);
+        add(FAILURES, READY);
+        add(FAILURES, "Event");
+        add(EVENTS, "Event");
+        add(REQUEST_FAILURES, "outcome");
+        add(ROLLOUT_REASONS, ROLLOUTS_RESTARTED);
+        add(CREDENTIALS_EXPIRING_REASONS, CREDENTIALS_EXPIRING);
+        add(NAMESPACE_FAILURES, "namespaceFailures");
+        places
+    }
+
+    #[test]
+    fn each_reason_is_defined_once_and_listed_where_it_appears() {
+        let all: BTreeSet<&str> = ALL.iter().copied().collect();
+        assert_eq!(all.len(), ALL.len(), "a reason is in ALL twice");
+        let lists = [READY_REASONS, FAILURES, REQUEST_FAILURES, ROLLOUT_REASONS, CREDENTIALS_EXPIRING_REASONS, NAMESPACE_FAILURES, EVENTS];
+        let listed: BTreeSet<&str> = lists.iter().flat_map(|l| l.iter().copied()).collect();
+        assert_eq!(listed, all, "ALL and the lists differ");
+        for reason in REQUEST_FAILURES.iter().chain(&SECRET_WRITE_FAILURES).chain(&CREDENTIALS_REJECTED) {
+            assert!(FAILURES.contains(reason), "{reason} is a failure");
+        }
+        for value in CONDITION_TYPES.iter().chain(METRIC_LABEL_VALUES) {
+            assert!(!all.contains(value), "{value} is not a reason");
+        }
+    }
+
+    /// The docs' Reasons table lists every reason of [`ALL`], no other, each with where it
+    /// appears as this module's lists say: a reason added here needs a row, and a row needs a
+    /// reason here.
+    #[test]
+    fn the_reasons_table_in_the_docs_matches_the_module() {
+        let documented = documented();
+        let table: BTreeSet<&str> = documented.keys().map(String::as_str).collect();
+        let all: BTreeSet<&str> = ALL.iter().copied().collect();
+        let undocumented: Vec<&&str> = all.difference(&table).collect();
+        assert!(undocumented.is_empty(), "reasons missing from the Reasons table of docs/operations.md: {undocumented:?}");
+        let unknown: Vec<&&str> = table.difference(&all).collect();
+        assert!(unknown.is_empty(), "the Reasons table of docs/operations.md lists reasons the operator does not have: {unknown:?}");
+        for (reason, where_) in &documented {
+            assert_eq!(where_, &places(reason), "the Where cell of {reason} in the Reasons table");
+        }
+    }
+
+    /// The condition types and the metrics' label values are documented too.
+    #[test]
+    fn condition_types_and_metric_label_values_are_documented() {
+        let doc = operations_md();
+        for type_ in CONDITION_TYPES {
+            assert!(doc.contains(&format!("`{type_}`")), "docs/operations.md does not mention the condition {type_}");
+        }
+        let metrics_row = |metric: &str| doc.lines().find(|l| l.starts_with(&format!("| `{metric}`"))).unwrap_or_default().to_owned();
+        let requests = metrics_row("navigator_token_requests_total");
+        assert!(requests.contains(&format!("`{OUTCOME_SUCCESS}`")), "{requests}");
+        let reconciles = metrics_row("navigator_reconcile_total");
+        for value in [RECONCILE_OK, RECONCILE_ERROR] {
+            assert!(reconciles.contains(&format!("`{value}`")), "{reconciles}");
+        }
+    }
+}
