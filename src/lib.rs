@@ -13,6 +13,7 @@ pub mod kubeconfig;
 pub mod leader;
 pub mod metrics;
 pub mod plugin;
+pub mod reasons;
 pub mod redact;
 pub mod template;
 pub mod token;

@@ -13,8 +13,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::api_counter::ApiLabels;
-use crate::controller::status::READY;
 use crate::crd::{ClusterNavigatorToken, NavigatorToken, NavigatorTokenStatus};
+use crate::reasons::READY;
 
 /// Identifies one NavigatorToken.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -17,8 +17,9 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::controller::secret::{is_ours, is_recorded_token, written_for_cluster};
-use crate::controller::status::{CREDENTIALS_EXPIRING, READY, ROLLOUTS_RESTARTED, rfc3339};
+use crate::controller::status::rfc3339;
 use crate::crd::{ClusterNavigatorToken, NavigatorToken, NavigatorTokenStatus};
+use crate::reasons::{CREDENTIALS_EXPIRING, READY, ROLLOUTS_RESTARTED};
 use crate::redact::Sensitive;
 use crate::token::jwt;
 use crate::{EXPIRES_AT_ANNOTATION, ISSUED_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_REQUESTED_ANNOTATION};

@@ -16,9 +16,12 @@ use super::reconcile::{Credentials, jitter_seed, requeue_at};
 use super::refresh_store::RefreshFailure;
 use super::rollout::RolloutOutcome;
 use super::secret::{self, TokenMaterial, TokenTimes};
-use super::status::{self, REASON_REFRESH_FAILING, REASON_SUSPENDED, REASON_TOKEN_VALID};
+use super::status;
 use crate::crd::{CredentialsStatus, NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::{RequestLabels, TokenLabels};
+use crate::reasons::{
+    ISSUED, OUTCOME_SUCCESS, RECOVERED, REFRESH_BEFORE_NOT_HONOURED, REFRESH_FAILING, SUSPENDED, TOKEN_EXPIRED, TOKEN_VALID,
+};
 use crate::redact::Sensitive;
 use crate::token::{ExpirySource, Grant, RetryClass, TokenError, TokenRequest};
 use crate::{Error, duration};
@@ -160,7 +163,7 @@ impl Actor<'_> {
         if let Some(note) = &misfit {
             message.push_str(&format!(". {note}"));
         }
-        status::set_ready(&mut status, self.previous, true, REASON_TOKEN_VALID, message.clone(), self.token.metadata.generation, self.now);
+        status::set_ready(&mut status, self.previous, true, TOKEN_VALID, message.clone(), self.token.metadata.generation, self.now);
         let status_lifetime = status.granted_lifetime.clone();
         // Before the status write: whoever sees Ready=True finds the series of the same token.
         self.ctx.metrics.token_expiry.get_or_create(self.labels).set(times.expires_at.as_second());
@@ -170,14 +173,14 @@ impl Actor<'_> {
 
         // Once per change of the granted lifetime, not at every refresh.
         if misfit.is_some() && issued.is_some() && self.previous.and_then(|p| p.granted_lifetime.as_ref()) != status_lifetime.as_ref() {
-            self.event(EventType::Warning, status::REFRESH_BEFORE_NOT_HONOURED, &message).await;
+            self.event(EventType::Warning, REFRESH_BEFORE_NOT_HONOURED, &message).await;
         }
         let failures_before = self.previous.map_or(0, |s| s.consecutive_failures);
         let note = format!("token valid until {}", status::rfc3339(times.expires_at));
         if failures_before > 0 && issued.is_some() {
-            self.event(EventType::Normal, "Recovered", &format!("{note} after {failures_before} failed attempts")).await;
+            self.event(EventType::Normal, RECOVERED, &format!("{note} after {failures_before} failed attempts")).await;
         } else if issued == Some(IssueReason::Initial) {
-            self.event(EventType::Normal, "Issued", &format!("issued a {note}")).await;
+            self.event(EventType::Normal, ISSUED, &format!("issued a {note}")).await;
         }
         // Keep's plan may look again sooner than the refresh (periodic re-check), and so may a
         // restart still owed.
@@ -216,7 +219,7 @@ impl Actor<'_> {
         let generation = status.observed_generation;
         status::set_ready(&mut status, self.previous, false, &reason, message.clone(), generation, self.now);
         self.write_status(status).await?;
-        self.event(EventType::Warning, "TokenExpired", &message).await;
+        self.event(EventType::Warning, TOKEN_EXPIRED, &message).await;
         Ok(requeue_at(retry_at, self.now))
     }
 
@@ -229,15 +232,7 @@ impl Actor<'_> {
             Some(c) => format!("refreshing is suspended; the current token expires at {}", status::rfc3339(c.expires_at)),
             None => "refreshing is suspended and the Secret holds no valid token".to_owned(),
         };
-        status::set_ready(
-            &mut status,
-            self.previous,
-            current.is_some(),
-            REASON_SUSPENDED,
-            message,
-            self.token.metadata.generation,
-            self.now,
-        );
+        status::set_ready(&mut status, self.previous, current.is_some(), SUSPENDED, message, self.token.metadata.generation, self.now);
         self.write_status(status).await?;
         // Look again at expiry so that Ready turns False when the token lapses.
         Ok(requeue_at(current.map(|c| c.expires_at), self.now))
@@ -291,7 +286,7 @@ pub(super) async fn request_token(
     let started = Instant::now();
     let result = ctx.tokens.issue(&request).await;
     let outcome = match &result {
-        Ok(_) => "success",
+        Ok(_) => OUTCOME_SUCCESS,
         Err(e) => e.reason(),
     };
     let endpoint_type = format!("{:?}", request.endpoint_type).replace("Csp", "CSP");
@@ -372,7 +367,7 @@ impl Attempt<'_> {
         let ready = match still_valid {
             Some(c) => (
                 true,
-                REASON_REFRESH_FAILING.to_owned(),
+                REFRESH_FAILING.to_owned(),
                 format!(
                     "{message}. The current token stays valid until {}; retrying at {}",
                     status::rfc3339(c.expires_at),

@@ -13,12 +13,11 @@ use super::Context;
 use super::act::Actor;
 use super::events::EventType;
 use super::reconcile::Credentials;
-use super::status::{self, CREDENTIALS_EXPIRING, rfc3339};
+use super::status::{self, rfc3339};
 use crate::crd::{CredentialsStatus, NavigatorToken, NavigatorTokenStatus};
+use crate::reasons::{API_TOKEN_EXPIRING_SOON, API_TOKEN_NEVER_EXPIRES, API_TOKEN_VALID, CREDENTIALS_EXPIRING};
 use crate::token::{ApiTokenExpiry, Grant};
 
-/// Reason (and Warning Event) of `CredentialsExpiring=True`.
-pub const REASON_API_TOKEN_EXPIRING: &str = "APITokenExpiringSoon";
 /// Warn this long before the API token expires: time enough for a person to rotate it.
 pub const EXPIRY_WARNING: SignedDuration = SignedDuration::from_hours(24 * 30);
 /// Ask CSP again after this long: an API token's expiry does not change, but it is cheap to
@@ -35,7 +34,7 @@ pub fn needs_check(previous: Option<&CredentialsStatus>, credentials_fp: &str, n
 /// The `CredentialsExpiring` condition (status, reason, message), when the expiry is known.
 pub fn expiry_condition(credentials: &CredentialsStatus, secret: &str, now: Timestamp) -> Option<(bool, &'static str, String)> {
     if credentials.api_token_never_expires {
-        return Some((false, "APITokenNeverExpires", format!("the CSP API token in Secret {secret} never expires")));
+        return Some((false, API_TOKEN_NEVER_EXPIRES, format!("the CSP API token in Secret {secret} never expires")));
     }
     let expires_at: Timestamp = credentials.api_token_expires_at.as_deref()?.parse().ok()?;
     let at = rfc3339(expires_at);
@@ -43,9 +42,9 @@ pub fn expiry_condition(credentials: &CredentialsStatus, secret: &str, now: Time
         let message = format!(
             "the CSP API token in Secret {secret} expires at {at}; after that no access token can be issued. Generate a new API token in the CSP console and put it into the Secret before then"
         );
-        (true, REASON_API_TOKEN_EXPIRING, message)
+        (true, API_TOKEN_EXPIRING_SOON, message)
     } else {
-        (false, "APITokenValid", format!("the CSP API token in Secret {secret} expires at {at}"))
+        (false, API_TOKEN_VALID, format!("the CSP API token in Secret {secret} expires at {at}"))
     })
 }
 
@@ -107,7 +106,7 @@ pub(super) fn keep_credentials_status(
     status.credentials = credentials;
 }
 
-/// The note of the one Warning Event [`REASON_API_TOKEN_EXPIRING`], when `CredentialsExpiring`
+/// The note of the one Warning Event [`API_TOKEN_EXPIRING_SOON`], when `CredentialsExpiring`
 /// turned True from `previous` to `status`.
 pub(super) fn expiring_warning(status: &NavigatorTokenStatus, previous: Option<&NavigatorTokenStatus>) -> Option<String> {
     let expiring = |s: &NavigatorTokenStatus| s.conditions.iter().find(|c| c.type_ == CREDENTIALS_EXPIRING && c.status == "True").cloned();
@@ -133,7 +132,7 @@ impl Actor<'_> {
     /// One Warning Event when `CredentialsExpiring` turns True.
     pub(super) async fn warn_once_when_expiring(&self, status: &NavigatorTokenStatus) {
         if let Some(note) = expiring_warning(status, self.previous) {
-            self.event(EventType::Warning, REASON_API_TOKEN_EXPIRING, &note).await;
+            self.event(EventType::Warning, API_TOKEN_EXPIRING_SOON, &note).await;
         }
     }
 }
@@ -172,7 +171,7 @@ mod tests {
         assert_eq!((expiring, reason), (false, "APITokenValid"));
         assert!(message.contains("2027-01-15T00:00:00Z"), "{message}");
         let (expiring, reason, message) = expiry_condition(&c, "creds", at("2026-12-17T00:00:00Z")).unwrap();
-        assert_eq!((expiring, reason), (true, REASON_API_TOKEN_EXPIRING));
+        assert_eq!((expiring, reason), (true, API_TOKEN_EXPIRING_SOON));
         assert!(message.contains("Secret creds") && message.contains("before then"), "{message}");
         let never = checked(None, "2026-11-29T10:00:00Z", "fp");
         assert_eq!(expiry_condition(&never, "creds", at("2126-01-01T00:00:00Z")).map(|c| c.0), Some(false));

@@ -12,6 +12,10 @@ use tracing::debug;
 
 use super::{Context, PerToken};
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
+use crate::reasons::{
+    INVALID_TEMPLATE, NAMESPACE_TERMINATING, SECRET_IMMUTABLE, SECRET_INVALID, SECRET_QUOTA_EXCEEDED, SECRET_WRITE_FAILED,
+    SECRET_WRITE_FORBIDDEN,
+};
 use crate::template::TemplateError;
 use crate::token::RetryClass;
 use crate::{Error, FIELD_MANAGER};
@@ -155,14 +159,6 @@ pub(super) struct SecretWriteFailure {
     pub(super) message: String,
 }
 
-/// Reasons of [`SecretWriteFailure`] from the API server; a failure with one of them retries at
-/// once when the target Secret is deleted.
-pub(super) const SECRET_WRITE_REASONS: [&str; 6] =
-    ["NamespaceTerminating", "SecretQuotaExceeded", "SecretWriteForbidden", "SecretImmutable", "SecretInvalid", "SecretWriteFailed"];
-
-/// Reason: a `spec.target.template` key does not compile or render.
-pub(super) const INVALID_TEMPLATE: &str = "InvalidTemplate";
-
 /// The longest piece of an API server message quoted in status (admission webhooks can say a lot).
 const MAX_QUOTED: usize = 400;
 
@@ -195,44 +191,45 @@ impl SecretWriteFailure {
             kube::Error::Api(status) => status,
             other => {
                 let message = format!("writing Secret {name} failed: {}", scrub(&other.to_string()));
-                return SecretWriteFailure { reason: "SecretWriteFailed", message };
+                return SecretWriteFailure { reason: SECRET_WRITE_FAILED, message };
             }
         };
         let said = scrub(&status.message);
         let causes = status.details.as_ref().map(|d| d.causes.as_slice()).unwrap_or_default();
         let cause = |reason: &str, field: &str| causes.iter().any(|c| c.reason == reason || (!field.is_empty() && c.field == field));
         let (reason, message) = match status.code {
+            // The API server's cause, which this operator's reason repeats.
             403 if cause("NamespaceTerminating", "") => {
-                ("NamespaceTerminating", format!("namespace {namespace} is being deleted; Secret {name} cannot be written there"))
+                (NAMESPACE_TERMINATING, format!("namespace {namespace} is being deleted; Secret {name} cannot be written there"))
             }
             403 if status.message.contains("exceeded quota") => (
-                "SecretQuotaExceeded",
+                SECRET_QUOTA_EXCEEDED,
                 format!(
                     "a ResourceQuota in namespace {namespace} leaves no room for Secret {name} ({said}). Raise the quota or delete unused Secrets; the token already issued is stored then"
                 ),
             ),
             403 => (
-                "SecretWriteForbidden",
+                SECRET_WRITE_FORBIDDEN,
                 format!(
                     "writing Secret {name} was forbidden ({said}). Check the operator's RBAC and any admission webhook or policy on Secrets in namespace {namespace}"
                 ),
             ),
             422 if causes.iter().any(|c| c.field == "data" && c.message.contains("immutable")) => (
-                "SecretImmutable",
+                SECRET_IMMUTABLE,
                 format!(
                     "Secret {name} is marked immutable and cannot take the new token. Delete it and the operator recreates it with the current token"
                 ),
             ),
             422 if cause("", "type") => (
-                "SecretInvalid",
+                SECRET_INVALID,
                 format!(
                     "Secret {name} exists with another type and the type of a Secret cannot change ({said}). Delete it and the operator recreates it"
                 ),
             ),
             400 | 422 => {
-                ("SecretInvalid", format!("the API server rejected Secret {name} ({said}). Fix spec.target (labels, annotations, keys)"))
+                (SECRET_INVALID, format!("the API server rejected Secret {name} ({said}). Fix spec.target (labels, annotations, keys)"))
             }
-            _ => ("SecretWriteFailed", format!("writing Secret {name} failed ({said}); retrying with backoff")),
+            _ => (SECRET_WRITE_FAILED, format!("writing Secret {name} failed ({said}); retrying with backoff")),
         };
         SecretWriteFailure { reason, message }
     }
@@ -429,7 +426,7 @@ mod tests {
             let failure = classify(error);
             assert_eq!(failure.reason, reason, "{error}");
             assert!(failure.message.contains(hint), "{reason}: {}", failure.message);
-            assert!(SECRET_WRITE_REASONS.contains(&failure.reason));
+            assert!(crate::reasons::SECRET_WRITE_FAILURES.contains(&failure.reason));
         }
     }
 

@@ -14,21 +14,19 @@ use tracing::{Instrument, debug, info_span, warn};
 use super::Context;
 use super::act::Actor;
 use super::credentials::CredentialsSecret;
-use super::kube_io::{INVALID_TEMPLATE, SECRET_WRITE_REASONS};
 use super::plan::{self, FailureState, IssueReason, Observed, Step, TargetSecret};
 use super::secret;
 use super::status;
 use crate::crd::{CredentialsSecretRef, NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::{ReconcileLabels, TokenLabels};
+use crate::reasons::{
+    CREDENTIALS_INVALID, CREDENTIALS_NOT_FOUND, CREDENTIALS_NOT_LABELLED, CREDENTIALS_REJECTED, INVALID_SPEC, INVALID_TEMPLATE,
+    RECONCILE_ERROR, RECONCILE_OK, SECRET_CONFLICT, SECRET_WRITE_FAILURES,
+};
 use crate::redact::Sensitive;
 use crate::template;
-use crate::token::{CREDENTIALS_REJECTED_REASONS, Grant, RetryClass};
+use crate::token::{Grant, RetryClass};
 use crate::{CREDENTIALS_LABEL, Error};
-
-/// Reason when the credentials Secret is not in the cache (refined on report).
-pub(super) const CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
-/// Reason when a Secret of the target name belongs to someone else.
-const SECRET_CONFLICT: &str = "SecretConflict";
 
 /// How soon a reconcile looks again while the caches lag behind its own writes.
 const CACHE_LAG_RECHECK: Duration = Duration::from_secs(1);
@@ -52,7 +50,7 @@ pub(super) struct Credentials {
 /// Handles errors of the Kubernetes side (token errors are handled in `reconcile`): retry soon.
 pub(super) fn error_policy(token: Arc<NavigatorToken>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(namespace = token.namespace().unwrap_or_default(), navigatortoken = token.name_any(), %error, "reconcile failed; retrying");
-    ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "error".into() }).inc();
+    ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_ERROR.into() }).inc();
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -63,7 +61,7 @@ pub(super) async fn reconcile(token: Arc<NavigatorToken>, ctx: Arc<Context>) -> 
     let result = reconcile_inner(&token, &ctx).instrument(span).await;
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
-        ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: "ok".into() }).inc();
+        ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_OK.into() }).inc();
     }
     result
 }
@@ -104,7 +102,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         // Only while status describes a token (the Secret held a valid one at the failure): a
         // write that fails before the Secret ever existed would otherwise retry in a tight loop.
         secret_write: previous.is_some_and(|s| s.issued_at.is_some())
-            && previous.and_then(|s| s.last_failure.as_ref()).is_some_and(|f| SECRET_WRITE_REASONS.contains(&f.reason.as_str())),
+            && previous.and_then(|s| s.last_failure.as_ref()).is_some_and(|f| SECRET_WRITE_FAILURES.contains(&f.reason.as_str())),
         ..failure_state(previous, &attempt_fp, token.metadata.generation)
     };
     let secret_name = token.target_secret_name();
@@ -202,7 +200,7 @@ impl Context {
         let exists = api.get_metadata_opt(name).await.map_err(Error::kube("get credentials Secret"))?.is_some();
         Ok(if exists {
             Blocked {
-                reason: "CredentialsNotLabelled",
+                reason: CREDENTIALS_NOT_LABELLED,
                 message: format!(
                     "credentials Secret {name} lacks the label {CREDENTIALS_LABEL}=true that lets the operator watch it; run: kubectl label secret -n {namespace} {name} {CREDENTIALS_LABEL}=true"
                 ),
@@ -217,7 +215,7 @@ impl Context {
 fn credentials_from(secret: &CredentialsSecret, reference: &CredentialsSecretRef) -> Result<Credentials, Blocked> {
     let value = |key: &str| -> Result<String, Blocked> {
         secret.value(key).map(str::to_owned).map_err(|problem| Blocked {
-            reason: "CredentialsInvalid",
+            reason: CREDENTIALS_INVALID,
             message: format!("credentials Secret {}: {}", reference.name, problem.describe(key)),
         })
     };
@@ -250,13 +248,13 @@ pub(super) fn failure_state(previous: Option<&NavigatorTokenStatus>, attempt_fp:
         same_inputs: previous.and_then(|s| s.inputs_fingerprint.as_deref()) == Some(attempt_fp)
             && previous.and_then(|s| s.observed_generation) == generation,
         secret_write: false,
-        until_credentials_change: last_failure.is_some_and(|f| CREDENTIALS_REJECTED_REASONS.contains(&f.reason.as_str())),
+        until_credentials_change: last_failure.is_some_and(|f| CREDENTIALS_REJECTED.contains(&f.reason.as_str())),
     }
 }
 
 pub(super) fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, Blocked> {
     value
-        .map(|v| crate::duration::parse(v).map_err(|e| Blocked { reason: "InvalidSpec", message: format!("spec.{field}: {e}") }))
+        .map(|v| crate::duration::parse(v).map_err(|e| Blocked { reason: INVALID_SPEC, message: format!("spec.{field}: {e}") }))
         .transpose()
 }
 

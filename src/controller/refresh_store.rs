@@ -29,6 +29,7 @@ use super::kube_io::SecretWriteFailure;
 use super::reconcile::Blocked;
 use super::secret::fingerprint;
 use crate::crd::NavigatorToken;
+use crate::reasons::{SECRET_CONFLICT, SECRET_WRITE_FAILED};
 use crate::redact::Sensitive;
 use crate::{Error, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
@@ -254,7 +255,7 @@ impl Context {
             Stored::Newest(newest) => Ok(newest),
             Stored::Nothing => Ok(seed.clone()),
             Stored::Foreign => Err(RefreshFailure::Blocked(Blocked {
-                reason: "SecretConflict",
+                reason: SECRET_CONFLICT,
                 message: format!(
                     "Secret {name} already exists and was not created by this operator to keep this NavigatorToken's refresh token; it is left untouched. Delete or rename it"
                 ),
@@ -283,7 +284,7 @@ impl Context {
         let failure = match &error {
             Some(error) => SecretWriteFailure::classify(error, &namespace, &name, &desired),
             None => SecretWriteFailure {
-                reason: "SecretWriteFailed",
+                reason: SECRET_WRITE_FAILED,
                 message: format!("writing Secret {name} did not finish within {}s", RECONCILE_BUDGET.as_secs()),
             },
         };

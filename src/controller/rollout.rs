@@ -21,9 +21,12 @@ use tracing::warn;
 
 use super::act::Actor;
 use super::events::EventType;
-use super::status::{self, ROLLOUTS_RESTARTED};
+use super::status;
 use crate::FIELD_MANAGER;
 use crate::crd::{NavigatorTokenStatus, RolloutKind, RolloutTarget};
+use crate::reasons::{
+    FORBIDDEN, RESTARTED, ROLLOUT_FORBIDDEN, ROLLOUT_RESTART_FAILED, ROLLOUT_TARGET_NOT_FOUND, ROLLOUTS_RESTARTED, TARGET_NOT_FOUND,
+};
 
 /// Annotation set on the pod template of each rollout target.
 pub const RESTARTED_AT_ANNOTATION: &str = "navigator.dev/restarted-at";
@@ -68,13 +71,23 @@ impl RolloutOutcome {
             return None;
         }
         let delay = match self.reason {
-            "Forbidden" | "TargetNotFound" => super::plan::SLOW_RETRY,
+            FORBIDDEN | TARGET_NOT_FOUND => super::plan::SLOW_RETRY,
             _ => {
                 let lasted: Duration = failing_since.map_or(Duration::ZERO, |t| now.duration_since(t).try_into().unwrap_or_default());
                 lasted.clamp(REPLAY_MIN, REPLAY_MAX)
             }
         };
         Some(super::plan::add(now, delay))
+    }
+
+    /// The reason of the Warning Event about a failed restart: the condition's reason, named as
+    /// a rollout's.
+    fn event_reason(&self) -> &'static str {
+        match self.reason {
+            FORBIDDEN => ROLLOUT_FORBIDDEN,
+            TARGET_NOT_FOUND => ROLLOUT_TARGET_NOT_FOUND,
+            _ => ROLLOUT_RESTART_FAILED,
+        }
     }
 }
 
@@ -94,10 +107,10 @@ impl Actor<'_> {
         }
         let what = |t: &RolloutTarget| format!("{:?} {}", t.kind, t.name);
         let outcome = match problems.first() {
-            None => RolloutOutcome { ok: true, reason: "Restarted", message: done_message(targets.len(), stamp) },
+            None => RolloutOutcome { ok: true, reason: RESTARTED, message: done_message(targets.len(), stamp) },
             Some((target, kube::Error::Api(s))) if s.code == 403 => RolloutOutcome {
                 ok: false,
-                reason: "Forbidden",
+                reason: FORBIDDEN,
                 message: format!(
                     "the operator may not patch {} in namespace {}: install the RBAC component deploy/components/rollout-restart",
                     what(target),
@@ -106,12 +119,12 @@ impl Actor<'_> {
             },
             Some((target, kube::Error::Api(s))) if s.code == 404 => RolloutOutcome {
                 ok: false,
-                reason: "TargetNotFound",
+                reason: TARGET_NOT_FOUND,
                 message: format!("{} not found in namespace {}; the token was stored all the same", what(target), self.labels.namespace),
             },
             Some((target, error)) => RolloutOutcome {
                 ok: false,
-                reason: "RolloutRestartFailed",
+                reason: ROLLOUT_RESTART_FAILED,
                 message: format!("restarting {} failed: {error}", what(target)),
             },
         };
@@ -119,8 +132,7 @@ impl Actor<'_> {
             warn!(reason = outcome.reason, message = %outcome.message, failed = problems.len(), "rollout restart failed");
             let reported = self.previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == ROLLOUTS_RESTARTED));
             if reported.is_none_or(|c| c.reason != outcome.reason) {
-                let reason = format!("Rollout{}", outcome.reason.trim_start_matches("Rollout"));
-                self.event(EventType::Warning, &reason, &outcome.message).await;
+                self.event(EventType::Warning, outcome.event_reason(), &outcome.message).await;
             }
         }
         self.rollout = Some(outcome);
@@ -193,4 +205,18 @@ where
 {
     let params = PatchParams { field_manager: Some(FIELD_MANAGER.to_owned()), ..PatchParams::default() };
     Api::<K>::namespaced(client, namespace).patch(name, &params, &Patch::Merge(patch)).await.map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each failed restart's Event reason is its condition reason, named as a rollout's.
+    #[test]
+    fn event_reasons_name_the_condition_reason_as_a_rollouts() {
+        for reason in [FORBIDDEN, TARGET_NOT_FOUND, ROLLOUT_RESTART_FAILED] {
+            let outcome = RolloutOutcome { ok: false, reason, message: String::new() };
+            assert_eq!(outcome.event_reason(), format!("Rollout{}", reason.trim_start_matches("Rollout")));
+        }
+    }
 }

@@ -4,24 +4,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{Failure, NavigatorTokenStatus};
-
-/// The one condition this operator sets.
-pub const READY: &str = "Ready";
-
-/// Reason: a token was issued or is current.
-pub const REASON_TOKEN_VALID: &str = "TokenValid";
-/// Reason: refreshing failed but the token in the Secret is still valid.
-pub const REASON_REFRESH_FAILING: &str = "RefreshFailing";
-/// Condition about `spec.rolloutRestartTargets`: were they restarted for the current token.
-pub const ROLLOUTS_RESTARTED: &str = "RolloutsRestarted";
-
-/// Condition about a CSP API token: True when it expires itself within 30 days (see `api_token`).
-pub const CREDENTIALS_EXPIRING: &str = "CredentialsExpiring";
-
-/// Reason: spec.suspend.
-pub const REASON_SUSPENDED: &str = "Suspended";
-/// Event reason: the endpoint granted too short a lifetime for `spec.refreshBefore`.
-pub const REFRESH_BEFORE_NOT_HONOURED: &str = "RefreshBeforeNotHonoured";
+use crate::reasons::{READY, REFRESH_FAILING};
 
 /// What Ready's message adds, and the Warning Event says, when `refreshBefore` is more than half
 /// the lifetime granted (`issued_at` to `expires_at`), so the refresh comes at `refresh_at`
@@ -51,7 +34,7 @@ pub fn lapsed(previous: Option<&NavigatorTokenStatus>, what: &str) -> (Navigator
     status.issued_at = None;
     let (reason, last) = match &status.last_failure {
         Some(f) => (f.reason.clone(), f.message.clone()),
-        None => (REASON_REFRESH_FAILING.to_owned(), String::new()),
+        None => (REFRESH_FAILING.to_owned(), String::new()),
     };
     let retry = status.next_refresh_at.as_deref().unwrap_or_default();
     let message = format!("{what} expired at {expired_at} before a refresh succeeded: {last}. Retrying at {retry}");
@@ -125,15 +108,16 @@ pub fn is_ready(status: Option<&NavigatorTokenStatus>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reasons::TOKEN_VALID;
 
     #[test]
     fn transition_time_changes_only_when_status_flips() {
         let t1: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
         let t2: Timestamp = "2026-11-22T11:00:00Z".parse().unwrap();
         let mut first = NavigatorTokenStatus::default();
-        set_ready(&mut first, None, true, REASON_TOKEN_VALID, "ok".into(), Some(1), t1);
+        set_ready(&mut first, None, true, TOKEN_VALID, "ok".into(), Some(1), t1);
         let mut second = NavigatorTokenStatus::default();
-        set_ready(&mut second, Some(&first), true, REASON_TOKEN_VALID, "still ok".into(), Some(2), t2);
+        set_ready(&mut second, Some(&first), true, TOKEN_VALID, "still ok".into(), Some(2), t2);
         assert_eq!(second.conditions[0].last_transition_time, Time(t1));
         assert_eq!(second.conditions[0].observed_generation, Some(2));
         let mut third = NavigatorTokenStatus::default();

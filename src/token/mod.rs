@@ -12,6 +12,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 pub use crate::crd::EndpointType;
+use crate::reasons;
 use crate::redact::Sensitive;
 pub use client::{API_TOKEN_AUTHORIZE_PATH, ClientOptions, TokenClient};
 pub use details::{API_TOKEN_DETAILS_PATH, parse_api_token_expiry};
@@ -290,9 +291,6 @@ pub enum RetryClass {
     UntilCredentialsChange,
 }
 
-/// Reasons of the failures that wait for new credentials ([`RetryClass::UntilCredentialsChange`]).
-pub const CREDENTIALS_REJECTED_REASONS: [&str; 2] = ["APITokenInvalid", "RefreshTokenInvalid"];
-
 impl TokenError {
     /// How to retry after this error.
     pub fn retry_class(&self) -> RetryClass {
@@ -347,34 +345,34 @@ impl TokenError {
         }
     }
 
-    /// The status condition / Event reason for this error.
+    /// The status condition / Event reason for this error, and its `outcome` metric label.
     pub fn reason(&self) -> &'static str {
         use TokenError::*;
         match self {
-            EndpointNotAllowed { .. } => "EndpointNotAllowed",
-            InvalidEndpoint(_) => "InvalidEndpoint",
-            Unauthorized(_) => "Unauthorized",
-            Forbidden(_) => "Forbidden",
-            NotFound(_) => "NotFound",
-            BadRequest(_) => "BadRequest",
-            RateLimited { .. } => "RateLimited",
-            Unavailable { .. } => "UpstreamUnavailable",
-            UnexpectedStatus { .. } => "UnexpectedStatus",
-            Redirected { .. } => "Redirected",
-            Timeout(..) => "Timeout",
-            Connect(..) => "ConnectionFailed",
-            Proxy { .. } => "ProxyError",
-            Tls(..) => "TLSError",
-            Transport(..) => "TransportError",
-            ResponseTooLarge { .. } => "ResponseTooLarge",
-            MalformedResponse(_) => "MalformedResponse",
-            MissingToken(_) => "MissingToken",
-            AlreadyExpired(_) => "TokenAlreadyExpired",
-            ImplausibleExpiry(_) => "ImplausibleExpiry",
-            UnknownExpiry => "UnknownExpiry",
-            ApiTokenInvalid { .. } => "APITokenInvalid",
-            RefreshTokenInvalid { .. } => "RefreshTokenInvalid",
-            UnsupportedGrant(_) => "InvalidSpec",
+            EndpointNotAllowed { .. } => reasons::ENDPOINT_NOT_ALLOWED,
+            InvalidEndpoint(_) => reasons::INVALID_ENDPOINT,
+            Unauthorized(_) => reasons::UNAUTHORIZED,
+            Forbidden(_) => reasons::FORBIDDEN,
+            NotFound(_) => reasons::NOT_FOUND,
+            BadRequest(_) => reasons::BAD_REQUEST,
+            RateLimited { .. } => reasons::RATE_LIMITED,
+            Unavailable { .. } => reasons::UPSTREAM_UNAVAILABLE,
+            UnexpectedStatus { .. } => reasons::UNEXPECTED_STATUS,
+            Redirected { .. } => reasons::REDIRECTED,
+            Timeout(..) => reasons::TIMEOUT,
+            Connect(..) => reasons::CONNECTION_FAILED,
+            Proxy { .. } => reasons::PROXY_ERROR,
+            Tls(..) => reasons::TLS_ERROR,
+            Transport(..) => reasons::TRANSPORT_ERROR,
+            ResponseTooLarge { .. } => reasons::RESPONSE_TOO_LARGE,
+            MalformedResponse(_) => reasons::MALFORMED_RESPONSE,
+            MissingToken(_) => reasons::MISSING_TOKEN,
+            AlreadyExpired(_) => reasons::TOKEN_ALREADY_EXPIRED,
+            ImplausibleExpiry(_) => reasons::IMPLAUSIBLE_EXPIRY,
+            UnknownExpiry => reasons::UNKNOWN_EXPIRY,
+            ApiTokenInvalid { .. } => reasons::API_TOKEN_INVALID,
+            RefreshTokenInvalid { .. } => reasons::REFRESH_TOKEN_INVALID,
+            UnsupportedGrant(_) => reasons::INVALID_SPEC,
         }
     }
 }

@@ -22,12 +22,16 @@ use crate::controller::api_token;
 use crate::controller::events::EventType;
 use crate::controller::kube_io::{SecretWriteFailure, with_retries};
 use crate::controller::plan::{self as token_plan, IssueReason, Plan, Step, TargetSecret};
-use crate::controller::reconcile::{Blocked, CREDENTIALS_NOT_FOUND, Credentials, requeue_at};
+use crate::controller::reconcile::{Blocked, Credentials, requeue_at};
 use crate::controller::secret::{self, TokenMaterial, TokenTimes};
-use crate::controller::status::{self, REASON_SUSPENDED};
+use crate::controller::status;
 use crate::crd::cluster::ClusterNavigatorTokenStatus;
 use crate::crd::{ClusterNavigatorToken, CredentialsStatus, DeletionPolicy, NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::TokenLabels;
+use crate::reasons::{
+    API_TOKEN_EXPIRING_SOON, CREDENTIALS_NOT_FOUND, INVALID_SPEC, ISSUED, NAMESPACE_TERMINATING, READY, RECOVERED,
+    REFRESH_BEFORE_NOT_HONOURED, SECRET_CONFLICT, SECRET_TAMPERED, SUSPENDED, TOKEN_EXPIRED,
+};
 use crate::token::{Grant, RetryClass};
 use crate::{CLUSTER_TOKEN_LABEL, Error, FIELD_MANAGER, duration};
 
@@ -36,10 +40,6 @@ use crate::{CLUSTER_TOKEN_LABEL, Error, FIELD_MANAGER, duration};
 const WRITES_IN_FLIGHT: usize = 8;
 /// Look again this soon while a namespace fails or lags: its trouble may have been fixed.
 const NAMESPACE_RETRY: Duration = Duration::from_secs(30);
-/// Reason: a Secret of the target name belongs to someone else.
-const SECRET_CONFLICT: &str = "SecretConflict";
-/// Reason: a namespace's copy held something other than the token issued (it is rewritten).
-pub const SECRET_TAMPERED: &str = "SecretTampered";
 
 /// One reconcile's acting half.
 pub(super) struct ClusterActor<'a> {
@@ -160,7 +160,7 @@ impl ClusterActor<'_> {
         // have; the CRD rejects refreshTokenKey here too, this covers objects stored before.
         if matches!(credentials.grant, Grant::RefreshToken { .. }) {
             let message = "credentialsSecretRef.refreshTokenKey is not supported on a ClusterNavigatorToken; use client credentials or an API token (apiTokenKey)";
-            return self.failed("InvalidSpec", message, RetryClass::NeedsUserAction);
+            return self.failed(INVALID_SPEC, message, RetryClass::NeedsUserAction);
         }
         match request_token(&self.ctx.base, self.view, credentials.grant.clone(), validity).await {
             Ok(issued) => {
@@ -207,16 +207,16 @@ impl ClusterActor<'_> {
         let mut events = Vec::new();
         match issued {
             Some(_) if failures_before > 0 => {
-                events.push((EventType::Normal, "Recovered".to_owned(), format!("{note} after {failures_before} failed attempts")))
+                events.push((EventType::Normal, RECOVERED.to_owned(), format!("{note} after {failures_before} failed attempts")))
             }
-            Some(IssueReason::Initial) => events.push((EventType::Normal, "Issued".to_owned(), format!("issued a {note}"))),
+            Some(IssueReason::Initial) => events.push((EventType::Normal, ISSUED.to_owned(), format!("issued a {note}"))),
             _ => {}
         }
         // As for a NavigatorToken: once per change of the granted lifetime.
         let misfit = status::refresh_before_misfit(times.issued_at, times.expires_at, refresh_before, refresh_at);
         let lifetime_changed = self.previous().and_then(|p| p.granted_lifetime.as_ref()) != status.granted_lifetime.as_ref();
         if let Some(misfit) = misfit.filter(|_| issued.is_some() && lifetime_changed) {
-            events.push((EventType::Warning, status::REFRESH_BEFORE_NOT_HONOURED.to_owned(), format!("{note}. {misfit}")));
+            events.push((EventType::Warning, REFRESH_BEFORE_NOT_HONOURED.to_owned(), format!("{note}. {misfit}")));
         }
         let requeue = Some(recheck_at.map_or(refresh_at, |at| at.min(refresh_at)));
         TokenPart { status, verdict: None, current: Some(times), material, spread: true, requeue, events }
@@ -252,12 +252,12 @@ impl ClusterActor<'_> {
     fn waiting(&self, retry_at: Option<Timestamp>, lapsed: bool) -> TokenPart {
         let previous = self.previous();
         let mut status = previous.cloned().unwrap_or_default();
-        let ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == status::READY));
+        let ready = previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == READY));
         let current = self.current_times();
         let (verdict, events) = if lapsed {
             let (without_token, reason, message) = status::lapsed(previous, "the token");
             status = without_token;
-            (Some((false, reason, message.clone())), vec![(EventType::Warning, "TokenExpired".to_owned(), message)])
+            (Some((false, reason, message.clone())), vec![(EventType::Warning, TOKEN_EXPIRED.to_owned(), message)])
         } else {
             // The token's own trouble (a failure backing off) keeps its Ready; else the namespaces say.
             let failing = status.consecutive_failures > 0;
@@ -277,7 +277,7 @@ impl ClusterActor<'_> {
             Some(c) => format!("refreshing is suspended; the current token expires at {}", status::rfc3339(c.expires_at)),
             None => "refreshing is suspended and the Secrets hold no valid token".to_owned(),
         };
-        let verdict = Some((current.is_some(), REASON_SUSPENDED.to_owned(), message));
+        let verdict = Some((current.is_some(), SUSPENDED.to_owned(), message));
         let material = self.trusted(current);
         TokenPart { status, verdict, current, material, spread: true, requeue: current.map(|c| c.expires_at), events: Vec::new() }
     }
@@ -364,7 +364,7 @@ impl ClusterActor<'_> {
             Err(kube::Error::Api(status)) if status.code == 404 => Err(Skipped::Leaving),
             Err(error) => {
                 let failure = SecretWriteFailure::classify(&error, namespace, name, &desired);
-                if failure.reason == "NamespaceTerminating" {
+                if failure.reason == NAMESPACE_TERMINATING {
                     return Err(Skipped::Leaving);
                 }
                 warn!(namespace, reason = failure.reason, message = %failure.message, "writing the target Secret failed");
@@ -461,7 +461,7 @@ impl ClusterActor<'_> {
             self.event(*type_, reason, note).await;
         }
         if let Some(note) = api_token::expiring_warning(&status.token, previous) {
-            self.event(EventType::Warning, api_token::REASON_API_TOKEN_EXPIRING, &note).await;
+            self.event(EventType::Warning, API_TOKEN_EXPIRING_SOON, &note).await;
         }
         for (namespace, reason, message) in new_failures {
             self.event(EventType::Warning, &reason, &format!("namespace {namespace}: {message}")).await;

@@ -40,9 +40,7 @@ use super::{ClusterTrigger, Context};
 use crate::Error;
 use crate::crd::ClusterNavigatorToken;
 use crate::metrics::{ReconcileLabels, TokenLabels};
-
-/// Reason: the credentials Secret is in a namespace the operator does not allow.
-pub const CREDENTIALS_NAMESPACE_NOT_ALLOWED: &str = "CredentialsNamespaceNotAllowed";
+use crate::reasons::{CREDENTIALS_NAMESPACE_NOT_ALLOWED, INVALID_SPEC, RECONCILE_ERROR, RECONCILE_OK};
 
 /// Logged when a watch of the ClusterNavigatorToken controller fails.
 const WATCH_HINT: &str = "watching ClusterNavigatorTokens or Namespaces failed; is the ClusterNavigatorToken CRD installed and list/watch on clusternavigatortokens and namespaces granted? (--cluster-tokens=false turns ClusterNavigatorTokens off)";
@@ -279,7 +277,7 @@ pub(super) fn labels(name: &str) -> TokenLabels {
 /// Handles errors of the Kubernetes side: retry soon.
 pub(super) fn error_policy(cnvt: Arc<ClusterNavigatorToken>, error: &Error, ctx: Arc<ClusterContext>) -> Action {
     warn!(clusternavigatortoken = cnvt.name_any(), %error, "reconcile failed; retrying");
-    ctx.base.metrics.reconciles.get_or_create(&ReconcileLabels { result: "error".into() }).inc();
+    ctx.base.metrics.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_ERROR.into() }).inc();
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -289,7 +287,7 @@ pub(super) async fn reconcile(cnvt: Arc<ClusterNavigatorToken>, ctx: Arc<Cluster
     let result = reconcile_inner(&cnvt, &ctx).instrument(span).await;
     ctx.base.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
     if result.is_ok() {
-        ctx.base.metrics.reconciles.get_or_create(&ReconcileLabels { result: "ok".into() }).inc();
+        ctx.base.metrics.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_OK.into() }).inc();
     }
     result
 }
@@ -332,7 +330,7 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
 
     let infos = ctx.namespace_infos();
     let terminating: BTreeSet<String> = infos.iter().filter(|ns| ns.terminating).map(|ns| ns.name.clone()).collect();
-    let selection = plan::selected_namespaces(&cnvt.spec.target, &infos).map_err(|message| Blocked { reason: "InvalidSpec", message });
+    let selection = plan::selected_namespaces(&cnvt.spec.target, &infos).map_err(|message| Blocked { reason: INVALID_SPEC, message });
     let missing = plan::missing_namespaces(&cnvt.spec.target, &infos);
     let credentials = ctx.read_credentials(cnvt);
     let refresh_before = parse_duration(cnvt.spec.refresh_before.as_deref(), "refreshBefore");

@@ -10,16 +10,10 @@ use kube::core::{Selector, SelectorExt};
 use crate::controller::plan::{CurrentToken, TargetSecret};
 use crate::controller::secret::TokenTimes;
 use crate::crd::cluster::{ClusterTarget, NamespaceCounts, NamespaceFailure};
+use crate::reasons::{NAMESPACES_FAILING, NAMESPACES_LAGGING, NO_NAMESPACES_SELECTED, TOKEN_VALID};
 
 /// How many namespace failures status lists.
 pub const MAX_LISTED_FAILURES: usize = 5;
-
-/// Reason: no namespace is selected (none matches, or none exists yet).
-pub const NO_NAMESPACES: &str = "NoNamespacesSelected";
-/// Reason: every selected namespace holds a valid token, some an older one than the current.
-pub const NAMESPACES_LAGGING: &str = "NamespacesLagging";
-/// Reason: selected namespaces hold no valid token, for more than one reason.
-pub const NAMESPACES_FAILING: &str = "NamespacesFailing";
 
 /// What the metadata watch tells about a Namespace.
 #[derive(Clone, Debug, PartialEq)]
@@ -200,9 +194,9 @@ pub fn summarize(
         if !missing.is_empty() {
             message.push_str(&format!("; spec.target.namespaces names {} that do not exist ({})", missing.len(), first_few(missing)));
         }
-        (false, NO_NAMESPACES.to_owned(), message)
+        (false, NO_NAMESPACES_SELECTED.to_owned(), message)
     } else if without_token.is_empty() && written == selected {
-        (true, "TokenValid".to_owned(), format!("Secret {secret} holds a token valid until {expiry} in all {selected} selected namespaces"))
+        (true, TOKEN_VALID.to_owned(), format!("Secret {secret} holds a token valid until {expiry} in all {selected} selected namespaces"))
     } else if without_token.is_empty() {
         let lagging = selected - written;
         (
@@ -380,7 +374,7 @@ mod tests {
         assert_eq!(summary.counts.failed, 20);
 
         let none = summarize(&BTreeMap::new(), &[], "tok", expiry, now);
-        assert_eq!((none.ready.0, none.ready.1.as_str()), (false, NO_NAMESPACES));
+        assert_eq!((none.ready.0, none.ready.1.as_str()), (false, NO_NAMESPACES_SELECTED));
         let absent: Vec<String> = (0..7).map(|i| format!("absent-{i}")).collect();
         let named = summarize(&BTreeMap::new(), &absent, "tok", expiry, now);
         assert_eq!((named.counts.missing, named.missing.len()), (7, MAX_LISTED_FAILURES));
