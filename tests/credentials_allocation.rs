@@ -112,7 +112,8 @@ fn a_secret_with_a_1_mib_value_is_decoded_in_a_few_kib() {
 
 #[test]
 fn a_watch_event_and_a_list_page_are_decoded_in_a_few_kib() {
-    // As kube decodes them: a watch event line, and a list page of 4 (the credentials page size).
+    // As kube decodes them: a watch event line, and a list page (of 4 here, though the operator
+    // asks for pages of 1: decoding a page holds nothing of its Secrets but what is kept).
     let event = json!({"type": "ADDED", "object": padded("creds")}).to_string();
     let (decoded, peak) = peak_of(|| serde_json::from_str::<WatchEvent<CredentialsSecret>>(&event));
     match decoded.unwrap() {
