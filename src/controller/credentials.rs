@@ -160,7 +160,7 @@ enum Field {
 
 /// What is read of `metadata`: the object's identity. Labels, annotations and managedFields
 /// (as large as a tenant makes them) are skipped unread.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Identity {
     name: Option<String>,
@@ -188,8 +188,7 @@ impl<'de> Visitor<'de> for SecretVisitor {
                 Field::Other => drop(map.next_value::<IgnoredAny>()?),
             }
         }
-        let Identity { name, namespace, uid, resource_version } =
-            identity.unwrap_or(Identity { name: None, namespace: None, uid: None, resource_version: None });
+        let Identity { name, namespace, uid, resource_version } = identity.unwrap_or_default();
         let metadata = ObjectMeta { name, namespace, uid, resource_version, ..ObjectMeta::default() };
         Ok(selection.finish(metadata))
     }
