@@ -74,11 +74,13 @@ use crate::metrics::{Metrics, TokenLabels};
 use crate::token::TokenClient;
 use crate::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
-/// Credentials Secrets per list page. A page is held whole while it is decoded: about 3 MiB of
-/// transient memory per 1 MiB Secret (bench/RESULTS.md: 200 such Secrets raised the first
-/// list's peak by 279 MiB in pages of 100, 32 MiB in pages of 10, 9 MiB in pages of 1). Smaller
-/// pages cost a list request each at start; 4 keeps 1,000 credentials Secrets at 250.
-const CREDENTIALS_PAGE_SIZE: u32 = 4;
+/// Credentials Secrets per list page. kube holds a page's response text whole (twice, while it
+/// copies it) before it is decoded, so a page of Secrets of 1 MiB costs about 3 MiB each at the
+/// peak of a list, however little of them is kept (bench/RESULTS.md: the first list of 200 such
+/// Secrets raised the peak by 16.5-16.9 MiB in pages of 4, 7.5-7.9 MiB in pages of 1). One per
+/// page costs one list request per credentials Secret at each start and relist (1,000 for
+/// 1,000 namespaces with one each, a few seconds at start), for the lowest peak.
+const CREDENTIALS_PAGE_SIZE: u32 = 1;
 
 /// Settings for one controller.
 #[derive(Clone, Debug)]
@@ -199,8 +201,8 @@ pub async fn run(
         })
         .inspect(sync.marker());
     // Anyone who may write a Secret can label it as credentials, at up to 1 MiB each: each is
-    // reduced to a bounded `CredentialsSecret` as it is decoded, and lists come in small pages
-    // (a page is held whole while it is decoded).
+    // reduced to a bounded `CredentialsSecret` as it is decoded, and lists come one Secret a
+    // page (a page's text is held whole while it is decoded).
     let credentials_selector = watcher::Config::default().labels(&format!("{CREDENTIALS_LABEL}=true")).page_size(CREDENTIALS_PAGE_SIZE);
     let credentials_api: Api<CredentialsSecret> = scoped_api(&client, ns);
     let (credentials, credentials_events) = cached_watch(credentials_api, credentials_selector, &sync, |_| {});
