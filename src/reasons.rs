@@ -5,7 +5,7 @@
 //!
 //! The table "Reasons" in `docs/operations.md` lists each reason with where it appears and what
 //! to do about it; a test below checks that table against [`all`] both ways, and its "Where"
-//! column against the lists of this module ([`READY_REASONS`], [`FAILURES`], ...).
+//! column against the lists of this module ([`READY_REASONS`], [`REQUEST_FAILURES`], ...).
 
 // Condition types.
 
@@ -203,34 +203,10 @@ pub const REQUEST_FAILURES: &[&str] = &[
     INVALID_SPEC,
 ];
 
-/// Every failure: the reason of Ready=False (when no valid token is held), of
-/// `status.lastFailure` and of one Warning Event per failure episode. The token request's
-/// failures ([`REQUEST_FAILURES`]) and these.
-pub const FAILURES: &[&str] = &[
-    ENDPOINT_NOT_ALLOWED,
-    INVALID_ENDPOINT,
-    UNAUTHORIZED,
-    FORBIDDEN,
-    NOT_FOUND,
-    BAD_REQUEST,
-    RATE_LIMITED,
-    UPSTREAM_UNAVAILABLE,
-    UNEXPECTED_STATUS,
-    REDIRECTED,
-    TIMEOUT,
-    CONNECTION_FAILED,
-    PROXY_ERROR,
-    TLS_ERROR,
-    TRANSPORT_ERROR,
-    RESPONSE_TOO_LARGE,
-    MALFORMED_RESPONSE,
-    MISSING_TOKEN,
-    TOKEN_ALREADY_EXPIRED,
-    IMPLAUSIBLE_EXPIRY,
-    UNKNOWN_EXPIRY,
-    API_TOKEN_INVALID,
-    REFRESH_TOKEN_INVALID,
-    INVALID_SPEC,
+/// The failures besides a token request's ([`REQUEST_FAILURES`]). Every failure is the reason
+/// of Ready=False (when no valid token is held), of `status.lastFailure` and of one Warning Event
+/// per failure episode.
+pub const OTHER_FAILURES: &[&str] = &[
     CREDENTIALS_NOT_FOUND,
     CREDENTIALS_NOT_LABELLED,
     CREDENTIALS_INVALID,
@@ -289,7 +265,8 @@ pub const METRIC_LABEL_VALUES: &[&str] = &[OUTCOME_SUCCESS, RECONCILE_OK, RECONC
 /// Every reason, each once: of a condition, of an Event, or an `outcome` label value (the
 /// lists above, together).
 pub fn all() -> std::collections::BTreeSet<&'static str> {
-    let lists = [READY_REASONS, FAILURES, REQUEST_FAILURES, ROLLOUT_REASONS, CREDENTIALS_EXPIRING_REASONS, NAMESPACE_FAILURES, EVENTS];
+    let lists =
+        [READY_REASONS, OTHER_FAILURES, REQUEST_FAILURES, ROLLOUT_REASONS, CREDENTIALS_EXPIRING_REASONS, NAMESPACE_FAILURES, EVENTS];
     lists.iter().flat_map(|list| list.iter().copied()).collect()
 }
 
@@ -331,8 +308,10 @@ mod tests {
             }
         };
         add(READY_REASONS, READY);
-        add(FAILURES, READY);
-        add(FAILURES, "Event");
+        for failures in [REQUEST_FAILURES, OTHER_FAILURES] {
+            add(failures, READY);
+            add(failures, "Event");
+        }
         add(EVENTS, "Event");
         add(REQUEST_FAILURES, "outcome");
         add(ROLLOUT_REASONS, ROLLOUTS_RESTARTED);
@@ -344,8 +323,11 @@ mod tests {
     #[test]
     fn failures_include_their_subsets_and_no_reason_is_a_type_or_label_value() {
         let all = all();
-        for reason in REQUEST_FAILURES.iter().chain(&SECRET_WRITE_FAILURES).chain(&CREDENTIALS_REJECTED) {
-            assert!(FAILURES.contains(reason), "{reason} is a failure");
+        for reason in SECRET_WRITE_FAILURES {
+            assert!(OTHER_FAILURES.contains(&reason), "{reason} is a failure");
+        }
+        for reason in CREDENTIALS_REJECTED {
+            assert!(REQUEST_FAILURES.contains(&reason), "{reason} is a request's failure");
         }
         for value in CONDITION_TYPES.iter().chain(METRIC_LABEL_VALUES) {
             assert!(!all.contains(value), "{value} is not a reason");
