@@ -437,3 +437,20 @@ async fn orphaned_refresh_token_stores_are_marked_then_deleted_after_a_day_and_k
     assert!(h.secrets().get_opt("alive-refresh-token").await.unwrap().is_some(), "a NavigatorToken's store is never deleted");
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_reaches_orphaned_stores_past_its_first_list_page() {
+    let mut h = Harness::new(LONG).await;
+    // The sweep lists 100 managed Secrets a page; a second page must be swept too.
+    let owners: Vec<String> = (0..150).map(|i| format!("gone-{i:03}")).collect();
+    for owner in &owners {
+        h.secrets().create(&kube::api::PostParams::default(), &store(owner, None)).await.unwrap();
+    }
+    h.start_operator();
+    let marked = || async {
+        let listed = h.secrets().list(&kube::api::ListParams::default()).await.unwrap();
+        listed.items.iter().filter(|s| s.metadata.annotations.as_ref().is_some_and(|a| a.contains_key("navigator.dev/orphaned-at"))).count()
+    };
+    h.wait_until("every store marked by the first sweep", Duration::from_secs(20), || async { marked().await == owners.len() }).await;
+    h.finish().await;
+}

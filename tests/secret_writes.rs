@@ -70,8 +70,10 @@ async fn an_immutable_target_secret_keeps_the_old_token_until_deleted_then_takes
     assert_eq!(reason, "SecretImmutable");
     assert!(message.contains("Delete it and the operator recreates it"), "{message}");
     assert_eq!(h.secret_token("frozen", "token").await.as_deref(), Some(first.as_str()), "the old token stays");
-    assert_eq!(warnings(&h, "frozen", "SecretImmutable").await, 1);
+    // The Warning Event is created after the status write that the wait above saw.
+    h.wait_until("the Warning Event", WAIT, || async { warnings(&h, "frozen", "SecretImmutable").await >= 1 }).await;
     h.wait_until("a retry", WAIT, || async { last_failure(&h, "frozen").await.2 >= 2 }).await;
+    assert_eq!(warnings(&h, "frozen", "SecretImmutable").await, 1, "one Warning Event per episode");
     assert_eq!(h.tokens.request_count(), 2, "the forced refresh's token is requested once and kept");
 
     // As the message says: delete it, and the token already issued lands at once.

@@ -9,6 +9,7 @@
 //! and one status write. The decisions of its own are pure, in `plan`.
 
 mod act;
+mod namespaces;
 pub mod plan;
 pub mod store;
 
@@ -24,18 +25,19 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::act::ClusterActor;
+use self::namespaces::NamespaceCache;
 use self::plan::NamespaceInfo;
 use super::kube_io::SecretWriteFailure;
 use super::plan::{self as token_plan, TargetSecret};
 use super::reconcile::{Blocked, Credentials, check_template, failure_state, parse_duration};
 use super::secret::{self, TokenMaterial};
 use super::status;
-use super::watches::{SyncTracker, cached_watch, changes_after_first_list, strip_unread_metadata, watch};
+use super::watches::{SyncTracker, cached_watch, changes_after_first_list, watch};
 use super::{ClusterTrigger, Context};
 use crate::Error;
 use crate::crd::ClusterNavigatorToken;
@@ -59,7 +61,7 @@ pub(super) struct ClusterContext {
     /// credentials caches, events, metrics (shared, not watched twice).
     pub(super) base: Arc<Context>,
     pub(super) store: Store<ClusterNavigatorToken>,
-    pub(super) namespaces: Store<PartialObjectMeta<Namespace>>,
+    namespaces: NamespaceCache,
     pub(super) settings: ClusterSettings,
     /// The current token per ClusterNavigatorToken name, the one the operator trusts (see
     /// `store`): a namespace that starts to match gets it without a new token request.
@@ -155,12 +157,7 @@ impl ClusterContext {
     }
 
     fn namespace_infos(&self) -> Vec<NamespaceInfo> {
-        let infos = self.namespaces.state().into_iter().map(|ns| NamespaceInfo {
-            name: ns.name_any(),
-            labels: ns.labels().clone(),
-            terminating: ns.metadata.deletion_timestamp.is_some(),
-        });
-        infos.collect()
+        self.namespaces.infos()
     }
 
     /// The credentials of `cnvt`: only from a namespace the operator allows, then read as a
@@ -218,10 +215,9 @@ pub(super) async fn run(
     // retry with backoff; NavigatorTokens are not held up).
     let events = events.inspect_err(|error| warn!(%error, "{WATCH_HINT}"));
     // Metadata only: a Namespace's labels and deletionTimestamp are all a selection needs.
-    let (namespaces, namespace_writer) = reflector::store();
+    let namespaces = NamespaceCache::default();
     let namespace_events = watch(Api::<PartialObjectMeta<Namespace>>::all(client), watcher::Config::default())
-        .modify(strip_unread_metadata)
-        .reflect(namespace_writer)
+        .inspect_ok(namespaces.writer())
         .inspect(sync.marker())
         .inspect_err(|error| warn!(%error, "{WATCH_HINT}"));
     // A Namespace change may change any selection; there are few ClusterNavigatorTokens.

@@ -22,12 +22,12 @@ impl Store {
             None | Some("") => 0,
             Some(limit) => limit.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit {limit:?}")))?,
         };
-        let (rv, after) = match query.get("continue") {
+        let (rv, after, counted) = match query.get("continue") {
             Some(token) if !token.is_empty() => {
-                let (rv, ns, name) = decode_continue(token)?;
-                (rv, Some((ns, name)))
+                let (rv, ns, name, counted) = decode_continue(token)?;
+                (rv, Some((ns, name)), counted)
             }
-            _ => (self.rv, None),
+            _ => (self.rv, None, None),
         };
         // resourceVersion=0 is served from the watch cache, which does not page (recorded).
         let limit = if query.get("resourceVersion") == Some("0") && after.is_none() { 0 } else { limit };
@@ -35,14 +35,17 @@ impl Store {
         let mut matching = self.scope(&t.res, t.namespace.as_deref(), after).filter(|(_, obj)| filter.matches(obj));
         let items: Vec<(&ObjKey, &Arc<Value>)> =
             if limit > 0 { matching.by_ref().take(limit).collect() } else { matching.by_ref().collect() };
-        let remaining = matching.count();
         // Only promise another page when there is one.
-        let next = match items.last() {
-            Some((key, _)) if remaining > 0 => Some(encode_continue(rv, &key.1, &key.2)),
-            _ => None,
-        };
+        let last = items.last().map(|(key, _)| (key.1.as_str(), key.2.as_str())).filter(|_| matching.next().is_some());
         // With selectors the real server cannot know how many items are left, and says nothing.
-        let remaining = (next.is_some() && filter.selects_all()).then_some(remaining);
+        // Without, the rest is counted once, after the first page, and carried in the continue
+        // token (as the real server counts at the list's revision): counting it again on every
+        // page made paging through 100,000 objects quadratic.
+        let remaining = last.filter(|_| filter.selects_all()).map(|last| match counted {
+            Some(before) => before.saturating_sub(items.len()),
+            None => self.scope(&t.res, t.namespace.as_deref(), Some(last)).count(),
+        });
+        let next = last.map(|(ns, name)| encode_continue(rv, ns, name, remaining));
         let items = items.into_iter().map(|(_, obj)| obj.clone()).collect();
         Ok(ListPage { kind: format!("{}List", self.kind_for(&t.res.plural)), api_version: t.api_version(), rv, items, next, remaining })
     }
@@ -93,12 +96,13 @@ impl ListPage {
 }
 
 /// Continue tokens carry the list's resourceVersion (every page reports the first page's, so a
-/// watch from it replays whatever changed meanwhile) and the last key returned.
-fn encode_continue(rv: u64, namespace: &str, name: &str) -> String {
-    URL_SAFE_NO_PAD.encode(json!([rv, namespace, name]).to_string())
+/// watch from it replays whatever changed meanwhile), the last key returned and, for a list
+/// without selectors, how many items were left after the page that made it.
+fn encode_continue(rv: u64, namespace: &str, name: &str, remaining: Option<usize>) -> String {
+    URL_SAFE_NO_PAD.encode(json!([rv, namespace, name, remaining]).to_string())
 }
 
-fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
+fn decode_continue(token: &str) -> Result<(u64, String, String, Option<usize>), ApiError> {
     URL_SAFE_NO_PAD
         .decode(token)
         .ok()

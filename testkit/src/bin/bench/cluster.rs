@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Config};
 use navigator_token_operator::controller::status::is_ready;
 use navigator_token_operator::crd::NavigatorToken;
-use navigator_token_operator::{CREDENTIALS_LABEL, REFRESH_REQUESTED_ANNOTATION};
+use navigator_token_operator::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, REFRESH_REQUESTED_ANNOTATION};
 use serde_json::json;
 use testkit::apiserver::ApiServer;
 
@@ -166,11 +166,31 @@ impl Cluster {
         Ok(())
     }
 
+    /// Lists the NavigatorTokens of `ns` and the operator's Secrets in it, as a restarted operator's
+    /// first lists do (in pages of `page`): both at once, then each alone. The floor of a restart's
+    /// readiness, measured against the same API server.
+    pub async fn plain_lists(&self, ns: &str, page: u32) -> Result<PlainLists> {
+        let tokens = self.navigator_tokens(ns);
+        let secrets = Api::<Secret>::namespaced(self.client.clone(), ns);
+        let managed = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
+        let started = Instant::now();
+        let (listed_tokens, listed_secrets) = futures::try_join!(list_all(&tokens, None, page), list_all(&secrets, Some(&managed), page))?;
+        let concurrent = started.elapsed();
+        let started = Instant::now();
+        list_all(&tokens, None, page).await?;
+        let tokens_alone = started.elapsed();
+        let started = Instant::now();
+        list_all(&secrets, Some(&managed), page).await?;
+        let secrets_alone = started.elapsed();
+        Ok(PlainLists { tokens: listed_tokens, secrets: listed_secrets, concurrent, tokens_alone, secrets_alone })
+    }
+
     /// Polls until `n` NavigatorTokens report Ready=True; returns when they did.
     pub async fn wait_ready(&self, ns: &str, n: usize, timeout: Duration) -> Result<Instant> {
         let api = self.navigator_tokens(ns);
         let deadline = Instant::now() + timeout;
         loop {
+            let listed = Instant::now();
             let ready = api.list(&ListParams::default()).await?.items.iter().filter(|t| is_ready(t.status.as_ref())).count();
             if ready >= n {
                 return Ok(Instant::now());
@@ -178,7 +198,8 @@ impl Cluster {
             if Instant::now() > deadline {
                 return Err(anyhow!("only {ready} of {n} NavigatorTokens Ready after {timeout:?}"));
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            // A list of 100,000 takes a while: never more than half of the time spent listing.
+            tokio::time::sleep(Duration::from_millis(250).max(listed.elapsed())).await;
         }
     }
 
@@ -198,5 +219,35 @@ impl Cluster {
             .buffer_unordered(IN_FLIGHT)
             .try_collect::<()>()
             .await
+    }
+}
+
+/// How long plain paginated lists of a restart's objects took (see `Cluster::plain_lists`).
+pub struct PlainLists {
+    pub tokens: usize,
+    pub secrets: usize,
+    /// Both lists at once, as the operator's watches run.
+    pub concurrent: Duration,
+    pub tokens_alone: Duration,
+    pub secrets_alone: Duration,
+}
+
+/// Every object of `api` (matching `selector`) in pages of `page`; returns how many.
+async fn list_all<K>(api: &Api<K>, selector: Option<&str>, page: u32) -> Result<usize>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut params = ListParams::default().limit(page);
+    if let Some(selector) = selector {
+        params = params.labels(selector);
+    }
+    let mut count = 0;
+    loop {
+        let list = api.list(&params).await?;
+        count += list.items.len();
+        match list.metadata.continue_.filter(|token| !token.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(count),
+        }
     }
 }

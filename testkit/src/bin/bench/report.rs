@@ -66,3 +66,20 @@ pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
+
+/// "≤ 40 MiB: met, 2.3 MiB to spare" or "≤ 40 MiB: **missed** by 2.3 MiB" for a peak in KiB.
+pub fn mib_goal(peak_kib: u64, limit_mib: u64) -> String {
+    let margin = limit_mib as f64 - peak_kib as f64 / 1024.0;
+    goal(&format!("≤ {limit_mib} MiB"), margin, &format!("{:.1} MiB", margin.abs()))
+}
+
+/// "≤ 10 s: met, 2.31 s to spare" or "≤ 10 s: **missed** by 2.31 s".
+pub fn secs_goal(took: Duration, limit: Duration) -> String {
+    let margin = limit.as_secs_f64() - took.as_secs_f64();
+    goal(&format!("≤ {}", secs(limit)), margin, &format!("{:.2} s", margin.abs()))
+}
+
+/// A goal of the form "value ≤ limit" with its margin (limit − value, in the value's unit).
+pub fn goal(limit: &str, margin: f64, margin_text: &str) -> String {
+    if margin >= 0.0 { format!("{limit}: met, {margin_text} to spare") } else { format!("{limit}: **missed** by {margin_text}") }
+}
