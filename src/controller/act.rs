@@ -11,16 +11,17 @@ use tracing::{info, warn};
 use super::Context;
 use super::events::EventType;
 use super::kube_io::SecretWriteFailure;
-use super::plan::{self, IssueReason, TargetSecret};
-use super::reconcile::{Credentials, jitter_seed, requeue_at};
+use super::observe::Credentials;
+use super::plan::{self, IssueReason, TargetSecret, requeue_at};
 use super::refresh_store::RefreshFailure;
-use super::rollout::RolloutOutcome;
+use super::rollout::{self, RolloutOutcome};
 use super::secret::{self, TokenMaterial, TokenTimes};
-use super::status;
+use super::{api_token, status};
 use crate::crd::{CredentialsStatus, NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::{RequestLabels, TokenLabels};
 use crate::reasons::{
-    ISSUED, OUTCOME_SUCCESS, RECOVERED, REFRESH_BEFORE_NOT_HONOURED, REFRESH_FAILING, SUSPENDED, TOKEN_EXPIRED, TOKEN_VALID,
+    API_TOKEN_EXPIRING_SOON, ISSUED, OUTCOME_SUCCESS, RECOVERED, REFRESH_BEFORE_NOT_HONOURED, REFRESH_FAILING, ROLLOUTS_RESTARTED,
+    SUSPENDED, TOKEN_EXPIRED, TOKEN_VALID,
 };
 use crate::redact::Sensitive;
 use crate::token::{ExpirySource, Grant, RetryClass, TokenError, TokenRequest};
@@ -111,7 +112,9 @@ impl Actor<'_> {
             self.ctx.per_token.unstored.lock().unwrap_or_else(|p| p.into_inner()).insert(key, (self.inputs_fp.to_owned(), material));
             return self.fail(failure.reason, &failure.message, failure.retry_class()).await;
         }
-        self.check_api_token(credentials).await;
+        if let Some(checked) = api_token::check(self.ctx, self.token, credentials, self.previous, self.now).await {
+            self.credentials_checked = Some(checked);
+        }
         self.restart_rollouts(&status::rfc3339(material.times.issued_at)).await;
         self.succeed(material.times, None, None, refresh_before, Some(reason)).await
     }
@@ -142,10 +145,14 @@ impl Actor<'_> {
             return self.fail(failure.reason, &failure.message, failure.retry_class()).await;
         }
         // A restart owed for this token and not done (a crash, a failed patch) is replayed.
-        if issued.is_none() {
-            self.replay_owed_rollouts(&status::rfc3339(times.issued_at)).await;
+        let stamp = status::rfc3339(times.issued_at);
+        if issued.is_none()
+            && self.rollout.is_none()
+            && rollout::replay_due(&self.ctx.per_token.rollout_replay, &self.key(), self.previous, &stamp, self.now)
+        {
+            self.restart_rollouts(&stamp).await;
         }
-        let refresh_at = plan::refresh_at(times.issued_at, times.expires_at, refresh_before, jitter_seed(self.token));
+        let refresh_at = plan::refresh_at(times.issued_at, times.expires_at, refresh_before, self.jitter_seed());
         let lifetime: Duration = times.expires_at.duration_since(times.issued_at).try_into().unwrap_or_default();
         let mut status = NavigatorTokenStatus {
             observed_generation: self.token.metadata.generation,
@@ -185,7 +192,8 @@ impl Actor<'_> {
         // Keep's plan may look again sooner than the refresh (periodic re-check), and so may a
         // restart still owed.
         let next = recheck_at.map_or(refresh_at, |at| at.min(refresh_at));
-        Ok(requeue_at(Some(self.rollout_replay_at().map_or(next, |at| at.min(next))), self.now))
+        let replay_at = rollout::replay_at(&self.ctx.per_token.rollout_replay, &self.key(), self.rollout.as_ref(), self.previous, self.now);
+        Ok(requeue_at(Some(replay_at.map_or(next, |at| at.min(next))), self.now))
     }
 
     /// Records a failed attempt: status, the failure gauge, one Warning Event per episode, and
@@ -195,7 +203,7 @@ impl Actor<'_> {
             previous: self.previous,
             generation: self.token.metadata.generation,
             attempt_fp: self.attempt_fp,
-            jitter_seed: jitter_seed(self.token),
+            jitter_seed: self.jitter_seed(),
             now: self.now,
         };
         let secret_name = self.token.target_secret_name();
@@ -239,14 +247,38 @@ impl Actor<'_> {
     }
 
     async fn write_status(&self, mut status: NavigatorTokenStatus) -> Result<(), Error> {
-        self.keep_rollout_condition(&mut status);
-        self.keep_credentials_status(&mut status);
-        if self.previous == Some(&status) {
+        let (generation, previous) = (self.token.metadata.generation, self.previous);
+        let rollout = self.rollout.as_ref().map(|o| (o.ok, o.reason, o.message.clone()));
+        let has_targets = !self.token.spec.rollout_targets().is_empty();
+        status::keep_condition(&mut status, previous, ROLLOUTS_RESTARTED, has_targets, rollout, generation, self.now);
+        let (checked, secret) = (self.credentials_checked.as_deref(), &self.token.spec.credentials_secret_ref.name);
+        api_token::keep_credentials_status(&mut status, previous, checked, self.token, secret, self.now);
+        if previous == Some(&status) {
             return Ok(());
         }
         self.ctx.apply_status(self.token, &status).await?;
-        self.warn_once_when_expiring(&status).await;
+        // One Warning Event when `CredentialsExpiring` turns True.
+        if let Some(note) = api_token::expiring_warning(&status, previous) {
+            self.event(EventType::Warning, API_TOKEN_EXPIRING_SOON, &note).await;
+        }
         Ok(())
+    }
+
+    /// Rolls the targets for the token issued at `stamp` (see `rollout`), warning once per reason.
+    async fn restart_rollouts(&mut self, stamp: &str) {
+        let outcome = rollout::restart(&self.ctx.client, &self.labels.namespace, self.token.spec.rollout_targets(), stamp).await;
+        if let Some((reason, note)) = outcome.as_ref().and_then(|o| rollout::warning(o, self.previous)) {
+            self.event(EventType::Warning, reason, note).await;
+        }
+        self.rollout = outcome.or(self.rollout.take());
+    }
+
+    fn key(&self) -> ObjectRef<NavigatorToken> {
+        ObjectRef::from_obj(self.token)
+    }
+
+    fn jitter_seed(&self) -> u64 {
+        plan::jitter_seed(self.token.metadata.uid.as_deref().unwrap_or_default())
     }
 
     pub(super) async fn event(&self, type_: EventType, reason: &str, note: &str) {

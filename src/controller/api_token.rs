@@ -3,16 +3,14 @@
 //! failing answer never stands in the way of one). The answer is kept in `status.credentials`,
 //! becomes the `CredentialsExpiring` condition, the metric
 //! `navigator_token_api_token_expiry_timestamp_seconds` (from status) and, once, a Warning Event.
-//! The same functions serve both kinds: the NavigatorToken's `Actor` (below) and the
-//! ClusterNavigatorToken's, which asks once for all its namespaces.
+//! The same functions serve both kinds' act layers; a ClusterNavigatorToken asks once for all
+//! its namespaces.
 
 use jiff::{SignedDuration, Timestamp};
 use tracing::{info, warn};
 
 use super::Context;
-use super::act::Actor;
-use super::events::EventType;
-use super::reconcile::Credentials;
+use super::observe::Credentials;
 use super::status::{self, rfc3339};
 use crate::crd::{CredentialsStatus, NavigatorToken, NavigatorTokenStatus};
 use crate::reasons::{API_TOKEN_EXPIRING_SOON, API_TOKEN_NEVER_EXPIRES, API_TOKEN_VALID, CREDENTIALS_EXPIRING};
@@ -112,29 +110,6 @@ pub(super) fn expiring_warning(status: &NavigatorTokenStatus, previous: Option<&
     let expiring = |s: &NavigatorTokenStatus| s.conditions.iter().find(|c| c.type_ == CREDENTIALS_EXPIRING && c.status == "True").cloned();
     let condition = expiring(status)?;
     previous.and_then(expiring).is_none().then_some(condition.message)
-}
-
-impl Actor<'_> {
-    /// Asks CSP about the API token in `credentials` when it is due (see [`check`]); the answer
-    /// goes into the status written next.
-    pub(super) async fn check_api_token(&mut self, credentials: &Credentials) {
-        if let Some(checked) = check(self.ctx, self.token, credentials, self.previous, self.now).await {
-            self.credentials_checked = Some(checked);
-        }
-    }
-
-    /// [`keep_credentials_status`] for this NavigatorToken.
-    pub(super) fn keep_credentials_status(&self, status: &mut NavigatorTokenStatus) {
-        let secret = &self.token.spec.credentials_secret_ref.name;
-        keep_credentials_status(status, self.previous, self.credentials_checked.as_deref(), self.token, secret, self.now);
-    }
-
-    /// One Warning Event when `CredentialsExpiring` turns True.
-    pub(super) async fn warn_once_when_expiring(&self, status: &NavigatorTokenStatus) {
-        if let Some(note) = expiring_warning(status, self.previous) {
-            self.event(EventType::Warning, API_TOKEN_EXPIRING_SOON, &note).await;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub mod cluster;
 pub mod credentials;
 pub mod events;
 mod kube_io;
+mod observe;
 mod orphans;
 pub mod plan;
 mod reconcile;

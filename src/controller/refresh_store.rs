@@ -26,7 +26,7 @@ use tracing::{error, info, warn};
 
 use super::Context;
 use super::kube_io::SecretWriteFailure;
-use super::reconcile::Blocked;
+use super::observe::Blocked;
 use super::secret::fingerprint;
 use crate::crd::NavigatorToken;
 use crate::reasons::{SECRET_CONFLICT, SECRET_WRITE_FAILED};
