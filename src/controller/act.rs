@@ -8,14 +8,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
 
-use super::Context;
+use super::context::Context;
 use super::events::EventType;
-use super::kube_io::SecretWriteFailure;
 use super::observe::Credentials;
 use super::plan::{self, IssueReason, TargetSecret, requeue_at};
 use super::refresh_store::RefreshFailure;
 use super::rollout::{self, RolloutOutcome};
 use super::secret::{self, TokenMaterial, TokenTimes};
+use super::write_failure::SecretWriteFailure;
 use super::{api_token, status};
 use crate::crd::{CredentialsStatus, NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::{RequestLabels, TokenLabels};
@@ -63,7 +63,7 @@ impl Actor<'_> {
         // A refresh-token chain continues from its newest token, wherever that is kept.
         let grant = match &credentials.grant {
             Grant::RefreshToken { client_id, client_secret, refresh_token: seed } => {
-                match self.ctx.newest_refresh_token(self.token, seed).await {
+                match self.ctx.pending_refresh.newest_refresh_token(self.token, seed).await {
                     Ok(newest) => {
                         Grant::RefreshToken { client_id: client_id.clone(), client_secret: client_secret.clone(), refresh_token: newest }
                     }
@@ -82,7 +82,7 @@ impl Actor<'_> {
                 // sent may be spent now (see `refresh_store`).
                 if let (Grant::RefreshToken { refresh_token: seed, .. }, Some(rotated)) = (&credentials.grant, issued.rotated_refresh_token)
                 {
-                    self.ctx.remember_refresh_token(self.token, seed, rotated);
+                    self.ctx.pending_refresh.remember_refresh_token(self.token, seed, rotated);
                 }
                 self.store_new_token(issued.material, refresh_before, reason, credentials).await
             }
@@ -103,7 +103,7 @@ impl Actor<'_> {
         reason: IssueReason,
         credentials: &Credentials,
     ) -> Result<Action, Error> {
-        let written = match self.ctx.store_pending_refresh_token(self.token).await {
+        let written = match self.ctx.pending_refresh.store_pending_refresh_token(self.token).await {
             Err(failure) => Err(failure),
             Ok(()) => self.write_secret(&material).await,
         };

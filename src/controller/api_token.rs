@@ -9,7 +9,7 @@
 use jiff::{SignedDuration, Timestamp};
 use tracing::{info, warn};
 
-use super::Context;
+use super::context::Context;
 use super::observe::Credentials;
 use super::status::{self, rfc3339};
 use crate::crd::{CredentialsStatus, NavigatorToken, NavigatorTokenStatus};

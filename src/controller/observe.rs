@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 use kube::api::Api;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::Context;
 use super::credentials::CredentialsSecret;
 use super::plan::FailureState;
 use super::secret;
@@ -38,36 +38,38 @@ pub(super) struct Credentials {
     pub(super) fingerprint: String,
 }
 
-impl Context {
-    /// The credentials `reference` names in `namespace`, from the label-selected cache only (no
-    /// API call). The one place credentials are read, for every kind of token object.
-    pub(super) fn read_credentials(&self, reference: &CredentialsSecretRef, namespace: &str) -> Result<Credentials, Blocked> {
-        let Some(secret) = self.credentials.get(&ObjectRef::new(&reference.name).within(namespace)) else {
-            // Refined by `explain_uncached_credentials` when it is reported.
-            return Err(Blocked {
-                reason: CREDENTIALS_NOT_FOUND,
-                message: format!("credentials Secret {} not found in namespace {namespace}", reference.name),
-            });
-        };
-        credentials_from(&secret, reference)
-    }
+/// The credentials `reference` names in `namespace`, from the label-selected cache only (no
+/// API call). The one place credentials are read, for every kind of token object.
+pub(super) fn read_credentials(
+    cache: &Store<CredentialsSecret>,
+    reference: &CredentialsSecretRef,
+    namespace: &str,
+) -> Result<Credentials, Blocked> {
+    let Some(secret) = cache.get(&ObjectRef::new(&reference.name).within(namespace)) else {
+        // Refined by `explain_uncached_credentials` when it is reported.
+        return Err(Blocked {
+            reason: CREDENTIALS_NOT_FOUND,
+            message: format!("credentials Secret {} not found in namespace {namespace}", reference.name),
+        });
+    };
+    credentials_from(&secret, reference)
+}
 
-    /// Not in the label-selected cache: one GET tells a missing Secret from a missing label.
-    /// Only called when the failure is reported, never on a routine path.
-    pub(super) async fn explain_uncached_credentials(&self, name: &str, namespace: &str) -> Result<Blocked, Error> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let exists = api.get_metadata_opt(name).await.map_err(Error::kube("get credentials Secret"))?.is_some();
-        Ok(if exists {
-            Blocked {
-                reason: CREDENTIALS_NOT_LABELLED,
-                message: format!(
-                    "credentials Secret {name} lacks the label {CREDENTIALS_LABEL}=true that lets the operator watch it; run: kubectl label secret -n {namespace} {name} {CREDENTIALS_LABEL}=true"
-                ),
-            }
-        } else {
-            Blocked { reason: CREDENTIALS_NOT_FOUND, message: format!("credentials Secret {name} not found in namespace {namespace}") }
-        })
-    }
+/// Not in the label-selected cache: one GET tells a missing Secret from a missing label.
+/// Only called when the failure is reported, never on a routine path.
+pub(super) async fn explain_uncached_credentials(client: &Client, name: &str, namespace: &str) -> Result<Blocked, Error> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let exists = api.get_metadata_opt(name).await.map_err(Error::kube("get credentials Secret"))?.is_some();
+    Ok(if exists {
+        Blocked {
+            reason: CREDENTIALS_NOT_LABELLED,
+            message: format!(
+                "credentials Secret {name} lacks the label {CREDENTIALS_LABEL}=true that lets the operator watch it; run: kubectl label secret -n {namespace} {name} {CREDENTIALS_LABEL}=true"
+            ),
+        }
+    } else {
+        Blocked { reason: CREDENTIALS_NOT_FOUND, message: format!("credentials Secret {name} not found in namespace {namespace}") }
+    })
 }
 
 /// The credentials `reference` names, from what the cache kept of their Secret.

@@ -9,9 +9,9 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::Context;
 use super::act::Actor;
-use super::observe::{check_template, failure_state, parse_duration};
+use super::context::Context;
+use super::observe::{self, check_template, failure_state, parse_duration};
 use super::plan::{self, FailureState, IssueReason, Observed, Step, TargetSecret, requeue_at};
 use super::secret;
 use super::status;
@@ -60,7 +60,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     debug!(generation = token.metadata.generation, resource_version = token.resource_version(), "reconciling");
     let previous = token.status.as_ref();
 
-    let credentials = ctx.read_credentials(&token.spec.credentials_secret_ref, &labels.namespace);
+    let credentials = observe::read_credentials(&ctx.credentials, &token.spec.credentials_secret_ref, &labels.namespace);
     let refresh_before = parse_duration(token.spec.refresh_before.as_deref(), "refreshBefore");
     let validity = parse_duration(token.spec.validity.as_deref(), "validity");
     let template = check_template(token, &labels);
@@ -126,7 +126,8 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         (Step::SecretConflict, _) => action.fail(SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction).await,
         (_, Err(mut blocked)) => {
             if blocked.reason == CREDENTIALS_NOT_FOUND {
-                blocked = ctx.explain_uncached_credentials(&token.spec.credentials_secret_ref.name, &labels.namespace).await?;
+                blocked =
+                    observe::explain_uncached_credentials(&ctx.client, &token.spec.credentials_secret_ref.name, &labels.namespace).await?;
             }
             action.fail(blocked.reason, &blocked.message, RetryClass::NeedsUserAction).await
         }

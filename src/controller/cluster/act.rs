@@ -15,16 +15,17 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::context::{ClusterContext, Trusted};
 use super::plan::{NamespaceNeed, NamespaceOutcome, namespace_need, summarize};
-use super::{ClusterContext, Observation};
 use crate::controller::act::{Attempt, request_token};
 use crate::controller::api_token;
 use crate::controller::events::EventType;
-use crate::controller::kube_io::{SecretWriteFailure, with_retries};
-use crate::controller::observe::{Blocked, Credentials};
+use crate::controller::kube_io::with_retries;
+use crate::controller::observe::{self, Blocked, Credentials};
 use crate::controller::plan::{self as token_plan, IssueReason, Plan, Step, TargetSecret, requeue_at};
 use crate::controller::secret::{self, TokenMaterial, TokenTimes};
 use crate::controller::status;
+use crate::controller::write_failure::SecretWriteFailure;
 use crate::crd::cluster::ClusterNavigatorTokenStatus;
 use crate::crd::{ClusterNavigatorToken, CredentialsStatus, DeletionPolicy, NavigatorToken, NavigatorTokenStatus};
 use crate::metrics::TokenLabels;
@@ -34,6 +35,26 @@ use crate::reasons::{
 };
 use crate::token::{Grant, RetryClass};
 use crate::{CLUSTER_TOKEN_LABEL, Error, FIELD_MANAGER, duration};
+
+/// What a reconcile observed, for the actor.
+pub(super) struct Observation {
+    /// Selected namespaces and what their Secret looks like, checked against the trusted token.
+    pub(super) states: Vec<(String, TargetSecret)>,
+    /// Selected namespaces whose copy was tampered with (see `plan::verify_copy`).
+    pub(super) tampered: BTreeSet<String>,
+    /// Namespaces being deleted (never written, never cleaned up: they go anyway).
+    pub(super) terminating: BTreeSet<String>,
+    /// Namespaces named in the spec that do not exist, sorted.
+    pub(super) missing: Vec<String>,
+    /// The inputs fingerprint (or, when blocked, a fingerprint of the block).
+    pub(super) inputs_fp: String,
+    /// Inputs and operator settings, kept in status on failure.
+    pub(super) attempt_fp: String,
+    /// The shared token as the plan saw it.
+    pub(super) shared: TargetSecret,
+    /// The token the operator trusts, if any (memory or store).
+    pub(super) trusted: Option<Trusted>,
+}
 
 /// Secret writes (and deletes) in flight at once: fast enough for 1,000 namespaces, gentle on
 /// the API server's priority and fairness budget.
@@ -100,7 +121,8 @@ impl ClusterActor<'_> {
             (_, Err(mut blocked)) => {
                 if blocked.reason == CREDENTIALS_NOT_FOUND {
                     let reference = &self.cnvt.spec.credentials_secret_ref;
-                    blocked = self.ctx.base.explain_uncached_credentials(&reference.secret.name, &reference.namespace).await?;
+                    blocked =
+                        observe::explain_uncached_credentials(&self.ctx.base.client, &reference.secret.name, &reference.namespace).await?;
                 }
                 self.failed(blocked.reason, &blocked.message, RetryClass::NeedsUserAction)
             }

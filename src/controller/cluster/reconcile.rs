@@ -1,0 +1,123 @@
+//! One reconcile of a ClusterNavigatorToken: observe (caches, the trusted token, each selected
+//! namespace's Secret) → decide (the NavigatorToken's pure plan on the one shared token) → act
+//! (`act`). Only sequences the steps; nothing imports it but `run`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::act::{ClusterActor, Observation};
+use super::context::{ClusterContext, labels};
+use super::plan;
+use crate::Error;
+use crate::controller::observe::{Blocked, check_template, failure_state, parse_duration};
+use crate::controller::plan::{self as token_plan, TargetSecret};
+use crate::controller::secret::{self, TokenMaterial};
+use crate::controller::status;
+use crate::crd::ClusterNavigatorToken;
+use crate::metrics::ReconcileLabels;
+use crate::reasons::{INVALID_SPEC, RECONCILE_ERROR, RECONCILE_OK};
+
+/// Handles errors of the Kubernetes side: retry soon.
+pub(super) fn error_policy(cnvt: Arc<ClusterNavigatorToken>, error: &Error, ctx: Arc<ClusterContext>) -> Action {
+    warn!(clusternavigatortoken = cnvt.name_any(), %error, "reconcile failed; retrying");
+    ctx.base.metrics.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_ERROR.into() }).inc();
+    Action::requeue(Duration::from_secs(5))
+}
+
+pub(super) async fn reconcile(cnvt: Arc<ClusterNavigatorToken>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let span = info_span!("reconcile", clusternavigatortoken = cnvt.name_any());
+    let result = reconcile_inner(&cnvt, &ctx).instrument(span).await;
+    ctx.base.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.base.metrics.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_OK.into() }).inc();
+    }
+    result
+}
+
+async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> Result<Action, Error> {
+    if !ctx.base.wait_listed(&ctx.base.synced).await || !ctx.base.wait_listed(&ctx.synced).await {
+        return Ok(Action::await_change());
+    }
+    let name = cnvt.name_any();
+    if cnvt.metadata.deletion_timestamp.is_some() {
+        // Its Secrets go with it by garbage collection (owner references, deletionPolicy Delete).
+        ctx.forget(&name);
+        return Ok(Action::await_change());
+    }
+    let now = Timestamp::now();
+    let labels = labels(&name);
+    let view = cnvt.view_in("");
+    let previous = cnvt.status.as_ref().map(|s| &s.token);
+    debug!(generation = cnvt.metadata.generation, resource_version = cnvt.resource_version(), "reconciling");
+
+    let infos = ctx.namespace_infos();
+    let terminating: BTreeSet<String> = infos.iter().filter(|ns| ns.terminating).map(|ns| ns.name.clone()).collect();
+    let selection = plan::selected_namespaces(&cnvt.spec.target, &infos).map_err(|message| Blocked { reason: INVALID_SPEC, message });
+    let missing = plan::missing_namespaces(&cnvt.spec.target, &infos);
+    let credentials = ctx.read_credentials(cnvt);
+    let refresh_before = parse_duration(cnvt.spec.refresh_before.as_deref(), "refreshBefore");
+    let validity = parse_duration(cnvt.spec.validity.as_deref(), "validity");
+    let template = check_template(&view, &labels);
+    let selected = selection.clone().unwrap_or_default();
+    let inputs = match (credentials, refresh_before, validity, template, selection) {
+        (Ok(c), Ok(r), Ok(v), Ok(()), Ok(_)) => Ok((c, r, v)),
+        (Err(b), ..) | (_, Err(b), ..) | (_, _, Err(b), ..) | (_, _, _, Err(b), _) | (.., Err(b)) => Err(b),
+    };
+    let inputs_fp = match &inputs {
+        // The credentials' namespace is part of what the token depends on.
+        Ok((c, ..)) => secret::inputs_fingerprint(
+            &view,
+            &secret::fingerprint(format!("{}/{}", cnvt.spec.credentials_secret_ref.namespace, c.fingerprint).as_bytes()),
+        ),
+        Err(blocked) => secret::fingerprint(format!("{}{:?}", blocked.reason, cnvt.spec).as_bytes()),
+    };
+    let attempt_fp = secret::attempt_fingerprint(&inputs_fp, &ctx.base.settings_fp);
+    // Secret writes fail per namespace and never stop the shared token: no `secret_write`.
+    let failures = failure_state(previous, &attempt_fp, cnvt.metadata.generation);
+    let trusted = ctx.trusted_token(cnvt, &inputs_fp, now).await?;
+    let secret_name = cnvt.target_secret_name();
+    let mut tampered = BTreeSet::new();
+    // The data the operator writes for the trusted token, from the token itself. Without
+    // template keys it is the same in every namespace: computed once, not once per namespace.
+    let per_namespace = cnvt.spec.target.secret.template.as_ref().is_some_and(|t| !t.data.is_empty());
+    let everywhere = trusted.as_ref().filter(|_| !per_namespace).and_then(|t| secret::expected_data_fingerprint(&view, &t.material).ok());
+    let expected_in = |ns: &str, material: &TokenMaterial| match per_namespace {
+        true => secret::expected_data_fingerprint(&cnvt.view_in(ns), material).ok(),
+        false => everywhere,
+    };
+    let states: Vec<(String, TargetSecret)> = selected
+        .iter()
+        .map(|ns| {
+            let cached = ctx.base.managed_secrets.get(ns, &secret_name);
+            let state = secret::observe_as(cached.as_ref(), &view, &inputs_fp, true);
+            let (Some(trusted), Some(cached)) = (&trusted, &cached) else { return (ns.clone(), state) };
+            let holds_current = || expected_in(ns, &trusted.material).is_some_and(|fp| cached.holds_data(fp));
+            let (state, forged) = plan::verify_copy(state, trusted.material.times, holds_current, cached.data_edited());
+            if forged {
+                tampered.insert(ns.clone());
+            }
+            (ns.clone(), state)
+        })
+        .collect();
+    let shared = plan::shared_token(&states, trusted.as_ref().map(|t| (t.material.times, t.inputs_current)));
+    let observed = token_plan::Observed {
+        suspended: cnvt.spec.suspend,
+        refresh_before: inputs.as_ref().ok().and_then(|(_, r, _)| *r),
+        secret: shared.clone(),
+        failures,
+        ready: status::is_ready(previous),
+        jitter_seed: token_plan::jitter_seed(cnvt.metadata.uid.as_deref().unwrap_or_default()),
+    };
+    let decision = token_plan::decide(&observed, now);
+    let observation = Observation { states, tampered, terminating, missing, inputs_fp, attempt_fp, shared, trusted };
+    let mut actor =
+        ClusterActor { cnvt, ctx, view: &view, now, labels: &labels, observed: &observation, secret_name: &secret_name, issued_with: None };
+    actor.act(decision, inputs).await
+}
