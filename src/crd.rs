@@ -24,6 +24,35 @@ pub(crate) const GO_DURATION: &str = "^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+
 /// CEL: the spec (`self`) names the CSP endpoint.
 pub(crate) const IS_CSP: &str = "(has(self.endpoint) && has(self.endpoint.type) && self.endpoint.type == 'CSP')";
 
+/// What a token is, whatever kind of object asks for it: the org, the endpoint, the scope and
+/// its lifetime. Flattened into both specs; the code both kinds share reads it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSettings {
+    /// Organization (GUID) the token is issued for.
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    pub org_id: String,
+    /// Token endpoint; default: Cloud Partner Navigator at https://console.navigator.vmware.com.
+    // Boxed, as are target and status.lastFailure: usually absent, and every cached
+    // NavigatorToken pays for the inline size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Box<Endpoint>>,
+    /// Space-separated scopes to request (CSP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub scope: Option<Box<str>>,
+    /// Requested token lifetime as a Go duration (e.g. 30m), sent as accessTokenValiditySeconds. The endpoint may grant less; default: what the OAuth client is configured for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
+    #[x_kube(validation = shared_rules::validity_at_least_a_second())]
+    pub validity: Option<Box<str>>,
+    /// How long before expiry to refresh, as a Go duration; default: once 2/3 of the lifetime has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
+    #[x_kube(validation = shared_rules::refresh_before_positive())]
+    pub refresh_before: Option<Box<str>>,
+}
+
 /// Asks the operator to keep an access token for one VMware organization in a Secret.
 // kube's printcolumn(...) repeats `type_`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
@@ -52,30 +81,11 @@ pub(crate) const IS_CSP: &str = "(has(self.endpoint) && has(self.endpoint.type) 
 #[x_kube(validation = Rule::new(secret_type_unchanged_rule()).message("target.template.type cannot change while target.secretName stays the same: the type of an existing Secret is immutable. Change secretName too, or delete and re-create the NavigatorToken"))]
 #[serde(rename_all = "camelCase")]
 pub struct NavigatorTokenSpec {
-    /// Organization (GUID) the token is issued for.
-    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
-    pub org_id: String,
+    /// The token itself: org, endpoint, scope and lifetime (shared with ClusterNavigatorTokens).
+    #[serde(flatten)]
+    pub settings: TokenSettings,
     /// Secret in this NavigatorToken's namespace holding the credentials: OAuth client credentials (default), a CSP API token (apiTokenKey) or client credentials with a refresh token (refreshTokenKey). The Secret must carry the label navigator.dev/credentials=true; the operator only reads it.
     pub credentials_secret_ref: CredentialsSecretRef,
-    /// Token endpoint; default: Cloud Partner Navigator at https://console.navigator.vmware.com.
-    // Boxed, as are target and status.lastFailure: usually absent, and every cached
-    // NavigatorToken pays for the inline size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<Box<Endpoint>>,
-    /// Space-separated scopes to request (CSP only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 4096))]
-    pub scope: Option<Box<str>>,
-    /// Requested token lifetime as a Go duration (e.g. 30m), sent as accessTokenValiditySeconds. The endpoint may grant less; default: what the OAuth client is configured for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
-    #[x_kube(validation = shared_rules::validity_at_least_a_second())]
-    pub validity: Option<Box<str>>,
-    /// How long before expiry to refresh, as a Go duration; default: once 2/3 of the lifetime has passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
-    #[x_kube(validation = shared_rules::refresh_before_positive())]
-    pub refresh_before: Option<Box<str>>,
     /// The Secret the token is written to; default: a Secret named like this NavigatorToken with the key token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Box<Target>>,
@@ -382,7 +392,7 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-impl NavigatorTokenSpec {
+impl TokenSettings {
     /// The endpoint flavour, defaulted.
     pub fn endpoint_type(&self) -> EndpointType {
         self.endpoint.as_ref().and_then(|e| e.type_).unwrap_or_default()
@@ -404,7 +414,9 @@ impl NavigatorTokenSpec {
     pub fn ca_bundle(&self) -> Option<&str> {
         self.endpoint.as_ref().and_then(|e| e.ca_bundle.as_deref()).filter(|b| !b.trim().is_empty())
     }
+}
 
+impl NavigatorTokenSpec {
     /// The workloads to restart after each new token (none when absent).
     pub fn rollout_targets(&self) -> &[RolloutTarget] {
         self.rollout_restart_targets.as_deref().map_or(&[], |targets| targets.0.as_slice())

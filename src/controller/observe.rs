@@ -12,7 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use super::credentials::CredentialsSecret;
 use super::plan::FailureState;
 use super::secret;
-use crate::crd::{CredentialsSecretRef, NavigatorToken, NavigatorTokenStatus};
+use crate::crd::{CredentialsSecretRef, NavigatorTokenStatus, SecretTemplate, TokenSettings};
 use crate::metrics::TokenLabels;
 use crate::reasons::{
     CREDENTIALS_INVALID, CREDENTIALS_NOT_FOUND, CREDENTIALS_NOT_LABELLED, CREDENTIALS_REJECTED, INVALID_SPEC, INVALID_TEMPLATE,
@@ -119,11 +119,11 @@ pub(super) fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<
         .transpose()
 }
 
-/// Renders `spec.target.template` with placeholder values: a template that cannot work costs
+/// Renders the target's `template` with placeholder values: a template that cannot work costs
 /// no token request, and the Secret stays as it is.
-pub(super) fn check_template(token: &NavigatorToken, labels: &TokenLabels) -> Result<(), Blocked> {
-    let Some(template) = token.spec.target.as_ref().and_then(|t| t.template.as_ref()) else { return Ok(()) };
-    template::check(&template.data, &token.spec.org_id, &labels.name, &labels.namespace)
+pub(super) fn check_template(template: Option<&SecretTemplate>, settings: &TokenSettings, labels: &TokenLabels) -> Result<(), Blocked> {
+    let Some(template) = template else { return Ok(()) };
+    template::check(&template.data, &settings.org_id, &labels.name, &labels.namespace)
         .map_err(|e| Blocked { reason: INVALID_TEMPLATE, message: format!("{e}; the Secret is left as it is") })
 }
 

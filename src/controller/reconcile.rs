@@ -61,9 +61,9 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     let previous = token.status.as_ref();
 
     let credentials = observe::read_credentials(&ctx.credentials, &token.spec.credentials_secret_ref, &labels.namespace);
-    let refresh_before = parse_duration(token.spec.refresh_before.as_deref(), "refreshBefore");
-    let validity = parse_duration(token.spec.validity.as_deref(), "validity");
-    let template = check_template(token, &labels);
+    let refresh_before = parse_duration(token.spec.settings.refresh_before.as_deref(), "refreshBefore");
+    let validity = parse_duration(token.spec.settings.validity.as_deref(), "validity");
+    let template = check_template(token.spec.target.as_ref().and_then(|t| t.template.as_ref()), &token.spec.settings, &labels);
     let inputs = match (credentials, refresh_before, validity, template) {
         (Ok(c), Ok(r), Ok(v), Ok(())) => Ok((c, r, v)),
         (Err(b), ..) | (_, Err(b), ..) | (_, _, Err(b), _) | (.., Err(b)) => Err(b),

@@ -71,12 +71,12 @@ pub fn inputs_fingerprint(token: &NavigatorToken, credentials_fp: &str) -> Strin
     let spec = &token.spec;
     let target = spec.target();
     let inputs = json!({
-        "orgId": spec.org_id,
-        "endpointType": spec.endpoint_type(),
-        "url": spec.endpoint_url(),
-        "caBundle": spec.ca_bundle(),
-        "scope": spec.scope,
-        "validity": spec.validity,
+        "orgId": spec.settings.org_id,
+        "endpointType": spec.settings.endpoint_type(),
+        "url": spec.settings.endpoint_url(),
+        "caBundle": spec.settings.ca_bundle(),
+        "scope": spec.settings.scope,
+        "validity": spec.settings.validity,
         "credentialsSecretRef": spec.credentials_secret_ref,
         "credentials": credentials_fp,
         "secretName": token.target_secret_name(),
@@ -197,8 +197,8 @@ fn desired_data(token: &NavigatorToken, material: &TokenMaterial) -> Result<BTre
         id_token: material.id_token.as_ref().map_or("", Sensitive::expose),
         issued_at: material.times.issued_at,
         expires_at: material.times.expires_at,
-        org_id: &token.spec.org_id,
-        scope: token.spec.scope.as_deref().unwrap_or_default(),
+        org_id: &token.spec.settings.org_id,
+        scope: token.spec.settings.scope.as_deref().unwrap_or_default(),
         name: token.metadata.name.as_deref().unwrap_or_default(),
         namespace: &namespace,
     };

@@ -7,8 +7,8 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    CredentialsSecretRef, Endpoint, GO_DURATION, NavigatorToken, NavigatorTokenSpec, NavigatorTokenStatus, Target,
-    secret_type_unchanged_rule, shared_rules,
+    CredentialsSecretRef, NavigatorToken, NavigatorTokenSpec, NavigatorTokenStatus, Target, TokenSettings, secret_type_unchanged_rule,
+    shared_rules,
 };
 
 /// Asks the operator to keep one access token in a Secret in each selected namespace, from
@@ -43,28 +43,11 @@ use super::{
 #[x_kube(validation = Rule::new(secret_type_unchanged_rule()).message("target.template.type cannot change while target.secretName stays the same: the type of an existing Secret is immutable. Change secretName too, or delete and re-create the ClusterNavigatorToken"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterNavigatorTokenSpec {
-    /// Organization (GUID) the token is issued for.
-    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
-    pub org_id: String,
+    /// The token itself: org, endpoint, scope and lifetime (as in a NavigatorToken).
+    #[serde(flatten)]
+    pub settings: TokenSettings,
     /// Secret holding the OAuth client credentials, in a namespace the operator allows (its flag --cluster-credentials-namespace, by default the operator's own namespace). The Secret must carry the label navigator.dev/credentials=true. Tenants never see it: only the token is written to their namespaces.
     pub credentials_secret_ref: ClusterCredentialsSecretRef,
-    /// Token endpoint; default: Cloud Partner Navigator at https://console.navigator.vmware.com.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<Box<Endpoint>>,
-    /// Space-separated scopes to request (CSP only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 4096))]
-    pub scope: Option<String>,
-    /// Requested token lifetime as a Go duration (e.g. 30m), sent as accessTokenValiditySeconds. The endpoint may grant less; default: what the OAuth client is configured for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
-    #[x_kube(validation = shared_rules::validity_at_least_a_second())]
-    pub validity: Option<String>,
-    /// How long before expiry to refresh, as a Go duration; default: once 2/3 of the lifetime has passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
-    #[x_kube(validation = shared_rules::refresh_before_positive())]
-    pub refresh_before: Option<String>,
     /// The Secret the token is written to, and in which namespaces (namespaceSelector and/or namespaces).
     pub target: Box<ClusterTarget>,
     /// When true the operator stops refreshing (the current token stays in the Secrets until it expires).
@@ -170,12 +153,8 @@ impl ClusterNavigatorToken {
         let mut view = NavigatorToken::new(
             self.metadata.name.as_deref().unwrap_or_default(),
             NavigatorTokenSpec {
-                org_id: spec.org_id.clone(),
+                settings: spec.settings.clone(),
                 credentials_secret_ref: spec.credentials_secret_ref.secret.clone(),
-                endpoint: spec.endpoint.clone(),
-                scope: spec.scope.as_deref().map(Into::into),
-                validity: spec.validity.as_deref().map(Into::into),
-                refresh_before: spec.refresh_before.as_deref().map(Into::into),
                 target: Some(Box::new(spec.target.secret.clone())),
                 suspend: spec.suspend,
                 rollout_restart_targets: None,

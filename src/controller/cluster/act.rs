@@ -27,14 +27,14 @@ use crate::controller::secret::{self, TokenMaterial, TokenTimes};
 use crate::controller::status;
 use crate::controller::write_failure::SecretWriteFailure;
 use crate::crd::cluster::ClusterNavigatorTokenStatus;
-use crate::crd::{ClusterNavigatorToken, CredentialsStatus, DeletionPolicy, NavigatorToken, NavigatorTokenStatus};
+use crate::crd::{ClusterNavigatorToken, CredentialsStatus, DeletionPolicy, NavigatorTokenStatus};
 use crate::metrics::TokenLabels;
 use crate::reasons::{
-    API_TOKEN_EXPIRING_SOON, CREDENTIALS_NOT_FOUND, INVALID_SPEC, ISSUED, NAMESPACE_TERMINATING, READY, RECOVERED,
-    REFRESH_BEFORE_NOT_HONOURED, SECRET_CONFLICT, SECRET_TAMPERED, SUSPENDED, TOKEN_EXPIRED,
+    API_TOKEN_EXPIRING_SOON, CREDENTIALS_NOT_FOUND, INVALID_SPEC, NAMESPACE_TERMINATING, READY, SECRET_CONFLICT, SECRET_TAMPERED,
+    TOKEN_EXPIRED,
 };
 use crate::token::{Grant, RetryClass};
-use crate::{CLUSTER_TOKEN_LABEL, Error, FIELD_MANAGER, duration};
+use crate::{CLUSTER_TOKEN_LABEL, Error, FIELD_MANAGER};
 
 /// What a reconcile observed, for the actor.
 pub(super) struct Observation {
@@ -66,8 +66,6 @@ const NAMESPACE_RETRY: Duration = Duration::from_secs(30);
 pub(super) struct ClusterActor<'a> {
     pub(super) cnvt: &'a ClusterNavigatorToken,
     pub(super) ctx: &'a ClusterContext,
-    /// The object as a NavigatorToken (namespace empty), for the shared code.
-    pub(super) view: &'a NavigatorToken,
     pub(super) now: Timestamp,
     pub(super) labels: &'a TokenLabels,
     pub(super) observed: &'a Observation,
@@ -83,6 +81,8 @@ struct TokenPart {
     status: NavigatorTokenStatus,
     /// Ready as the token's side sees it, when that overrides the namespaces' view.
     verdict: Option<(bool, String, String)>,
+    /// Added to a Ready=True message: why spec.refreshBefore is not honoured.
+    note: Option<String>,
     /// The current token's times, if there is a valid one.
     current: Option<TokenTimes>,
     /// Its material, when the operator trusts it (memory or store).
@@ -144,7 +144,9 @@ impl ClusterActor<'_> {
         // Once for all namespaces, after the new token is stored in one at least.
         let stored = outcomes.values().any(|o| *o == NamespaceOutcome::Current);
         let checked = match self.issued_with.take() {
-            Some(credentials) if stored => api_token::check(&self.ctx.base, self.view, &credentials, self.previous(), self.now).await,
+            Some(credentials) if stored => {
+                api_token::check(&self.ctx.base, &self.cnvt.spec.settings, &credentials, self.previous(), self.now).await
+            }
             _ => None,
         };
         if part.spread {
@@ -167,8 +169,14 @@ impl ClusterActor<'_> {
         self.observed.trusted.as_ref().map(|t| t.material.clone()).filter(|m| Some(m.times) == times)
     }
 
-    fn jitter_seed(&self) -> u64 {
-        token_plan::jitter_seed(self.cnvt.metadata.uid.as_deref().unwrap_or_default())
+    fn attempt(&self) -> Attempt<'_> {
+        Attempt {
+            previous: self.previous(),
+            generation: self.cnvt.metadata.generation,
+            attempt_fp: &self.observed.attempt_fp,
+            jitter_seed: token_plan::jitter_seed(self.cnvt.metadata.uid.as_deref().unwrap_or_default()),
+            now: self.now,
+        }
     }
 
     async fn issue(
@@ -184,7 +192,7 @@ impl ClusterActor<'_> {
             let message = "credentialsSecretRef.refreshTokenKey is not supported on a ClusterNavigatorToken; use client credentials or an API token (apiTokenKey)";
             return self.failed(INVALID_SPEC, message, RetryClass::NeedsUserAction);
         }
-        match request_token(&self.ctx.base, self.view, credentials.grant.clone(), validity).await {
+        match request_token(&self.ctx.base, &self.cnvt.spec.settings, credentials.grant.clone(), validity).await {
             Ok(issued) => {
                 let material = issued.material;
                 info!(?reason, expires_at = %material.times.expires_at, source = ?issued.source, "issued a token");
@@ -210,51 +218,19 @@ impl ClusterActor<'_> {
         refresh_before: Option<Duration>,
         issued: Option<IssueReason>,
     ) -> TokenPart {
-        let refresh_at = token_plan::refresh_at(times.issued_at, times.expires_at, refresh_before, self.jitter_seed());
-        let lifetime: Duration = times.expires_at.duration_since(times.issued_at).try_into().unwrap_or_default();
-        let status = NavigatorTokenStatus {
-            observed_generation: self.cnvt.metadata.generation,
-            secret_name: Some(self.secret_name.to_owned()),
-            issued_at: Some(status::rfc3339(times.issued_at)),
-            expires_at: Some(status::rfc3339(times.expires_at)),
-            next_refresh_at: Some(status::rfc3339(refresh_at)),
-            granted_lifetime: Some(duration::format(lifetime).into()),
-            inputs_fingerprint: Some(self.observed.inputs_fp.as_str().into()),
-            ..NavigatorTokenStatus::default()
-        };
+        let holds = format!("token valid until {}", status::rfc3339(times.expires_at));
+        let valid = self.attempt().succeeded(times, (self.secret_name, &self.observed.inputs_fp), refresh_before, issued, &holds);
         self.ctx.base.metrics.token_expiry.get_or_create(self.labels).set(times.expires_at.as_second());
         self.ctx.base.metrics.consecutive_failures.remove(self.labels);
-        let failures_before = self.previous().map_or(0, |s| s.consecutive_failures);
-        let note = format!("token valid until {}", status::rfc3339(times.expires_at));
-        let mut events = Vec::new();
-        match issued {
-            Some(_) if failures_before > 0 => {
-                events.push((EventType::Normal, RECOVERED.to_owned(), format!("{note} after {failures_before} failed attempts")))
-            }
-            Some(IssueReason::Initial) => events.push((EventType::Normal, ISSUED.to_owned(), format!("issued a {note}"))),
-            _ => {}
-        }
-        // As for a NavigatorToken: once per change of the granted lifetime.
-        let misfit = status::refresh_before_misfit(times.issued_at, times.expires_at, refresh_before, refresh_at);
-        let lifetime_changed = self.previous().and_then(|p| p.granted_lifetime.as_ref()) != status.granted_lifetime.as_ref();
-        if let Some(misfit) = misfit.filter(|_| issued.is_some() && lifetime_changed) {
-            events.push((EventType::Warning, REFRESH_BEFORE_NOT_HONOURED.to_owned(), format!("{note}. {misfit}")));
-        }
-        let requeue = Some(recheck_at.map_or(refresh_at, |at| at.min(refresh_at)));
-        TokenPart { status, verdict: None, current: Some(times), material, spread: true, requeue, events }
+        let events = valid.events.into_iter().map(|(type_, reason, note)| (type_, reason.to_owned(), note)).collect();
+        let requeue = Some(recheck_at.map_or(valid.refresh_at, |at| at.min(valid.refresh_at)));
+        TokenPart { status: valid.status, verdict: None, note: valid.misfit, current: Some(times), material, spread: true, requeue, events }
     }
 
     /// A failed attempt, as a NavigatorToken records it: the token already in the Secrets stays.
     fn failed(&self, reason: &str, message: &str, class: RetryClass) -> TokenPart {
-        let attempt = Attempt {
-            previous: self.previous(),
-            generation: self.cnvt.metadata.generation,
-            attempt_fp: &self.observed.attempt_fp,
-            jitter_seed: self.jitter_seed(),
-            now: self.now,
-        };
         let current = self.observed.shared.valid_token(self.now);
-        let failed = attempt.failed(current, self.secret_name, "the Secrets", (reason, message, class));
+        let failed = self.attempt().failed(current, self.secret_name, "the Secrets", (reason, message, class));
         self.ctx.base.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failed.status.consecutive_failures));
         let events = failed.warn.then(|| (EventType::Warning, reason.to_owned(), message.to_owned())).into_iter().collect();
         // A transient failure still hands the valid token to new namespaces; a block does not.
@@ -262,6 +238,7 @@ impl ClusterActor<'_> {
         TokenPart {
             status: failed.status,
             verdict: Some(failed.ready),
+            note: None,
             current: failed.still_valid,
             material,
             spread: failed.still_valid.is_some(),
@@ -287,28 +264,22 @@ impl ClusterActor<'_> {
         };
         let spread = verdict.as_ref().is_none_or(|(ok, ..)| *ok);
         let material = self.trusted(current);
-        TokenPart { status, verdict, current, material, spread, requeue: retry_at, events }
+        TokenPart { status, verdict, note: None, current, material, spread, requeue: retry_at, events }
     }
 
     fn suspended(&self) -> TokenPart {
-        let mut status = self.previous().cloned().unwrap_or_default();
-        status.observed_generation = self.cnvt.metadata.generation;
-        status.next_refresh_at = None;
         let current = self.current_times();
-        let message = match current {
-            Some(c) => format!("refreshing is suspended; the current token expires at {}", status::rfc3339(c.expires_at)),
-            None => "refreshing is suspended and the Secrets hold no valid token".to_owned(),
-        };
-        let verdict = Some((current.is_some(), SUSPENDED.to_owned(), message));
+        let (status, verdict) = self.attempt().suspended(current, "the Secrets hold");
         let material = self.trusted(current);
-        TokenPart { status, verdict, current, material, spread: true, requeue: current.map(|c| c.expires_at), events: Vec::new() }
+        let requeue = current.map(|c| c.expires_at);
+        TokenPart { status, verdict: Some(verdict), note: None, current, material, spread: true, requeue, events: Vec::new() }
     }
 
     /// Nothing to request: no namespace is selected, or every one holds someone else's Secret.
     fn idle(&self) -> TokenPart {
         let mut status = self.previous().cloned().unwrap_or_default();
         status.observed_generation = self.cnvt.metadata.generation;
-        TokenPart { status, verdict: None, current: None, material: None, spread: true, requeue: None, events: Vec::new() }
+        TokenPart { status, verdict: None, note: None, current: None, material: None, spread: true, requeue: None, events: Vec::new() }
     }
 
     /// Writes the current token to every selected namespace that lacks it (bounded concurrency),
@@ -450,18 +421,22 @@ impl ClusterActor<'_> {
     ) -> Result<Action, Error> {
         let expiry = part.current.map(|c| c.expires_at);
         let summary = summarize(&outcomes, &self.observed.missing, self.secret_name, expiry, self.now);
-        let (ready, reason, message) = match part.verdict {
+        let (ready, reason, mut message) = match part.verdict {
             // The token's trouble wins, unless it still holds a token and a namespace does not.
             Some(verdict) if !verdict.0 || summary.ready.0 => verdict,
             _ => summary.ready.clone(),
         };
+        if let Some(note) = part.note.as_ref().filter(|_| ready) {
+            message.push_str(&format!(". {note}"));
+        }
         let previous = self.previous();
         let mut token = part.status;
         let generation = self.cnvt.metadata.generation;
         status::set_ready(&mut token, previous, ready, &reason, message, generation, self.now);
         let reference = &self.cnvt.spec.credentials_secret_ref;
         let credentials_secret = format!("{}/{}", reference.namespace, reference.secret.name);
-        api_token::keep_credentials_status(&mut token, previous, checked, self.view, &credentials_secret, self.now);
+        let credentials = (reference.secret.api_token_key.is_some(), credentials_secret.as_str());
+        api_token::keep_credentials_status(&mut token, previous, checked, credentials, generation, self.now);
         let listed_before: BTreeSet<(String, String)> =
             self.cnvt.status.iter().flat_map(|s| &s.namespace_failures).map(|f| (f.namespace.clone(), f.reason.clone())).collect();
         let new_failures: Vec<(String, String, String)> = summary

@@ -62,9 +62,9 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
     let selection = plan::selected_namespaces(&cnvt.spec.target, &infos).map_err(|message| Blocked { reason: INVALID_SPEC, message });
     let missing = plan::missing_namespaces(&cnvt.spec.target, &infos);
     let credentials = ctx.read_credentials(cnvt);
-    let refresh_before = parse_duration(cnvt.spec.refresh_before.as_deref(), "refreshBefore");
-    let validity = parse_duration(cnvt.spec.validity.as_deref(), "validity");
-    let template = check_template(&view, &labels);
+    let refresh_before = parse_duration(cnvt.spec.settings.refresh_before.as_deref(), "refreshBefore");
+    let validity = parse_duration(cnvt.spec.settings.validity.as_deref(), "validity");
+    let template = check_template(cnvt.spec.target.secret.template.as_ref(), &cnvt.spec.settings, &labels);
     let selected = selection.clone().unwrap_or_default();
     let inputs = match (credentials, refresh_before, validity, template, selection) {
         (Ok(c), Ok(r), Ok(v), Ok(()), Ok(_)) => Ok((c, r, v)),
@@ -117,7 +117,6 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
     };
     let decision = token_plan::decide(&observed, now);
     let observation = Observation { states, tampered, terminating, missing, inputs_fp, attempt_fp, shared, trusted };
-    let mut actor =
-        ClusterActor { cnvt, ctx, view: &view, now, labels: &labels, observed: &observation, secret_name: &secret_name, issued_with: None };
+    let mut actor = ClusterActor { cnvt, ctx, now, labels: &labels, observed: &observation, secret_name: &secret_name, issued_with: None };
     actor.act(decision, inputs).await
 }
