@@ -167,7 +167,7 @@ impl Actor<'_> {
         self.ctx.metrics.consecutive_failures.remove(self.labels);
         self.write_status(status).await?;
         for (type_, reason, note) in &valid.events {
-            self.event(*type_, reason, note).await;
+            self.ctx.events.publish(self.token, *type_, reason, note).await;
         }
         // Keep's plan may look again sooner than the refresh (periodic re-check), and so may a
         // restart still owed.
@@ -187,7 +187,7 @@ impl Actor<'_> {
         self.ctx.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(status.consecutive_failures));
         self.write_status(status).await?;
         if failed.warn {
-            self.event(EventType::Warning, reason, message).await;
+            self.ctx.events.publish(self.token, EventType::Warning, reason, message).await;
         }
         Ok(requeue_at(failed.requeue, self.now))
     }
@@ -200,7 +200,7 @@ impl Actor<'_> {
         let generation = status.observed_generation;
         status::set_ready(&mut status, self.previous, false, &reason, message.clone(), generation, self.now);
         self.write_status(status).await?;
-        self.event(EventType::Warning, TOKEN_EXPIRED, &message).await;
+        self.ctx.events.publish(self.token, EventType::Warning, TOKEN_EXPIRED, &message).await;
         Ok(requeue_at(retry_at, self.now))
     }
 
@@ -227,7 +227,7 @@ impl Actor<'_> {
         self.ctx.apply_status(self.token, &status).await?;
         // One Warning Event when `CredentialsExpiring` turns True.
         if let Some(note) = api_token::expiring_warning(&status, previous) {
-            self.event(EventType::Warning, API_TOKEN_EXPIRING_SOON, &note).await;
+            self.ctx.events.publish(self.token, EventType::Warning, API_TOKEN_EXPIRING_SOON, &note).await;
         }
         Ok(())
     }
@@ -236,7 +236,7 @@ impl Actor<'_> {
     async fn restart_rollouts(&mut self, stamp: &str) {
         let outcome = rollout::restart(&self.ctx.client, &self.labels.namespace, self.token.spec.rollout_targets(), stamp).await;
         if let Some((reason, note)) = outcome.as_ref().and_then(|o| rollout::warning(o, self.previous)) {
-            self.event(EventType::Warning, reason, note).await;
+            self.ctx.events.publish(self.token, EventType::Warning, reason, note).await;
         }
         self.rollout = outcome.or(self.rollout.take());
     }
@@ -253,12 +253,6 @@ impl Actor<'_> {
 
     fn key(&self) -> ObjectRef<NavigatorToken> {
         ObjectRef::from_obj(self.token)
-    }
-
-    pub(super) async fn event(&self, type_: EventType, reason: &str, note: &str) {
-        if let Err(error) = self.ctx.events.publish(self.token, type_, reason, note).await {
-            warn!(%error, "could not publish event");
-        }
     }
 }
 

@@ -17,8 +17,8 @@ use super::secret;
 use super::status;
 use crate::Error;
 use crate::crd::NavigatorToken;
-use crate::metrics::{ReconcileLabels, TokenLabels};
-use crate::reasons::{CREDENTIALS_NOT_FOUND, RECONCILE_ERROR, RECONCILE_OK, SECRET_CONFLICT, SECRET_WRITE_FAILURES};
+use crate::metrics::TokenLabels;
+use crate::reasons::{CREDENTIALS_NOT_FOUND, SECRET_CONFLICT, SECRET_WRITE_FAILURES};
 use crate::token::RetryClass;
 
 /// How soon a reconcile looks again while the caches lag behind its own writes.
@@ -27,7 +27,7 @@ const CACHE_LAG_RECHECK: Duration = Duration::from_secs(1);
 /// Handles errors of the Kubernetes side (token errors are handled in `reconcile`): retry soon.
 pub(super) fn error_policy(token: Arc<NavigatorToken>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(namespace = token.namespace().unwrap_or_default(), navigatortoken = token.name_any(), %error, "reconcile failed; retrying");
-    ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_ERROR.into() }).inc();
+    ctx.metrics.reconcile_failed();
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -36,10 +36,7 @@ pub(super) async fn reconcile(token: Arc<NavigatorToken>, ctx: Arc<Context>) -> 
     // Not `name`: JSON logs put the span's own name ("reconcile") under that key too.
     let span = info_span!("reconcile", namespace = token.namespace().unwrap_or_default(), navigatortoken = token.name_any());
     let result = reconcile_inner(&token, &ctx).instrument(span).await;
-    ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        ctx.metrics.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_OK.into() }).inc();
-    }
+    ctx.metrics.reconcile_ended(started, result.is_ok());
     result
 }
 

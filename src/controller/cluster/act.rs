@@ -455,13 +455,13 @@ impl ClusterActor<'_> {
             self.apply_status(&status).await?;
         }
         for (type_, reason, note) in &part.events {
-            self.event(*type_, reason, note).await;
+            self.ctx.base.events.publish(self.cnvt, *type_, reason, note).await;
         }
         if let Some(note) = api_token::expiring_warning(&status.token, previous) {
-            self.event(EventType::Warning, API_TOKEN_EXPIRING_SOON, &note).await;
+            self.ctx.base.events.publish(self.cnvt, EventType::Warning, API_TOKEN_EXPIRING_SOON, &note).await;
         }
         for (namespace, reason, message) in new_failures {
-            self.event(EventType::Warning, &reason, &format!("namespace {namespace}: {message}")).await;
+            self.ctx.base.events.publish(self.cnvt, EventType::Warning, &reason, &format!("namespace {namespace}: {message}")).await;
         }
         for namespace in &self.observed.tampered {
             let repaired = outcomes.get(namespace) == Some(&NamespaceOutcome::Current);
@@ -471,7 +471,7 @@ impl ClusterActor<'_> {
                 self.secret_name
             );
             warn!(namespace, secret = self.secret_name, repaired, "a namespace's copy of the token was tampered with");
-            self.event(EventType::Warning, SECRET_TAMPERED, &note).await;
+            self.ctx.base.events.publish(self.cnvt, EventType::Warning, SECRET_TAMPERED, &note).await;
         }
         let troubled = (outcomes.values().any(|o| *o != NamespaceOutcome::Current) && part.spread) || self.ctx.unstored(self.cnvt);
         let retry = troubled.then(|| token_plan::add(self.now, NAMESPACE_RETRY));
@@ -494,12 +494,6 @@ impl ClusterActor<'_> {
             self.ctx.base.wait_for_cache(|| self.ctx.store.get(&key)?.resource_version(), &version).await;
         }
         Ok(())
-    }
-
-    async fn event(&self, type_: EventType, reason: &str, note: &str) {
-        if let Err(error) = self.ctx.base.events.publish(self.cnvt, type_, reason, note).await {
-            warn!(%error, "could not publish event");
-        }
     }
 }
 

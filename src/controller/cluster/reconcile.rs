@@ -20,13 +20,12 @@ use crate::controller::plan::{self as token_plan, TargetSecret};
 use crate::controller::secret::{self, TokenMaterial};
 use crate::controller::status;
 use crate::crd::ClusterNavigatorToken;
-use crate::metrics::ReconcileLabels;
-use crate::reasons::{INVALID_SPEC, RECONCILE_ERROR, RECONCILE_OK};
+use crate::reasons::INVALID_SPEC;
 
 /// Handles errors of the Kubernetes side: retry soon.
 pub(super) fn error_policy(cnvt: Arc<ClusterNavigatorToken>, error: &Error, ctx: Arc<ClusterContext>) -> Action {
     warn!(clusternavigatortoken = cnvt.name_any(), %error, "reconcile failed; retrying");
-    ctx.base.metrics.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_ERROR.into() }).inc();
+    ctx.base.metrics.reconcile_failed();
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -34,10 +33,7 @@ pub(super) async fn reconcile(cnvt: Arc<ClusterNavigatorToken>, ctx: Arc<Cluster
     let started = Instant::now();
     let span = info_span!("reconcile", clusternavigatortoken = cnvt.name_any());
     let result = reconcile_inner(&cnvt, &ctx).instrument(span).await;
-    ctx.base.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
-    if result.is_ok() {
-        ctx.base.metrics.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_OK.into() }).inc();
-    }
+    ctx.base.metrics.reconcile_ended(started, result.is_ok());
     result
 }
 
