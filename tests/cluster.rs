@@ -693,3 +693,36 @@ async fn a_suspended_cluster_token_requests_nothing_and_says_so() {
     assert!(h.token_in(&namespaces[0], "vendor-token").await.is_none());
     h.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_turns_false_when_the_shared_token_expires_during_a_long_retry_after() {
+    let mut h = Harness::new(Duration::from_secs(6)).await;
+    let label = h.ns.clone();
+    let namespaces = tenants(&h, &label, 1).await;
+    h.start_cluster_operator().await;
+    h.create_cluster_token("vendor", selecting(&label)).await;
+    all_hold(&h, &namespaces, 1).await;
+    wait_ready(&h, "vendor", "True", "TokenValid").await;
+    let expires_at: jiff::Timestamp = h.cluster_status("vendor").await.unwrap().token.expires_at.unwrap().parse().unwrap();
+    // Every refresh is told to come back in a minute: long after this token expires.
+    h.tokens.set_default(Some(Scripted::Status {
+        code: 429,
+        body: r#"{"cspErrorCode":"rate_limited","message":"slow down","requestId":"rq-1"}"#.into(),
+        content_type: "application/json".into(),
+        headers: vec![("retry-after".into(), "60".into())],
+    }));
+    wait_ready(&h, "vendor", "True", "RefreshFailing").await;
+    h.wait_until("Ready=False once the token has expired", WAIT, || async {
+        h.cluster_ready("vendor").await.is_some_and(|(status, _, _)| status == "False")
+    })
+    .await;
+    assert!(jiff::Timestamp::now() >= expires_at, "Ready turned False before the token expired");
+    let status = h.cluster_status("vendor").await.unwrap().token;
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "RateLimited");
+    assert!(ready.message.contains("expired at"), "{}", ready.message);
+    assert_eq!(status.expires_at, None, "status no longer describes an expired token as current");
+    assert_eq!(h.tokens.request_count(), 2, "the Retry-After is still honoured");
+    h.wait_until("a TokenExpired Event", WAIT, || h.cluster_has_event("vendor", "Warning", "TokenExpired")).await;
+    h.finish().await;
+}
