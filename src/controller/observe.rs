@@ -10,8 +10,9 @@ use kube::api::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use super::credentials::CredentialsSecret;
-use super::plan::FailureState;
+use super::plan::{self, FailureState, Observed, TargetSecret};
 use super::secret;
+use super::status;
 use crate::crd::{CredentialsSecretRef, NavigatorTokenStatus, SecretTemplate, TokenSettings};
 use crate::metrics::TokenLabels;
 use crate::reasons::{
@@ -113,15 +114,59 @@ pub(super) fn failure_state(previous: Option<&NavigatorTokenStatus>, attempt_fp:
     }
 }
 
-pub(super) fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, Blocked> {
+fn parse_duration(value: Option<&str>, field: &str) -> Result<Option<Duration>, Blocked> {
     value
         .map(|v| crate::duration::parse(v).map_err(|e| Blocked { reason: INVALID_SPEC, message: format!("spec.{field}: {e}") }))
         .transpose()
 }
 
+/// What a token request is made with, once every check passed.
+pub(super) struct Inputs {
+    pub(super) credentials: Credentials,
+    pub(super) refresh_before: Option<Duration>,
+    pub(super) validity: Option<Duration>,
+}
+
+/// The inputs of a token request (either kind): `credentials` as read, and `settings` and the
+/// target's `template` checked. The first check that fails, in that order, blocks the request.
+pub(super) fn inputs(
+    credentials: Result<Credentials, Blocked>,
+    settings: &TokenSettings,
+    template: Option<&SecretTemplate>,
+    labels: &TokenLabels,
+) -> Result<Inputs, Blocked> {
+    let refresh_before = parse_duration(settings.refresh_before.as_deref(), "refreshBefore");
+    let validity = parse_duration(settings.validity.as_deref(), "validity");
+    let template = check_template(template, settings, labels);
+    match (credentials, refresh_before, validity, template) {
+        (Ok(credentials), Ok(refresh_before), Ok(validity), Ok(())) => Ok(Inputs { credentials, refresh_before, validity }),
+        (Err(b), ..) | (_, Err(b), ..) | (_, _, Err(b), _) | (.., Err(b)) => Err(b),
+    }
+}
+
+/// What the plan decides on (either kind): `secret` is the token the target holds, `failures`
+/// what status records, `uid` the object's (its jitter).
+pub(super) fn observed(
+    suspended: bool,
+    inputs: &Result<Inputs, Blocked>,
+    secret: TargetSecret,
+    failures: FailureState,
+    previous: Option<&NavigatorTokenStatus>,
+    uid: Option<&str>,
+) -> Observed {
+    Observed {
+        suspended,
+        refresh_before: inputs.as_ref().ok().and_then(|i| i.refresh_before),
+        secret,
+        failures,
+        ready: status::is_ready(previous),
+        jitter_seed: plan::jitter_seed(uid.unwrap_or_default()),
+    }
+}
+
 /// Renders the target's `template` with placeholder values: a template that cannot work costs
 /// no token request, and the Secret stays as it is.
-pub(super) fn check_template(template: Option<&SecretTemplate>, settings: &TokenSettings, labels: &TokenLabels) -> Result<(), Blocked> {
+fn check_template(template: Option<&SecretTemplate>, settings: &TokenSettings, labels: &TokenLabels) -> Result<(), Blocked> {
     let Some(template) = template else { return Ok(()) };
     template::check(&template.data, &settings.org_id, &labels.name, &labels.namespace)
         .map_err(|e| Blocked { reason: INVALID_TEMPLATE, message: format!("{e}; the Secret is left as it is") })

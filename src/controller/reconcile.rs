@@ -11,10 +11,9 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::act::Actor;
 use super::context::Context;
-use super::observe::{self, check_template, failure_state, parse_duration};
-use super::plan::{self, FailureState, IssueReason, Observed, Step, TargetSecret, requeue_at};
+use super::observe::{self, Inputs, failure_state};
+use super::plan::{self, FailureState, IssueReason, Step, TargetSecret, requeue_at};
 use super::secret;
-use super::status;
 use crate::Error;
 use crate::crd::NavigatorToken;
 use crate::metrics::TokenLabels;
@@ -58,15 +57,10 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     let previous = token.status.as_ref();
 
     let credentials = observe::read_credentials(&ctx.credentials, &token.spec.credentials_secret_ref, &labels.namespace);
-    let refresh_before = parse_duration(token.spec.settings.refresh_before.as_deref(), "refreshBefore");
-    let validity = parse_duration(token.spec.settings.validity.as_deref(), "validity");
-    let template = check_template(token.spec.target.as_ref().and_then(|t| t.template.as_ref()), &token.spec.settings, &labels);
-    let inputs = match (credentials, refresh_before, validity, template) {
-        (Ok(c), Ok(r), Ok(v), Ok(())) => Ok((c, r, v)),
-        (Err(b), ..) | (_, Err(b), ..) | (_, _, Err(b), _) | (.., Err(b)) => Err(b),
-    };
+    let template = token.spec.target.as_ref().and_then(|t| t.template.as_ref());
+    let inputs = observe::inputs(credentials, &token.spec.settings, template, &labels);
     let inputs_fp = match &inputs {
-        Ok((c, ..)) => secret::inputs_fingerprint(token, &c.fingerprint),
+        Ok(i) => secret::inputs_fingerprint(token, &i.credentials.fingerprint),
         Err(blocked) => secret::fingerprint(format!("{}{:?}", blocked.reason, token.spec).as_bytes()),
     };
     // A failure is retried at once when the inputs or the operator's settings changed since
@@ -82,14 +76,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     let secret_name = token.target_secret_name();
     let cached_secret = ctx.managed_secrets.get(&labels.namespace, &secret_name);
     let target = secret::observe(cached_secret.as_ref(), token, &inputs_fp);
-    let observed = Observed {
-        suspended: token.spec.suspend,
-        refresh_before: inputs.as_ref().ok().and_then(|(_, r, _)| *r),
-        secret: target.clone(),
-        failures,
-        ready: status::is_ready(previous),
-        jitter_seed: plan::jitter_seed(token.metadata.uid.as_deref().unwrap_or_default()),
-    };
+    let observed = observe::observed(token.spec.suspend, &inputs, target.clone(), failures, previous, token.metadata.uid.as_deref());
     let mut action = Actor {
         token,
         ctx,
@@ -128,7 +115,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
             }
             action.fail(blocked.reason, &blocked.message, RetryClass::NeedsUserAction).await
         }
-        (Step::Keep { rewrite_secret }, Ok((credentials, refresh_before, validity))) => {
+        (Step::Keep { rewrite_secret }, Ok(Inputs { credentials, refresh_before, validity })) => {
             let kept = if rewrite_secret {
                 // The cache holds fingerprints only: a rewrite (a template change, rare) reads the token once.
                 let stored = ctx.uncached_secret(&labels.namespace, &secret_name).await?;
@@ -142,7 +129,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
                 None => action.issue(IssueReason::Drift, &credentials, validity, refresh_before).await,
             }
         }
-        (Step::Issue(reason), Ok((credentials, refresh_before, validity))) => {
+        (Step::Issue(reason), Ok(Inputs { credentials, refresh_before, validity })) => {
             if cached_secret.is_none()
                 && let Some(existing) = ctx.uncached_secret(&labels.namespace, &secret_name).await?
                 && !secret::is_ours(&existing, token)

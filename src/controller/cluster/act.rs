@@ -21,7 +21,7 @@ use crate::controller::act::{Attempt, request_token};
 use crate::controller::api_token;
 use crate::controller::events::EventType;
 use crate::controller::kube_io::with_retries;
-use crate::controller::observe::{self, Blocked, Credentials};
+use crate::controller::observe::{self, Blocked, Credentials, Inputs};
 use crate::controller::plan::{self as token_plan, IssueReason, Plan, Step, TargetSecret, requeue_at};
 use crate::controller::secret::{self, TokenMaterial, TokenTimes};
 use crate::controller::status;
@@ -104,11 +104,7 @@ enum Skipped {
 }
 
 impl ClusterActor<'_> {
-    pub(super) async fn act(
-        &mut self,
-        decision: Plan,
-        inputs: Result<(Credentials, Option<Duration>, Option<Duration>), Blocked>,
-    ) -> Result<Action, Error> {
+    pub(super) async fn act(&mut self, decision: Plan, inputs: Result<Inputs, Blocked>) -> Result<Action, Error> {
         // A token whose store write failed is written there before anything else.
         if let Some(trusted) = self.observed.trusted.as_ref().filter(|t| t.unstored && t.inputs_current) {
             self.ctx.store_token(self.cnvt, &self.observed.inputs_fp, &trusted.material).await;
@@ -126,7 +122,7 @@ impl ClusterActor<'_> {
                 }
                 self.failed(blocked.reason, &blocked.message, RetryClass::NeedsUserAction)
             }
-            (Step::Keep { .. }, Ok((_, refresh_before, _))) => match self.current_times() {
+            (Step::Keep { .. }, Ok(Inputs { refresh_before, .. })) => match self.current_times() {
                 Some(times) => {
                     let material = self.trusted(Some(times));
                     self.valid(times, material, decision.next_at, refresh_before, None)
@@ -135,7 +131,7 @@ impl ClusterActor<'_> {
             },
             // No selected namespace could take a token: none is requested.
             (Step::Issue(_) | Step::SecretConflict, Ok(_)) if !writable => self.idle(),
-            (Step::Issue(reason), Ok((credentials, refresh_before, validity))) => {
+            (Step::Issue(reason), Ok(Inputs { credentials, refresh_before, validity })) => {
                 self.issue(reason, &credentials, validity, refresh_before).await
             }
             (Step::SecretConflict, Ok(_)) => self.idle(),

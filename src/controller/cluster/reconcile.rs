@@ -15,10 +15,9 @@ use super::act::{ClusterActor, Observation};
 use super::context::{ClusterContext, labels};
 use super::plan;
 use crate::Error;
-use crate::controller::observe::{Blocked, check_template, failure_state, parse_duration};
+use crate::controller::observe::{self, Blocked, failure_state};
 use crate::controller::plan::{self as token_plan, TargetSecret};
 use crate::controller::secret::{self, TokenMaterial};
-use crate::controller::status;
 use crate::crd::ClusterNavigatorToken;
 use crate::reasons::INVALID_SPEC;
 
@@ -58,19 +57,14 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
     let selection = plan::selected_namespaces(&cnvt.spec.target, &infos).map_err(|message| Blocked { reason: INVALID_SPEC, message });
     let missing = plan::missing_namespaces(&cnvt.spec.target, &infos);
     let credentials = ctx.read_credentials(cnvt);
-    let refresh_before = parse_duration(cnvt.spec.settings.refresh_before.as_deref(), "refreshBefore");
-    let validity = parse_duration(cnvt.spec.settings.validity.as_deref(), "validity");
-    let template = check_template(cnvt.spec.target.secret.template.as_ref(), &cnvt.spec.settings, &labels);
     let selected = selection.clone().unwrap_or_default();
-    let inputs = match (credentials, refresh_before, validity, template, selection) {
-        (Ok(c), Ok(r), Ok(v), Ok(()), Ok(_)) => Ok((c, r, v)),
-        (Err(b), ..) | (_, Err(b), ..) | (_, _, Err(b), ..) | (_, _, _, Err(b), _) | (.., Err(b)) => Err(b),
-    };
+    let inputs = observe::inputs(credentials, &cnvt.spec.settings, cnvt.spec.target.secret.template.as_ref(), &labels)
+        .and_then(|inputs| selection.map(|_| inputs));
     let inputs_fp = match &inputs {
         // The credentials' namespace is part of what the token depends on.
-        Ok((c, ..)) => secret::inputs_fingerprint(
+        Ok(i) => secret::inputs_fingerprint(
             &view,
-            &secret::fingerprint(format!("{}/{}", cnvt.spec.credentials_secret_ref.namespace, c.fingerprint).as_bytes()),
+            &secret::fingerprint(format!("{}/{}", cnvt.spec.credentials_secret_ref.namespace, i.credentials.fingerprint).as_bytes()),
         ),
         Err(blocked) => secret::fingerprint(format!("{}{:?}", blocked.reason, cnvt.spec).as_bytes()),
     };
@@ -103,14 +97,7 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
         })
         .collect();
     let shared = plan::shared_token(&states, trusted.as_ref().map(|t| (t.material.times, t.inputs_current)));
-    let observed = token_plan::Observed {
-        suspended: cnvt.spec.suspend,
-        refresh_before: inputs.as_ref().ok().and_then(|(_, r, _)| *r),
-        secret: shared.clone(),
-        failures,
-        ready: status::is_ready(previous),
-        jitter_seed: token_plan::jitter_seed(cnvt.metadata.uid.as_deref().unwrap_or_default()),
-    };
+    let observed = observe::observed(cnvt.spec.suspend, &inputs, shared.clone(), failures, previous, cnvt.metadata.uid.as_deref());
     let decision = token_plan::decide(&observed, now);
     let observation = Observation { states, tampered, terminating, missing, inputs_fp, attempt_fp, shared, trusted };
     let mut actor = ClusterActor { cnvt, ctx, now, labels: &labels, observed: &observation, secret_name: &secret_name, issued_with: None };
