@@ -461,3 +461,47 @@ pub(super) fn ceil_seconds(t: Timestamp) -> Timestamp {
     let whole = whole_seconds(t);
     if whole < t { plan::add(whole, Duration::from_secs(1)) } else { whole }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: &str = "2026-11-29T10:00:00Z";
+
+    fn attempt(previous: Option<&NavigatorTokenStatus>) -> Attempt<'_> {
+        Attempt { previous, generation: Some(2), attempt_fp: "attempt", jitter_seed: 42, now: NOW.parse().unwrap() }
+    }
+
+    /// Issued now, valid for `minutes`.
+    fn times(minutes: u64) -> TokenTimes {
+        let issued_at: Timestamp = NOW.parse().unwrap();
+        TokenTimes { issued_at, expires_at: plan::add(issued_at, Duration::from_secs(60 * minutes)) }
+    }
+
+    fn reasons(events: &[(EventType, &'static str, String)]) -> Vec<&'static str> {
+        events.iter().map(|(_, reason, _)| *reason).collect()
+    }
+
+    #[test]
+    fn a_valid_token_is_recorded_with_its_events_the_same_for_both_kinds() {
+        let ten_minutes = Some(Duration::from_secs(600));
+        let first = attempt(None).succeeded(times(10), ("tok", "inputs"), ten_minutes, Some(IssueReason::Initial), "Secret tok holds it");
+        assert_eq!(first.status.granted_lifetime.as_deref(), Some("10m"));
+        assert_eq!(first.status.inputs_fingerprint.as_deref(), Some("inputs"));
+        assert_eq!(first.status.observed_generation, Some(2));
+        let note = first.misfit.as_deref().expect("refreshBefore 10m does not fit a 10m grant");
+        assert!(note.starts_with("spec.refreshBefore 10m is more than half the 10m"), "{note}");
+        assert_eq!(reasons(&first.events), [REFRESH_BEFORE_NOT_HONOURED, ISSUED]);
+        assert!(first.events[0].2.starts_with("Secret tok holds it. spec.refreshBefore"), "{}", first.events[0].2);
+
+        // The same granted lifetime again, after failures: no second warning; a recovery.
+        let failing = NavigatorTokenStatus { consecutive_failures: 3, ..first.status.clone() };
+        let again = attempt(Some(&failing)).succeeded(times(10), ("tok", "inputs"), ten_minutes, Some(IssueReason::Refresh), "x");
+        assert_eq!(reasons(&again.events), [RECOVERED]);
+        assert!(again.events[0].2.ends_with("after 3 failed attempts"), "{}", again.events[0].2);
+
+        // A token kept (not issued) says nothing; a refreshBefore that fits has no note.
+        let kept = attempt(Some(&first.status)).succeeded(times(30), ("tok", "inputs"), ten_minutes, None, "x");
+        assert!(kept.events.is_empty() && kept.misfit.is_none());
+    }
+}
