@@ -434,6 +434,7 @@ fn data_text(secret: &Secret, key: &str) -> Option<Sensitive> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::ClusterNavigatorToken;
 
     #[test]
     fn a_changed_proxy_changes_the_settings_fingerprint() {
@@ -463,6 +464,91 @@ mod tests {
             settings_fingerprint(&with("http://user:battery-staple@proxy:3128")),
         );
         assert_ne!(settings_fingerprint(&with("http://user:pw@proxy:3128")), settings_fingerprint(&with("http://other:pw@proxy:3128")));
+    }
+
+    /// A NavigatorToken and a ClusterNavigatorToken with every field that shapes their Secret.
+    fn shaped(kind: &str, namespace: Option<&str>, target: serde_json::Value) -> serde_json::Value {
+        json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": "pinned", "namespace": namespace, "uid": "u-9", "annotations": {REFRESH_REQUESTED_ANNOTATION: "2026-11-01T00:00:00Z"}},
+            "spec": {
+                "orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "scope": "openid", "validity": "30m",
+                "endpoint": {"type": "CSP", "url": "https://csp.example/"},
+                "credentialsSecretRef": {"namespace": "ops", "name": "creds", "clientIdKey": "id"},
+                "target": target,
+            },
+        })
+    }
+
+    fn shaped_target() -> serde_json::Value {
+        json!({
+            "secretName": "pinned-token", "accessTokenKey": "bearer", "idTokenKey": "id", "expiresAtKey": "exp",
+            "labels": {"team": "a"}, "annotations": {"note": "n"},
+            "template": {"type": "example.com/token", "data": {"who": "{{ name }}@{{ namespace }}/{{ orgId }}/{{ scope }}"},
+                         "metadata": {"labels": {"app": "x"}, "annotations": {"shape": "y"}}},
+        })
+    }
+
+    /// The Secrets and fingerprints of releases already running: a change of any byte here
+    /// would reissue every token (inputs) or rewrite every Secret (template, data) after an upgrade.
+    #[test]
+    fn the_secrets_both_kinds_write_keep_their_bytes() {
+        let mut issued = issued();
+        issued.id_token = Some(Sensitive::new("eyJ.the-id-token.sig"));
+        let token: NavigatorToken = serde_json::from_value(shaped("NavigatorToken", Some("team-a"), shaped_target())).unwrap();
+        let written = desired(&token, &issued, "inputs").unwrap();
+        let expected = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "example.com/token",
+            "data": {
+                "bearer": "ZXlKLnRoZS1hY2Nlc3MtdG9rZW4uc2ln", "exp": "MjAyNi0xMS0yM1QxMDozMDowMFo=", "id": "ZXlKLnRoZS1pZC10b2tlbi5zaWc=",
+                "who": "cGlubmVkQHRlYW0tYS82YjhmMWMyZS0zZDRhLTRiNWMtOWQ2ZS03ZjgwOTFhMmIzYzQvb3Blbmlk",
+            },
+            "metadata": {
+                "name": "pinned-token", "namespace": "team-a",
+                "annotations": {
+                    "navigator.dev/data-sha256": "836649fe370bdd0ed9f86c29c59deb49",
+                    "navigator.dev/expires-at": "2026-11-23T10:30:00Z",
+                    "navigator.dev/inputs-sha256": "inputs",
+                    "navigator.dev/issued-at": "2026-11-23T10:00:00Z",
+                    "navigator.dev/template-sha256": "6ef658dedd6c47dea8d2ff70c762ad94",
+                    "navigator.dev/token": "pinned",
+                    "navigator.dev/token-sha256": "621ce7835d27365c990241eec3608f32",
+                    "note": "n", "shape": "y",
+                },
+                "labels": {"app": "x", "app.kubernetes.io/managed-by": "navigator-token-operator", "team": "a"},
+                "ownerReferences": [{"apiVersion": "navigator.dev/v1alpha1", "controller": true, "kind": "NavigatorToken", "name": "pinned", "uid": "u-9"}],
+            },
+        });
+        assert_eq!(serde_json::to_value(&written).unwrap(), expected);
+        assert_eq!(inputs_fingerprint(&token, "creds-fp"), "d85338d2d00867cc1418ad000f3ac3a5");
+        assert_eq!(expected_data_fingerprint(&token, &issued).unwrap(), 0x836649fe370bdd0ed9f86c29c59deb49);
+
+        // A ClusterNavigatorToken's Secret in team-b: its label, and its owner reference unless retained.
+        let labels =
+            json!({"app": "x", "app.kubernetes.io/managed-by": "navigator-token-operator", CLUSTER_TOKEN_LABEL: "pinned", "team": "a"});
+        let owner = json!([{"apiVersion": "navigator.dev/v1alpha1", "controller": true, "kind": "ClusterNavigatorToken", "name": "pinned", "uid": "u-9"}]);
+        for (policy, owners, template_fp) in
+            [("Retain", json!(null), "6a7aaccf279343e59547f0de203febea"), ("Delete", owner, "6ef658dedd6c47dea8d2ff70c762ad94")]
+        {
+            let mut target = shaped_target();
+            target["deletionPolicy"] = json!(policy);
+            target["namespaces"] = json!(["team-b"]);
+            let cnvt: ClusterNavigatorToken = serde_json::from_value(shaped("ClusterNavigatorToken", None, target)).unwrap();
+            let mut written = desired(&cnvt.view_in("team-b"), &issued, "inputs").unwrap();
+            written.labels_mut().insert(CLUSTER_TOKEN_LABEL.into(), cnvt.name_any());
+            written.metadata.owner_references = match cnvt.spec.target.secret.deletion_policy.unwrap_or_default() {
+                DeletionPolicy::Delete => cnvt.controller_owner_ref(&()).map(|r| vec![r]),
+                DeletionPolicy::Retain => None,
+            };
+            let written = serde_json::to_value(&written).unwrap();
+            let (metadata, annotations) = (&written["metadata"], &written["metadata"]["annotations"]);
+            assert_eq!((&metadata["namespace"], &metadata["labels"], &metadata["ownerReferences"]), (&json!("team-b"), &labels, &owners));
+            assert_eq!(annotations[TEMPLATE_FINGERPRINT_ANNOTATION], template_fp, "{policy}");
+            assert_eq!(annotations[DATA_FINGERPRINT_ANNOTATION], "df2244889704e02a63b20c244e750fba");
+            assert_eq!(written["data"].as_object().unwrap().len(), 4);
+            assert_eq!(inputs_fingerprint(&cnvt.view_in(""), "creds-fp"), "d85338d2d00867cc1418ad000f3ac3a5");
+            assert_eq!(expected_data_fingerprint(&cnvt.view_in("team-b"), &issued).unwrap(), 0xdf2244889704e02a63b20c244e750fba);
+        }
     }
 
     fn token() -> NavigatorToken {
