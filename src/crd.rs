@@ -1,9 +1,10 @@
 //! The `NavigatorToken` custom resource: what users write (spec) and what the operator reports (status).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
+use kube::{CustomResource, KubeSchema, Resource};
 use serde::{Deserialize, Serialize};
 
 pub mod cluster;
@@ -297,6 +298,44 @@ pub enum DeletionPolicy {
     Retain,
 }
 
+/// Which Secret a token is written to and for whom: what shaping and judging that Secret read
+/// besides the [`TokenSettings`] and the namespace. Each kind builds it from its own object
+/// (`placement()`), so the shared code knows neither kind.
+#[derive(Clone, Debug)]
+pub struct Placement<'a> {
+    /// The target Secret's spec: keys, labels, annotations, template, deletion policy.
+    pub target: Cow<'a, Target>,
+    /// The Secret's name: target.secretName, else the object's name.
+    pub secret_name: String,
+    /// The object's name (the Secret's name annotation, the template's `name`).
+    pub name: &'a str,
+    /// The object's uid: under deletionPolicy Delete, the owner a current Secret has.
+    pub uid: Option<&'a str>,
+    /// The owner reference the Secret gets under deletionPolicy Delete.
+    pub owner: Option<OwnerReference>,
+    /// Written for a ClusterNavigatorToken: the Secret carries the cluster-token label, and
+    /// each kind's Secrets are foreign to the other.
+    pub cluster: bool,
+    /// The object's refresh-requested-at annotation: a new value asks for a new token.
+    pub refresh_requested_at: Option<&'a str>,
+}
+
+impl<'a> Placement<'a> {
+    /// The placement of `object`'s Secret under `target` (defaults when absent).
+    fn of<K: Resource<DynamicType = ()>>(object: &'a K, target: Option<&'a Target>, secret_name: String, cluster: bool) -> Self {
+        let meta = object.meta();
+        Placement {
+            target: target.map_or_else(|| Cow::Owned(Target::default()), Cow::Borrowed),
+            secret_name,
+            name: meta.name.as_deref().unwrap_or_default(),
+            uid: meta.uid.as_deref(),
+            owner: object.controller_owner_ref(&()),
+            cluster,
+            refresh_requested_at: meta.annotations.as_ref().and_then(|a| a.get(crate::REFRESH_REQUESTED_ANNOTATION)).map(String::as_str),
+        }
+    }
+}
+
 /// What the operator observed and did. Never holds a token.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -473,6 +512,11 @@ impl NavigatorToken {
     /// The target Secret name: spec.target.secretName or the NavigatorToken's own name.
     pub fn target_secret_name(&self) -> String {
         self.spec.target.as_ref().and_then(|t| t.secret_name.clone()).unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+    }
+
+    /// Its Secret and itself, as the shared code reads them.
+    pub fn placement(&self) -> Placement<'_> {
+        Placement::of(self, self.spec.target.as_deref(), self.target_secret_name(), false)
     }
 }
 

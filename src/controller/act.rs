@@ -121,7 +121,9 @@ impl Actor<'_> {
 
     /// Applies the target Secret; a refusal comes back as a reason a person can act on.
     async fn write_secret(&self, material: &TokenMaterial) -> Result<(), SecretWriteFailure> {
-        let desired = secret::desired(self.token, material, self.inputs_fp).map_err(SecretWriteFailure::template)?;
+        let (settings, place) = (&self.token.spec.settings, self.token.placement());
+        let desired =
+            secret::desired(settings, &place, &self.labels.namespace, material, self.inputs_fp).map_err(SecretWriteFailure::template)?;
         self.ctx.apply_secret(self.token, &desired).await.map_err(|error| {
             let failure = SecretWriteFailure::classify(&error, &self.labels.namespace, &self.token.target_secret_name(), &desired);
             // The classified message: the server's text with every value of the Secret taken out.

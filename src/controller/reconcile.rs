@@ -57,10 +57,10 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     let previous = token.status.as_ref();
 
     let credentials = observe::read_credentials(&ctx.credentials, &token.spec.credentials_secret_ref, &labels.namespace);
-    let template = token.spec.target.as_ref().and_then(|t| t.template.as_ref());
-    let inputs = observe::inputs(credentials, &token.spec.settings, template, &labels);
+    let place = token.placement();
+    let inputs = observe::inputs(credentials, &token.spec.settings, place.target.template.as_ref(), &labels);
     let inputs_fp = match &inputs {
-        Ok(i) => secret::inputs_fingerprint(token, &i.credentials.fingerprint),
+        Ok(i) => secret::inputs_fingerprint(&token.spec.settings, &token.spec.credentials_secret_ref, &i.credentials.fingerprint, &place),
         Err(blocked) => secret::fingerprint(format!("{}{:?}", blocked.reason, token.spec).as_bytes()),
     };
     // A failure is retried at once when the inputs or the operator's settings changed since
@@ -73,9 +73,9 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
             && previous.and_then(|s| s.last_failure.as_ref()).is_some_and(|f| SECRET_WRITE_FAILURES.contains(&f.reason.as_str())),
         ..failure_state(previous, &attempt_fp, token.metadata.generation)
     };
-    let secret_name = token.target_secret_name();
-    let cached_secret = ctx.managed_secrets.get(&labels.namespace, &secret_name);
-    let target = secret::observe(cached_secret.as_ref(), token, &inputs_fp);
+    let secret_name = &place.secret_name;
+    let cached_secret = ctx.managed_secrets.get(&labels.namespace, secret_name);
+    let target = secret::observe(cached_secret.as_ref(), &place, &inputs_fp);
     let observed = observe::observed(token.spec.suspend, &inputs, target.clone(), failures, previous, token.metadata.uid.as_deref());
     let mut action = Actor {
         token,
@@ -118,8 +118,8 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         (Step::Keep { rewrite_secret }, Ok(Inputs { credentials, refresh_before, validity })) => {
             let kept = if rewrite_secret {
                 // The cache holds fingerprints only: a rewrite (a template change, rare) reads the token once.
-                let stored = ctx.uncached_secret(&labels.namespace, &secret_name).await?;
-                stored.and_then(|s| secret::material(&s, token)).map(|m| (m.times, Some(m)))
+                let stored = ctx.uncached_secret(&labels.namespace, secret_name).await?;
+                stored.and_then(|s| secret::material(&s, &place.target)).map(|m| (m.times, Some(m)))
             } else {
                 cached_secret.as_ref().and_then(|s| s.times).map(|times| (times, None))
             };
@@ -131,8 +131,8 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         }
         (Step::Issue(reason), Ok(Inputs { credentials, refresh_before, validity })) => {
             if cached_secret.is_none()
-                && let Some(existing) = ctx.uncached_secret(&labels.namespace, &secret_name).await?
-                && !secret::is_ours(&existing, token)
+                && let Some(existing) = ctx.uncached_secret(&labels.namespace, secret_name).await?
+                && !secret::is_ours(&existing, &place)
             {
                 return action.fail(SECRET_CONFLICT, &conflict(), RetryClass::NeedsUserAction).await;
             }

@@ -169,7 +169,7 @@ mod tests {
                      "target": {"template": {"data": {"authorization": "Bearer {{ accessToken }}"}}}},
         }))
         .unwrap();
-        crate::controller::secret::desired(&token, &material(), "inputs").unwrap()
+        crate::controller::secret::desired(&token.spec.settings, &token.placement(), "team-a", &material(), "inputs").unwrap()
     }
 
     fn classify(error: &kube::Error) -> SecretWriteFailure {

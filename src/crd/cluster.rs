@@ -6,10 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    CredentialsSecretRef, NavigatorToken, NavigatorTokenSpec, NavigatorTokenStatus, Target, TokenSettings, secret_type_unchanged_rule,
-    shared_rules,
-};
+use super::{CredentialsSecretRef, NavigatorTokenStatus, Placement, Target, TokenSettings, secret_type_unchanged_rule, shared_rules};
 
 /// Asks the operator to keep one access token in a Secret in each selected namespace, from
 /// credentials that stay in the operator's own namespace.
@@ -145,35 +142,17 @@ impl ClusterNavigatorToken {
         self.spec.target.secret.secret_name.clone().unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
     }
 
-    /// This token as the NavigatorToken it stands in for in `namespace`: same name, uid,
-    /// annotations and token settings. Shared code (Secret contents, fingerprints, the plan)
-    /// works on that view, so both kinds write Secrets the same way.
-    pub fn view_in(&self, namespace: &str) -> NavigatorToken {
-        let spec = &self.spec;
-        let mut view = NavigatorToken::new(
-            self.metadata.name.as_deref().unwrap_or_default(),
-            NavigatorTokenSpec {
-                settings: spec.settings.clone(),
-                credentials_secret_ref: spec.credentials_secret_ref.secret.clone(),
-                target: Some(Box::new(spec.target.secret.clone())),
-                suspend: spec.suspend,
-                rollout_restart_targets: None,
-            },
-        );
-        view.metadata.namespace = Some(namespace.to_owned());
-        view.metadata.uid = self.metadata.uid.clone();
-        view.metadata.generation = self.metadata.generation;
-        view.metadata.annotations = self.metadata.annotations.clone();
-        view
+    /// Its Secret (the same in every namespace) and itself, as the shared code reads them.
+    pub fn placement(&self) -> Placement<'_> {
+        Placement::of(self, Some(&self.spec.target.secret), self.target_secret_name(), true)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use kube::ResourceExt;
-
     use super::*;
     use crate::REFRESH_REQUESTED_ANNOTATION;
+    use crate::crd::NavigatorToken;
 
     #[test]
     fn the_cached_navigator_token_stays_in_its_allocator_class() {
@@ -182,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn the_view_in_a_namespace_carries_what_the_shared_code_reads() {
+    fn the_placement_carries_what_the_shared_code_reads() {
         let cnvt: ClusterNavigatorToken = serde_json::from_value(serde_json::json!({
             "apiVersion": "navigator.dev/v1alpha1", "kind": "ClusterNavigatorToken",
             "metadata": {"name": "vendor", "uid": "u-7", "generation": 3, "annotations": {REFRESH_REQUESTED_ANNOTATION: "now"}},
@@ -193,13 +172,15 @@ mod tests {
             },
         }))
         .unwrap();
-        let view = cnvt.view_in("team-a");
-        assert_eq!(view.metadata.namespace.as_deref(), Some("team-a"));
-        assert_eq!((view.metadata.uid.as_deref(), view.metadata.generation), (Some("u-7"), Some(3)));
-        assert_eq!(view.annotations().get(REFRESH_REQUESTED_ANNOTATION).map(String::as_str), Some("now"));
-        assert_eq!(view.spec.credentials_secret_ref.client_id_key(), "id");
-        assert_eq!(view.target_secret_name(), "vendor-token");
-        assert_eq!(view.spec.target().access_token_key(), "bearer");
-        assert!(view.spec.rollout_targets().is_empty());
+        let placement = cnvt.placement();
+        assert_eq!((placement.name, placement.uid, placement.cluster), ("vendor", Some("u-7"), true));
+        assert_eq!(placement.refresh_requested_at, Some("now"));
+        assert_eq!(placement.secret_name, "vendor-token");
+        assert_eq!(placement.target.access_token_key(), "bearer");
+        let owner = placement.owner.unwrap();
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str(), owner.controller),
+            ("ClusterNavigatorToken", "vendor", "u-7", Some(true))
+        );
     }
 }

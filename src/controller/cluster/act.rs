@@ -8,10 +8,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -27,14 +27,14 @@ use crate::controller::secret::{self, TokenMaterial, TokenTimes};
 use crate::controller::status;
 use crate::controller::write_failure::SecretWriteFailure;
 use crate::crd::cluster::ClusterNavigatorTokenStatus;
-use crate::crd::{ClusterNavigatorToken, CredentialsStatus, DeletionPolicy, NavigatorTokenStatus};
+use crate::crd::{ClusterNavigatorToken, CredentialsStatus, DeletionPolicy, NavigatorTokenStatus, Placement};
 use crate::metrics::TokenLabels;
 use crate::reasons::{
     API_TOKEN_EXPIRING_SOON, CREDENTIALS_NOT_FOUND, INVALID_SPEC, NAMESPACE_TERMINATING, READY, SECRET_CONFLICT, SECRET_TAMPERED,
     TOKEN_EXPIRED,
 };
 use crate::token::{Grant, RetryClass};
-use crate::{CLUSTER_TOKEN_LABEL, Error, FIELD_MANAGER};
+use crate::{Error, FIELD_MANAGER};
 
 /// What a reconcile observed, for the actor.
 pub(super) struct Observation {
@@ -69,7 +69,8 @@ pub(super) struct ClusterActor<'a> {
     pub(super) now: Timestamp,
     pub(super) labels: &'a TokenLabels,
     pub(super) observed: &'a Observation,
-    pub(super) secret_name: &'a str,
+    /// Its Secret, the same in every namespace, and itself.
+    pub(super) place: &'a Placement<'a>,
     /// The credentials of a token just issued: an API token among them is asked about once
     /// the token is stored (see `api_token`).
     pub(super) issued_with: Option<Credentials>,
@@ -215,7 +216,7 @@ impl ClusterActor<'_> {
         issued: Option<IssueReason>,
     ) -> TokenPart {
         let holds = format!("token valid until {}", status::rfc3339(times.expires_at));
-        let valid = self.attempt().succeeded(times, (self.secret_name, &self.observed.inputs_fp), refresh_before, issued, &holds);
+        let valid = self.attempt().succeeded(times, (&self.place.secret_name, &self.observed.inputs_fp), refresh_before, issued, &holds);
         self.ctx.base.metrics.token_expiry.get_or_create(self.labels).set(times.expires_at.as_second());
         self.ctx.base.metrics.consecutive_failures.remove(self.labels);
         let events = valid.events.into_iter().map(|(type_, reason, note)| (type_, reason.to_owned(), note)).collect();
@@ -226,7 +227,7 @@ impl ClusterActor<'_> {
     /// A failed attempt, as a NavigatorToken records it: the token already in the Secrets stays.
     fn failed(&self, reason: &str, message: &str, class: RetryClass) -> TokenPart {
         let current = self.observed.shared.valid_token(self.now);
-        let failed = self.attempt().failed(current, self.secret_name, "the Secrets", (reason, message, class));
+        let failed = self.attempt().failed(current, &self.place.secret_name, "the Secrets", (reason, message, class));
         self.ctx.base.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failed.status.consecutive_failures));
         let events = failed.warn.then(|| (EventType::Warning, reason.to_owned(), message.to_owned())).into_iter().collect();
         // A transient failure still hands the valid token to new namespaces; a block does not.
@@ -332,10 +333,10 @@ impl ClusterActor<'_> {
     /// Writes the token into `namespace` (server-side apply), after checking that a Secret not in
     /// the cache is not someone else's.
     async fn write(&self, namespace: &str, need: NamespaceNeed, material: &TokenMaterial) -> Result<(), Skipped> {
-        let name = self.secret_name;
+        let name = &self.place.secret_name;
         if need == NamespaceNeed::CheckThenWrite {
             match self.ctx.base.uncached_secret_metadata(namespace, name).await {
-                Ok(Some(existing)) if secret::written_for_cluster(&existing) != self.cnvt.metadata.name.as_deref() => {
+                Ok(Some(existing)) if !secret::is_ours(&existing, self.place) => {
                     return Err(Skipped::Failed(SECRET_CONFLICT.into(), self.conflict(namespace)));
                 }
                 Ok(_) => {}
@@ -346,7 +347,11 @@ impl ClusterActor<'_> {
                 }
             }
         }
-        let desired = self.desired(namespace, material).map_err(|f| Skipped::Failed(f.reason.into(), f.message))?;
+        let desired =
+            secret::desired(&self.cnvt.spec.settings, self.place, namespace, material, &self.observed.inputs_fp).map_err(|error| {
+                let failure = SecretWriteFailure::template(error);
+                Skipped::Failed(failure.reason.into(), failure.message)
+            })?;
         match self.ctx.base.apply_secret_in(namespace, &desired).await {
             Ok(_) => Ok(()),
             // The namespace went away meanwhile: not selected any more.
@@ -362,23 +367,10 @@ impl ClusterActor<'_> {
         }
     }
 
-    /// The Secret for `namespace`: a NavigatorToken's Secret, marked as this
-    /// ClusterNavigatorToken's (label) and owned by it under deletionPolicy Delete.
-    fn desired(&self, namespace: &str, material: &TokenMaterial) -> Result<Secret, SecretWriteFailure> {
-        let mut desired =
-            secret::desired(&self.cnvt.view_in(namespace), material, &self.observed.inputs_fp).map_err(SecretWriteFailure::template)?;
-        desired.labels_mut().insert(CLUSTER_TOKEN_LABEL.into(), label_value(&self.cnvt.name_any()));
-        desired.metadata.owner_references = match self.cnvt.spec.target.secret.deletion_policy.unwrap_or_default() {
-            DeletionPolicy::Delete => self.cnvt.controller_owner_ref(&()).map(|r| vec![r]),
-            DeletionPolicy::Retain => None,
-        };
-        Ok(desired)
-    }
-
     fn conflict(&self, namespace: &str) -> String {
         format!(
             "Secret {namespace}/{} already exists and was not written by this operator for this ClusterNavigatorToken; it is left untouched. Delete it, or leave the namespace out of spec.target",
-            self.secret_name
+            &self.place.secret_name
         )
     }
 
@@ -392,7 +384,7 @@ impl ClusterActor<'_> {
         let uid = self.cnvt.metadata.uid.as_deref().unwrap_or_default();
         let selected: BTreeSet<&str> = self.observed.states.iter().map(|(ns, _)| ns.as_str()).collect();
         let unwanted = self.ctx.base.managed_secrets.cluster_secrets(&self.cnvt.name_any()).into_iter().filter(|(ns, name, cached)| {
-            let wanted = selected.contains(ns.as_str()) && name == self.secret_name;
+            let wanted = selected.contains(ns.as_str()) && name == &self.place.secret_name;
             !wanted && !self.observed.terminating.contains(ns) && cached.owned_by(uid)
         });
         let deletes = futures::stream::iter(unwanted)
@@ -416,7 +408,7 @@ impl ClusterActor<'_> {
         checked: Option<&CredentialsStatus>,
     ) -> Result<Action, Error> {
         let expiry = part.current.map(|c| c.expires_at);
-        let summary = summarize(&outcomes, &self.observed.missing, self.secret_name, expiry, self.now);
+        let summary = summarize(&outcomes, &self.observed.missing, &self.place.secret_name, expiry, self.now);
         let (ready, reason, mut message) = match part.verdict {
             // The token's trouble wins, unless it still holds a token and a namespace does not.
             Some(verdict) if !verdict.0 || summary.ready.0 => verdict,
@@ -464,9 +456,9 @@ impl ClusterActor<'_> {
             let outcome = if repaired { "rewritten with the current token" } else { "not yet rewritten" };
             let note = format!(
                 "namespace {namespace}: Secret {} did not hold the token this ClusterNavigatorToken issued (changed in that namespace); {outcome}",
-                self.secret_name
+                &self.place.secret_name
             );
-            warn!(namespace, secret = self.secret_name, repaired, "a namespace's copy of the token was tampered with");
+            warn!(namespace, secret = &self.place.secret_name, repaired, "a namespace's copy of the token was tampered with");
             self.ctx.base.events.publish(self.cnvt, EventType::Warning, SECRET_TAMPERED, &note).await;
         }
         let troubled = (outcomes.values().any(|o| *o != NamespaceOutcome::Current) && part.spread) || self.ctx.unstored(self.cnvt);
@@ -491,10 +483,4 @@ impl ClusterActor<'_> {
         }
         Ok(())
     }
-}
-
-/// The cluster-token label's value: the name, cut to the 63 characters a label value may have
-/// (the name annotation carries it whole).
-fn label_value(name: &str) -> String {
-    name.chars().take(63).collect::<String>().trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
 }

@@ -2,6 +2,7 @@
 //! namespace's Secret) → decide (the NavigatorToken's pure plan on the one shared token) → act
 //! (`act`). Only sequences the steps; nothing imports it but `run`.
 
+use std::cell::OnceCell;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
     }
     let now = Timestamp::now();
     let labels = labels(&name);
-    let view = cnvt.view_in("");
+    let place = cnvt.placement();
     let previous = cnvt.status.as_ref().map(|s| &s.token);
     debug!(generation = cnvt.metadata.generation, resource_version = cnvt.resource_version(), "reconciling");
 
@@ -58,35 +59,36 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
     let missing = plan::missing_namespaces(&cnvt.spec.target, &infos);
     let credentials = ctx.read_credentials(cnvt);
     let selected = selection.clone().unwrap_or_default();
-    let inputs = observe::inputs(credentials, &cnvt.spec.settings, cnvt.spec.target.secret.template.as_ref(), &labels)
-        .and_then(|inputs| selection.map(|_| inputs));
+    let settings = &cnvt.spec.settings;
+    let inputs =
+        observe::inputs(credentials, settings, place.target.template.as_ref(), &labels).and_then(|inputs| selection.map(|_| inputs));
     let inputs_fp = match &inputs {
         // The credentials' namespace is part of what the token depends on.
-        Ok(i) => secret::inputs_fingerprint(
-            &view,
-            &secret::fingerprint(format!("{}/{}", cnvt.spec.credentials_secret_ref.namespace, i.credentials.fingerprint).as_bytes()),
-        ),
+        Ok(i) => {
+            let reference = &cnvt.spec.credentials_secret_ref;
+            let credentials_fp = secret::fingerprint(format!("{}/{}", reference.namespace, i.credentials.fingerprint).as_bytes());
+            secret::inputs_fingerprint(settings, &reference.secret, &credentials_fp, &place)
+        }
         Err(blocked) => secret::fingerprint(format!("{}{:?}", blocked.reason, cnvt.spec).as_bytes()),
     };
     let attempt_fp = secret::attempt_fingerprint(&inputs_fp, &ctx.base.settings_fp);
     // Secret writes fail per namespace and never stop the shared token: no `secret_write`.
     let failures = failure_state(previous, &attempt_fp, cnvt.metadata.generation);
     let trusted = ctx.trusted_token(cnvt, &inputs_fp, now).await?;
-    let secret_name = cnvt.target_secret_name();
     let mut tampered = BTreeSet::new();
-    // The data the operator writes for the trusted token, from the token itself. Without
-    // template keys it is the same in every namespace: computed once, not once per namespace.
-    let per_namespace = cnvt.spec.target.secret.template.as_ref().is_some_and(|t| !t.data.is_empty());
-    let everywhere = trusted.as_ref().filter(|_| !per_namespace).and_then(|t| secret::expected_data_fingerprint(&view, &t.material).ok());
-    let expected_in = |ns: &str, material: &TokenMaterial| match per_namespace {
-        true => secret::expected_data_fingerprint(&cnvt.view_in(ns), material).ok(),
-        false => everywhere,
-    };
-    let states: Vec<(String, TargetSecret)> = selected
-        .iter()
-        .map(|ns| {
-            let cached = ctx.base.managed_secrets.get(ns, &secret_name);
-            let state = secret::observe_as(cached.as_ref(), &view, &inputs_fp, true);
+    // In a block: its cell is not Send, and the reconcile awaits after it.
+    let states: Vec<(String, TargetSecret)> = {
+        // The data the operator writes for the trusted token, from the token itself. Without
+        // template keys it is the same in every namespace: computed once, not once per namespace.
+        let per_namespace = place.target.template.as_ref().is_some_and(|t| !t.data.is_empty());
+        let everywhere = OnceCell::new();
+        let expected_in = |ns: &str, material: &TokenMaterial| {
+            let expected = || secret::expected_data_fingerprint(settings, &place, ns, material).ok();
+            if per_namespace { expected() } else { *everywhere.get_or_init(expected) }
+        };
+        let observe_in = |ns: &String| {
+            let cached = ctx.base.managed_secrets.get(ns, &place.secret_name);
+            let state = secret::observe(cached.as_ref(), &place, &inputs_fp);
             let (Some(trusted), Some(cached)) = (&trusted, &cached) else { return (ns.clone(), state) };
             let holds_current = || expected_in(ns, &trusted.material).is_some_and(|fp| cached.holds_data(fp));
             let (state, forged) = plan::verify_copy(state, trusted.material.times, holds_current, cached.data_edited());
@@ -94,12 +96,13 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
                 tampered.insert(ns.clone());
             }
             (ns.clone(), state)
-        })
-        .collect();
+        };
+        selected.iter().map(observe_in).collect()
+    };
     let shared = plan::shared_token(&states, trusted.as_ref().map(|t| (t.material.times, t.inputs_current)));
     let observed = observe::observed(cnvt.spec.suspend, &inputs, shared.clone(), failures, previous, cnvt.metadata.uid.as_deref());
     let decision = token_plan::decide(&observed, now);
     let observation = Observation { states, tampered, terminating, missing, inputs_fp, attempt_fp, shared, trusted };
-    let mut actor = ClusterActor { cnvt, ctx, now, labels: &labels, observed: &observation, secret_name: &secret_name, issued_with: None };
+    let mut actor = ClusterActor { cnvt, ctx, now, labels: &labels, observed: &observation, place: &place, issued_with: None };
     actor.act(decision, inputs).await
 }
