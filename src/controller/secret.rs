@@ -155,6 +155,7 @@ pub fn desired(
     let mut labels = target.labels.clone();
     labels.extend(template_metadata.labels);
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+    // Marks a ClusterNavigatorToken's Secret: foreign to every NavigatorToken (see `written_for`).
     if place.cluster {
         labels.insert(CLUSTER_TOKEN_LABEL.into(), label_value(place.name));
     }

@@ -347,11 +347,9 @@ impl ClusterActor<'_> {
                 }
             }
         }
-        let desired =
-            secret::desired(&self.cnvt.spec.settings, self.place, namespace, material, &self.observed.inputs_fp).map_err(|error| {
-                let failure = SecretWriteFailure::template(error);
-                Skipped::Failed(failure.reason.into(), failure.message)
-            })?;
+        let desired = secret::desired(&self.cnvt.spec.settings, self.place, namespace, material, &self.observed.inputs_fp)
+            .map_err(SecretWriteFailure::template)
+            .map_err(|f| Skipped::Failed(f.reason.into(), f.message))?;
         match self.ctx.base.apply_secret_in(namespace, &desired).await {
             Ok(_) => Ok(()),
             // The namespace went away meanwhile: not selected any more.
@@ -370,7 +368,7 @@ impl ClusterActor<'_> {
     fn conflict(&self, namespace: &str) -> String {
         format!(
             "Secret {namespace}/{} already exists and was not written by this operator for this ClusterNavigatorToken; it is left untouched. Delete it, or leave the namespace out of spec.target",
-            &self.place.secret_name
+            self.place.secret_name
         )
     }
 
@@ -456,9 +454,9 @@ impl ClusterActor<'_> {
             let outcome = if repaired { "rewritten with the current token" } else { "not yet rewritten" };
             let note = format!(
                 "namespace {namespace}: Secret {} did not hold the token this ClusterNavigatorToken issued (changed in that namespace); {outcome}",
-                &self.place.secret_name
+                self.place.secret_name
             );
-            warn!(namespace, secret = &self.place.secret_name, repaired, "a namespace's copy of the token was tampered with");
+            warn!(namespace, secret = self.place.secret_name.as_str(), repaired, "a namespace's copy of the token was tampered with");
             self.ctx.base.events.publish(self.cnvt, EventType::Warning, SECRET_TAMPERED, &note).await;
         }
         let troubled = (outcomes.values().any(|o| *o != NamespaceOutcome::Current) && part.spread) || self.ctx.unstored(self.cnvt);
