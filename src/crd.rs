@@ -1,9 +1,10 @@
 //! The `NavigatorToken` custom resource: what users write (spec) and what the operator reports (status).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
+use kube::{CustomResource, KubeSchema, Resource};
 use serde::{Deserialize, Serialize};
 
 pub mod cluster;
@@ -23,6 +24,35 @@ pub(crate) const GO_DURATION: &str = "^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+
 
 /// CEL: the spec (`self`) names the CSP endpoint.
 pub(crate) const IS_CSP: &str = "(has(self.endpoint) && has(self.endpoint.type) && self.endpoint.type == 'CSP')";
+
+/// What a token is, whatever kind of object asks for it: the org, the endpoint, the scope and
+/// its lifetime. Flattened into both specs; the code both kinds share reads it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSettings {
+    /// Organization (GUID) the token is issued for.
+    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
+    pub org_id: String,
+    /// Token endpoint; default: Cloud Partner Navigator at https://console.navigator.vmware.com.
+    // Boxed, as are target and status.lastFailure: usually absent, and every cached
+    // NavigatorToken pays for the inline size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Box<Endpoint>>,
+    /// Space-separated scopes to request (CSP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub scope: Option<Box<str>>,
+    /// Requested token lifetime as a Go duration (e.g. 30m), sent as accessTokenValiditySeconds. The endpoint may grant less; default: what the OAuth client is configured for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
+    #[x_kube(validation = shared_rules::validity_at_least_a_second())]
+    pub validity: Option<Box<str>>,
+    /// How long before expiry to refresh, as a Go duration; default: once 2/3 of the lifetime has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
+    #[x_kube(validation = shared_rules::refresh_before_positive())]
+    pub refresh_before: Option<Box<str>>,
+}
 
 /// Asks the operator to keep an access token for one VMware organization in a Secret.
 // kube's printcolumn(...) repeats `type_`, which clippy mistakes for a duplicated attribute.
@@ -52,30 +82,11 @@ pub(crate) const IS_CSP: &str = "(has(self.endpoint) && has(self.endpoint.type) 
 #[x_kube(validation = Rule::new(secret_type_unchanged_rule()).message("target.template.type cannot change while target.secretName stays the same: the type of an existing Secret is immutable. Change secretName too, or delete and re-create the NavigatorToken"))]
 #[serde(rename_all = "camelCase")]
 pub struct NavigatorTokenSpec {
-    /// Organization (GUID) the token is issued for.
-    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
-    pub org_id: String,
+    /// The token itself: org, endpoint, scope and lifetime (shared with ClusterNavigatorTokens).
+    #[serde(flatten)]
+    pub settings: TokenSettings,
     /// Secret in this NavigatorToken's namespace holding the credentials: OAuth client credentials (default), a CSP API token (apiTokenKey) or client credentials with a refresh token (refreshTokenKey). The Secret must carry the label navigator.dev/credentials=true; the operator only reads it.
     pub credentials_secret_ref: CredentialsSecretRef,
-    /// Token endpoint; default: Cloud Partner Navigator at https://console.navigator.vmware.com.
-    // Boxed, as are target and status.lastFailure: usually absent, and every cached
-    // NavigatorToken pays for the inline size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<Box<Endpoint>>,
-    /// Space-separated scopes to request (CSP only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 4096))]
-    pub scope: Option<Box<str>>,
-    /// Requested token lifetime as a Go duration (e.g. 30m), sent as accessTokenValiditySeconds. The endpoint may grant less; default: what the OAuth client is configured for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
-    #[x_kube(validation = shared_rules::validity_at_least_a_second())]
-    pub validity: Option<Box<str>>,
-    /// How long before expiry to refresh, as a Go duration; default: once 2/3 of the lifetime has passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
-    #[x_kube(validation = shared_rules::refresh_before_positive())]
-    pub refresh_before: Option<Box<str>>,
     /// The Secret the token is written to; default: a Secret named like this NavigatorToken with the key token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<Box<Target>>,
@@ -287,6 +298,44 @@ pub enum DeletionPolicy {
     Retain,
 }
 
+/// Which Secret a token is written to and for whom: what shaping and judging that Secret read
+/// besides the [`TokenSettings`] and the namespace. Each kind builds it from its own object
+/// (`placement()`), so the shared code knows neither kind.
+#[derive(Clone, Debug)]
+pub struct Placement<'a> {
+    /// The target Secret's spec: keys, labels, annotations, template, deletion policy.
+    pub target: Cow<'a, Target>,
+    /// The Secret's name: target.secretName, else the object's name.
+    pub secret_name: String,
+    /// The object's name (the Secret's name annotation, the template's `name`).
+    pub name: &'a str,
+    /// The object's uid: under deletionPolicy Delete, the owner a current Secret has.
+    pub uid: Option<&'a str>,
+    /// The owner reference the Secret gets under deletionPolicy Delete.
+    pub owner: Option<OwnerReference>,
+    /// Written for a ClusterNavigatorToken: the Secret carries the cluster-token label, and
+    /// each kind's Secrets are foreign to the other.
+    pub cluster: bool,
+    /// The object's refresh-requested-at annotation: a new value asks for a new token.
+    pub refresh_requested_at: Option<&'a str>,
+}
+
+impl<'a> Placement<'a> {
+    /// The placement of `object`'s Secret under `target` (defaults when absent).
+    fn of<K: Resource<DynamicType = ()>>(object: &'a K, target: Option<&'a Target>, secret_name: String, cluster: bool) -> Self {
+        let meta = object.meta();
+        Placement {
+            target: target.map_or_else(|| Cow::Owned(Target::default()), Cow::Borrowed),
+            secret_name,
+            name: meta.name.as_deref().unwrap_or_default(),
+            uid: meta.uid.as_deref(),
+            owner: object.controller_owner_ref(&()),
+            cluster,
+            refresh_requested_at: meta.annotations.as_ref().and_then(|a| a.get(crate::REFRESH_REQUESTED_ANNOTATION)).map(String::as_str),
+        }
+    }
+}
+
 /// What the operator observed and did. Never holds a token.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -382,7 +431,7 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-impl NavigatorTokenSpec {
+impl TokenSettings {
     /// The endpoint flavour, defaulted.
     pub fn endpoint_type(&self) -> EndpointType {
         self.endpoint.as_ref().and_then(|e| e.type_).unwrap_or_default()
@@ -404,7 +453,9 @@ impl NavigatorTokenSpec {
     pub fn ca_bundle(&self) -> Option<&str> {
         self.endpoint.as_ref().and_then(|e| e.ca_bundle.as_deref()).filter(|b| !b.trim().is_empty())
     }
+}
 
+impl NavigatorTokenSpec {
     /// The workloads to restart after each new token (none when absent).
     pub fn rollout_targets(&self) -> &[RolloutTarget] {
         self.rollout_restart_targets.as_deref().map_or(&[], |targets| targets.0.as_slice())
@@ -461,6 +512,11 @@ impl NavigatorToken {
     /// The target Secret name: spec.target.secretName or the NavigatorToken's own name.
     pub fn target_secret_name(&self) -> String {
         self.spec.target.as_ref().and_then(|t| t.secret_name.clone()).unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
+    }
+
+    /// Its Secret and itself, as the shared code reads them.
+    pub fn placement(&self) -> Placement<'_> {
+        Placement::of(self, self.spec.target.as_deref(), self.target_secret_name(), false)
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use jiff::Timestamp;
 use kube::runtime::reflector::Store;
@@ -14,7 +15,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api_counter::ApiLabels;
 use crate::crd::{ClusterNavigatorToken, NavigatorToken, NavigatorTokenStatus};
-use crate::reasons::READY;
+use crate::reasons::{READY, RECONCILE_ERROR, RECONCILE_OK};
 
 /// Identifies one NavigatorToken.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -249,6 +250,20 @@ impl Metrics {
     /// The whole text exposition at once (tests, tools).
     pub fn encode(&self) -> String {
         self.exposition().collect()
+    }
+
+    /// Counts a reconcile (of either kind) that began at `started` and ended, `ok` or not; a
+    /// failed one is counted by the error policy ([`Metrics::reconcile_failed`]).
+    pub fn reconcile_ended(&self, started: Instant, ok: bool) {
+        self.reconcile_duration.observe(started.elapsed().as_secs_f64());
+        if ok {
+            self.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_OK.into() }).inc();
+        }
+    }
+
+    /// Counts a reconcile that failed on the Kubernetes side (the error policy's retry).
+    pub fn reconcile_failed(&self) {
+        self.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_ERROR.into() }).inc();
     }
 
     /// Forgets a deleted NavigatorToken's series.

@@ -16,7 +16,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::controller::secret::{is_ours, is_recorded_token, written_for_cluster};
+use crate::controller::secret::{is_ours, is_recorded_token};
 use crate::controller::status::rfc3339;
 use crate::crd::{ClusterNavigatorToken, NavigatorToken, NavigatorTokenStatus};
 use crate::reasons::{CREDENTIALS_EXPIRING, READY, ROLLOUTS_RESTARTED};
@@ -185,12 +185,11 @@ async fn get_cluster_token(client: &Client, name: &str) -> anyhow::Result<Cluste
     api.get(name).await.map_err(|e| named.error("get", e))
 }
 
-/// The NavigatorToken's target Secret; a missing one is `Ok(None)`.
-async fn get_secret(client: &Client, token: &NavigatorToken, namespace: &str) -> anyhow::Result<Option<Secret>> {
+/// The Secret `name` in `namespace`; a missing one is `Ok(None)`.
+async fn get_secret(client: &Client, name: &str, namespace: &str) -> anyhow::Result<Option<Secret>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let name = token.target_secret_name();
-    let named = Named { kind: "Secret", plural: "secrets", namespace: Some(namespace), name: &name };
-    api.get_opt(&name).await.map_err(|e| named.error("get", e))
+    let named = Named { kind: "Secret", plural: "secrets", namespace: Some(namespace), name };
+    api.get_opt(name).await.map_err(|e| named.error("get", e))
 }
 
 /// One line of the label column layout; `indent` nests it under the line above. Every string
@@ -238,7 +237,7 @@ fn when(time: &str, now: Timestamp) -> String {
 async fn status(client: &Client, namespace: &str, name: &str, out: &mut String) -> anyhow::Result<()> {
     let token = get_token(client, namespace, name).await?;
     // A Secret that cannot be read is part of the picture, not a reason to hide the rest.
-    let secret = get_secret(client, &token, namespace).await.map_err(|e| e.to_string());
+    let secret = get_secret(client, &token.target_secret_name(), namespace).await.map_err(|e| e.to_string());
     out.push_str(&render_status(&token, secret, Timestamp::now()));
     Ok(())
 }
@@ -345,7 +344,7 @@ fn render_condition(out: &mut String, type_: &str, condition: &Condition, now: T
 
 fn render_secret_state(out: &mut String, token: &NavigatorToken, secret: &Secret, now: Timestamp) {
     line(out, 2, "Exists", "yes");
-    let managed = if is_ours(secret, token) {
+    let managed = if is_ours(secret, &token.placement()) {
         "yes".to_owned()
     } else {
         format!("no (not labelled {MANAGED_BY_LABEL}={MANAGED_BY_VALUE} with {TOKEN_NAME_ANNOTATION}={})", token.name_any())
@@ -458,15 +457,17 @@ impl Renewal {
 
 /// `kubectl nvt inspect NAME`; with `--cluster`, the ClusterNavigatorToken's Secret in `namespace`.
 async fn inspect(client: &Client, namespace: &str, name: &str, cluster: bool, show_token: bool, out: &mut String) -> anyhow::Result<()> {
-    // A ClusterNavigatorToken writes its Secret in a namespace as the NavigatorToken it stands
-    // in for there, so its view finds the same Secret name and token key.
-    let (token, kind) = if cluster {
-        (get_cluster_token(client, name).await?.view_in(namespace), "ClusterNavigatorToken")
+    // Each kind says which Secret it writes and under which key, as the operator reads it.
+    let (cnvt, token);
+    let (place, kind) = if cluster {
+        cnvt = get_cluster_token(client, name).await?;
+        (cnvt.placement(), "ClusterNavigatorToken")
     } else {
-        (get_token(client, namespace, name).await?, "NavigatorToken")
+        token = get_token(client, namespace, name).await?;
+        (token.placement(), "NavigatorToken")
     };
-    let secret_name = token.target_secret_name();
-    let secret = get_secret(client, &token, namespace)
+    let secret_name = &place.secret_name;
+    let secret = get_secret(client, secret_name, namespace)
         .await?
         .ok_or_else(|| {
             let status = if cluster { format!("kubectl nvt status --cluster {name}") } else { format!("kubectl nvt status {name} -n {namespace}") };
@@ -474,11 +475,11 @@ async fn inspect(client: &Client, namespace: &str, name: &str, cluster: bool, sh
                 "Secret {secret_name:?} of {kind} {name:?} not found in namespace {namespace:?}: no token has been written there yet; see why with: {status}"
             )
         })?;
-    if cluster && written_for_cluster(&secret) != Some(name) {
+    if cluster && !is_ours(&secret, &place) {
         // Not this ClusterNavigatorToken's (the namespace is not selected, or the name is taken).
         return Err(anyhow!("Secret {namespace}/{secret_name} was not written for ClusterNavigatorToken {name:?}"));
     }
-    let key = token.spec.target().access_token_key().to_owned();
+    let key = place.target.access_token_key().to_owned();
     let value = secret.data.as_ref().and_then(|data| data.get(&key)).map(|v| Sensitive::new(String::from_utf8_lossy(&v.0)));
     let value = value.ok_or_else(|| anyhow!("Secret {namespace}/{secret_name} has no key {key:?}"))?;
     out.push_str(&render_inspect(&secret, &key, &value, show_token, Timestamp::now()));

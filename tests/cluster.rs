@@ -11,7 +11,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use navigator_token_operator::crd::ClusterNavigatorTokenStatus;
 use serde_json::json;
 use support::{CREDS, Harness, unique_namespace};
-use testkit::token_server::API_TOKEN_DETAILS_PATH;
+use testkit::token_server::{API_TOKEN_DETAILS_PATH, Scripted};
 
 /// Short enough that a refresh window passes in a test, long enough that the next one does not
 /// while the test looks at 50 namespaces on a busy machine.
@@ -584,6 +584,11 @@ async fn a_grant_shorter_than_refresh_before_needs_is_reported_as_for_a_navigato
     h.create_cluster_token("capped", spec).await;
     all_hold(&h, &namespaces, 1).await;
     wait_ready(&h, "capped", "True", "TokenValid").await;
+    // The Ready message says so, as a NavigatorToken's does.
+    let status = h.cluster_status("capped").await.unwrap();
+    assert_eq!(status.token.granted_lifetime.as_deref(), Some("10m"));
+    let ready = status.token.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert!(ready.message.contains("spec.refreshBefore 10m is more than half the 10m the endpoint granted"), "{}", ready.message);
     assert!(h.cluster_has_event("capped", "Warning", "RefreshBeforeNotHonoured").await, "{:?}", h.cluster_events("capped").await);
     let warnings = h.cluster_events("capped").await.into_iter().filter(|(_, reason)| reason == "RefreshBeforeNotHonoured").count();
     assert_eq!(warnings, 1);
@@ -613,5 +618,111 @@ async fn named_namespaces_that_do_not_exist_are_reported_without_warnings() {
         h.cluster_status("vendor").await.is_some_and(|s| s.missing_namespaces.is_empty() && s.namespaces.is_some_and(|c| c.missing == 0))
     })
     .await;
+    h.finish().await;
+}
+
+/// Asks for a new token at once, as `kubectl nvt renew` does.
+async fn force_refresh(h: &Harness, name: &str, stamp: &str) {
+    let patch = json!({"metadata": {"annotations": {"navigator.dev/refresh-requested-at": stamp}}});
+    h.cluster_tokens().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_keeps_the_valid_token_everywhere_and_recovers_as_for_a_navigator_token() {
+    let mut h = Harness::new(LONG).await;
+    let label = h.ns.clone();
+    let namespaces = tenants(&h, &label, 2).await;
+    h.start_cluster_operator().await;
+    h.create_cluster_token("vendor", selecting(&label)).await;
+    all_hold(&h, &namespaces, 1).await;
+    wait_ready(&h, "vendor", "True", "TokenValid").await;
+
+    h.tokens.set_default(Some(Scripted::status(503, "text/html", "<html>maintenance</html>")));
+    force_refresh(&h, "vendor", "1").await;
+    wait_ready(&h, "vendor", "True", "RefreshFailing").await;
+    let status = h.cluster_status("vendor").await.unwrap().token;
+    assert_eq!(status.last_failure.map(|f| f.reason).as_deref(), Some("UpstreamUnavailable"));
+    assert!(status.consecutive_failures >= 1);
+    all_hold(&h, &namespaces, 1).await;
+    assert!(h.cluster_has_event("vendor", "Warning", "UpstreamUnavailable").await, "{:?}", h.cluster_events("vendor").await);
+
+    h.tokens.set_default(None);
+    force_refresh(&h, "vendor", "2").await; // a change retries at once, whatever the backoff
+    all_hold(&h, &namespaces, 2).await;
+    wait_ready(&h, "vendor", "True", "TokenValid").await;
+    assert_eq!(h.cluster_status("vendor").await.unwrap().token.consecutive_failures, 0);
+    h.wait_until("the Recovered Event", WAIT, || h.cluster_has_event("vendor", "Normal", "Recovered")).await;
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_wait_for_a_change_as_for_a_navigator_token() {
+    let mut h = Harness::new(LONG).await;
+    h.tokens.set_credentials("testkit-client", "the-real-secret");
+    let label = h.ns.clone();
+    let namespaces = tenants(&h, &label, 1).await;
+    h.start_cluster_operator().await;
+    let mut spec = selecting(&label);
+    support::merge(&mut spec, json!({"endpoint": {"type": "Navigator"}}));
+    h.create_cluster_token("vendor", spec).await;
+    wait_ready(&h, "vendor", "False", "Unauthorized").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.tokens.request_count(), 1, "credential errors wait for a change");
+    assert!(h.cluster_has_event("vendor", "Warning", "Unauthorized").await, "{:?}", h.cluster_events("vendor").await);
+
+    h.put_credentials("testkit-client", "the-real-secret").await;
+    all_hold(&h, &namespaces, 1).await;
+    wait_ready(&h, "vendor", "True", "TokenValid").await;
+    assert_eq!(h.tokens.request_count(), 2);
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_cluster_token_requests_nothing_and_says_so() {
+    let mut h = Harness::new(LONG).await;
+    let label = h.ns.clone();
+    let namespaces = tenants(&h, &label, 1).await;
+    h.start_cluster_operator().await;
+    let mut spec = selecting(&label);
+    support::merge(&mut spec, json!({"suspend": true}));
+    h.create_cluster_token("vendor", spec).await;
+    wait_ready(&h, "vendor", "False", "Suspended").await;
+    let (_, _, message) = h.cluster_ready("vendor").await.unwrap();
+    assert_eq!(message, "refreshing is suspended and the Secrets hold no valid token");
+    assert_eq!(h.tokens.request_count(), 0);
+    assert!(h.token_in(&namespaces[0], "vendor-token").await.is_none());
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_turns_false_when_the_shared_token_expires_during_a_long_retry_after() {
+    let mut h = Harness::new(Duration::from_secs(6)).await;
+    let label = h.ns.clone();
+    let namespaces = tenants(&h, &label, 1).await;
+    h.start_cluster_operator().await;
+    h.create_cluster_token("vendor", selecting(&label)).await;
+    all_hold(&h, &namespaces, 1).await;
+    wait_ready(&h, "vendor", "True", "TokenValid").await;
+    let expires_at: jiff::Timestamp = h.cluster_status("vendor").await.unwrap().token.expires_at.unwrap().parse().unwrap();
+    // Every refresh is told to come back in a minute: long after this token expires.
+    h.tokens.set_default(Some(Scripted::Status {
+        code: 429,
+        body: r#"{"cspErrorCode":"rate_limited","message":"slow down","requestId":"rq-1"}"#.into(),
+        content_type: "application/json".into(),
+        headers: vec![("retry-after".into(), "60".into())],
+    }));
+    wait_ready(&h, "vendor", "True", "RefreshFailing").await;
+    h.wait_until("Ready=False once the token has expired", WAIT, || async {
+        h.cluster_ready("vendor").await.is_some_and(|(status, _, _)| status == "False")
+    })
+    .await;
+    assert!(jiff::Timestamp::now() >= expires_at, "Ready turned False before the token expired");
+    let status = h.cluster_status("vendor").await.unwrap().token;
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "RateLimited");
+    assert!(ready.message.contains("expired at"), "{}", ready.message);
+    assert_eq!(status.expires_at, None, "status no longer describes an expired token as current");
+    assert_eq!(h.tokens.request_count(), 2, "the Retry-After is still honoured");
+    h.wait_until("a TokenExpired Event", WAIT, || h.cluster_has_event("vendor", "Warning", "TokenExpired")).await;
     h.finish().await;
 }

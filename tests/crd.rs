@@ -105,7 +105,7 @@ fn only_the_enums_have_schema_defaults_the_rest_is_defaulted_in_code() {
     let text = serde_json::to_string(&NavigatorToken::crd()).unwrap();
     assert_eq!(text.matches("\"default\"").count(), 2, "defaults: endpoint.type and target.deletionPolicy only");
     let spec: NavigatorTokenSpec = serde_json::from_value(base()).unwrap();
-    assert_eq!(spec.endpoint_url(), "https://console.navigator.vmware.com");
+    assert_eq!(spec.settings.endpoint_url(), "https://console.navigator.vmware.com");
     assert_eq!(spec.credentials_secret_ref.client_id_key(), "client_id");
     assert_eq!(spec.target().access_token_key(), "token");
     assert_eq!(token(base()).target_secret_name(), "t");
@@ -133,7 +133,7 @@ fn enum_fields_show_values_and_default_in_kubectl_explain_and_are_defaulted_by_t
     // Objects stored before the defaults (field absent) and after (field set) both read.
     let before = token(with(json!({"endpoint": {}, "target": {}}))).spec;
     let after = token(with(json!({"endpoint": {"type": "Navigator"}, "target": {"deletionPolicy": "Delete"}}))).spec;
-    assert_eq!(before.endpoint_type(), after.endpoint_type());
+    assert_eq!(before.settings.endpoint_type(), after.settings.endpoint_type());
     assert_eq!(before.target().deletion_policy.unwrap_or_default(), after.target().deletion_policy.unwrap());
     // The defaults pass the CEL rules (the API server validates them).
     assert_eq!(cel_errors(with(json!({"endpoint": {"type": "Navigator"}, "target": {"deletionPolicy": "Delete"}}))), "");

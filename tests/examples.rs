@@ -43,8 +43,8 @@ fn every_example_template_renders_and_its_json_carries_the_token() {
             id_token: "",
             issued_at: "2026-11-29T10:00:00Z".parse().unwrap(),
             expires_at: "2026-11-29T10:30:00Z".parse().unwrap(),
-            org_id: &token.spec.org_id,
-            scope: token.spec.scope.as_deref().unwrap_or_default(),
+            org_id: &token.spec.settings.org_id,
+            scope: token.spec.settings.scope.as_deref().unwrap_or_default(),
             name: token.metadata.name.as_deref().unwrap(),
             namespace: token.metadata.namespace.as_deref().unwrap(),
         };

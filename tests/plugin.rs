@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jiff::Timestamp;
 use navigator_token_operator::controller::secret::{TokenMaterial, TokenTimes, desired, fingerprint};
-use navigator_token_operator::crd::{ClusterNavigatorToken, NavigatorToken};
+use navigator_token_operator::crd::{ClusterNavigatorToken, NavigatorToken, Placement, TokenSettings};
 use navigator_token_operator::redact::Sensitive;
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions::is_crd_established};
-use kube::{Client, Config, Resource as _, ResourceExt as _};
+use kube::{Client, Config, ResourceExt as _};
 use serde_json::{Value, json};
 use testkit::apiserver::ApiServer;
 
@@ -186,7 +186,8 @@ impl Cluster {
 
     /// Stores the Secret the operator would write for `token`, holding `access_token`.
     async fn secret(&self, token: &NavigatorToken, access_token: &str) -> Value {
-        self.store(serde_json::to_value(written_secret(token, access_token)).unwrap()).await
+        let namespace = token.namespace().unwrap();
+        self.store(serde_json::to_value(written_secret(&token.spec.settings, &token.placement(), &namespace, access_token)).unwrap()).await
     }
 
     /// Stores a ClusterNavigatorToken with labels, target and status; returns it as stored.
@@ -203,13 +204,12 @@ impl Cluster {
         serde_json::from_value(stored).unwrap()
     }
 
-    /// Stores the Secret the operator would write for `cnvt` in `namespace` (with its label).
+    /// Stores the Secret the operator would write for `cnvt` in `namespace` (with its label,
+    /// and owned by it: a real server's garbage collector deletes a Secret without its owner).
     async fn cluster_secret(&self, cnvt: &ClusterNavigatorToken, namespace: &str, access_token: &str) -> Value {
-        let mut secret = written_secret(&cnvt.view_in(&self.on_server(namespace)), access_token);
-        secret.labels_mut().insert(CLUSTER_TOKEN_LABEL.into(), cnvt.name_any());
-        // Owned by the ClusterNavigatorToken, as the operator writes it: a real server's garbage
-        // collector deletes a Secret whose owner (a NavigatorToken of that name) does not exist.
-        secret.metadata.owner_references = cnvt.controller_owner_ref(&()).map(|owner| vec![owner]);
+        let secret = written_secret(&cnvt.spec.settings, &cnvt.placement(), &self.on_server(namespace), access_token);
+        assert_eq!(secret.labels()[CLUSTER_TOKEN_LABEL], cnvt.name_any());
+        assert_eq!(secret.owner_references()[0].uid, cnvt.uid().unwrap());
         self.store(serde_json::to_value(secret).unwrap()).await
     }
 
@@ -258,15 +258,15 @@ impl Drop for Cluster {
     }
 }
 
-/// The Secret the operator writes for `token` holding `access_token`.
-fn written_secret(token: &NavigatorToken, access_token: &str) -> Secret {
+/// The Secret the operator writes for `place` in `namespace` holding `access_token`.
+fn written_secret(settings: &TokenSettings, place: &Placement, namespace: &str, access_token: &str) -> Secret {
     let issued_at = Timestamp::from_second(IAT).unwrap();
     let material = TokenMaterial {
         access_token: Sensitive::new(access_token),
         id_token: None,
         times: TokenTimes { issued_at, expires_at: Timestamp::from_second(EXP).unwrap() },
     };
-    desired(token, &material, &fingerprint(b"inputs")).unwrap()
+    desired(settings, place, namespace, &material, &fingerprint(b"inputs")).unwrap()
 }
 
 /// `text` with every whole word (a run of `[a-z0-9-]`) `from` replaced by `to`.

@@ -31,6 +31,9 @@ async fn one_token_request_per_refresh_window_and_two_writes_per_refresh() {
     h.create_token("t1", json!({})).await;
     h.wait_for_token_in_secret("t1", 1).await;
     ready_true(&h, "t1").await;
+    // The Issued Event follows the status write (later on a genuine server, whose watch cache
+    // the write waits for): counted with the first issue, not with the refreshes.
+    h.wait_until("the Issued Event", WAIT, || h.has_event("t1", "Normal", "Issued")).await;
     let after_first = h.api_counts();
 
     h.wait_until("three refreshes", Duration::from_secs(30), || async { h.tokens.request_count() >= 4 }).await;

@@ -3,18 +3,16 @@
 //! failing answer never stands in the way of one). The answer is kept in `status.credentials`,
 //! becomes the `CredentialsExpiring` condition, the metric
 //! `navigator_token_api_token_expiry_timestamp_seconds` (from status) and, once, a Warning Event.
-//! The same functions serve both kinds: the NavigatorToken's `Actor` (below) and the
-//! ClusterNavigatorToken's, which asks once for all its namespaces.
+//! The same functions serve both kinds' act layers; a ClusterNavigatorToken asks once for all
+//! its namespaces.
 
 use jiff::{SignedDuration, Timestamp};
 use tracing::{info, warn};
 
-use super::Context;
-use super::act::Actor;
-use super::events::EventType;
-use super::reconcile::Credentials;
+use super::context::Context;
+use super::observe::Credentials;
 use super::status::{self, rfc3339};
-use crate::crd::{CredentialsStatus, NavigatorToken, NavigatorTokenStatus};
+use crate::crd::{CredentialsStatus, NavigatorTokenStatus, TokenSettings};
 use crate::reasons::{API_TOKEN_EXPIRING_SOON, API_TOKEN_NEVER_EXPIRES, API_TOKEN_VALID, CREDENTIALS_EXPIRING};
 use crate::token::{ApiTokenExpiry, Grant};
 
@@ -53,7 +51,7 @@ pub fn expiry_condition(credentials: &CredentialsStatus, secret: &str, now: Time
 /// ClusterNavigatorToken's view; a failure is logged and keeps what was known.
 pub(super) async fn check(
     ctx: &Context,
-    token: &NavigatorToken,
+    settings: &TokenSettings,
     credentials: &Credentials,
     previous: Option<&NavigatorTokenStatus>,
     now: Timestamp,
@@ -63,8 +61,7 @@ pub(super) async fn check(
     if !needs_check(previous, &credentials.fingerprint, now) {
         return None;
     }
-    let spec = &token.spec;
-    let answer = ctx.tokens.api_token_details(&spec.endpoint_url(), spec.ca_bundle(), api_token).await;
+    let answer = ctx.tokens.api_token_details(&settings.endpoint_url(), settings.ca_bundle(), api_token).await;
     // What is known of these credentials so far stays when CSP does not answer.
     let same = previous.filter(|p| p.checked_fingerprint.as_deref() == Some(credentials.fingerprint.as_str()));
     let mut checked = match answer {
@@ -90,18 +87,18 @@ pub(super) fn keep_credentials_status(
     status: &mut NavigatorTokenStatus,
     previous: Option<&NavigatorTokenStatus>,
     checked: Option<&CredentialsStatus>,
-    token: &NavigatorToken,
-    secret: &str,
+    (api_token, secret): (bool, &str),
+    generation: Option<i64>,
     now: Timestamp,
 ) {
     status.conditions.retain(|c| c.type_ != CREDENTIALS_EXPIRING);
     status.credentials = None;
-    if token.spec.credentials_secret_ref.api_token_key.is_none() {
+    if !api_token {
         return;
     }
     let credentials = checked.cloned().map(Box::new).or_else(|| previous.and_then(|p| p.credentials.clone()));
     if let Some((expiring, reason, message)) = credentials.as_deref().and_then(|c| expiry_condition(c, secret, now)) {
-        status::set_condition(status, previous, CREDENTIALS_EXPIRING, expiring, reason, message, token.metadata.generation, now);
+        status::set_condition(status, previous, CREDENTIALS_EXPIRING, expiring, reason, message, generation, now);
     }
     status.credentials = credentials;
 }
@@ -114,32 +111,10 @@ pub(super) fn expiring_warning(status: &NavigatorTokenStatus, previous: Option<&
     previous.and_then(expiring).is_none().then_some(condition.message)
 }
 
-impl Actor<'_> {
-    /// Asks CSP about the API token in `credentials` when it is due (see [`check`]); the answer
-    /// goes into the status written next.
-    pub(super) async fn check_api_token(&mut self, credentials: &Credentials) {
-        if let Some(checked) = check(self.ctx, self.token, credentials, self.previous, self.now).await {
-            self.credentials_checked = Some(checked);
-        }
-    }
-
-    /// [`keep_credentials_status`] for this NavigatorToken.
-    pub(super) fn keep_credentials_status(&self, status: &mut NavigatorTokenStatus) {
-        let secret = &self.token.spec.credentials_secret_ref.name;
-        keep_credentials_status(status, self.previous, self.credentials_checked.as_deref(), self.token, secret, self.now);
-    }
-
-    /// One Warning Event when `CredentialsExpiring` turns True.
-    pub(super) async fn warn_once_when_expiring(&self, status: &NavigatorTokenStatus) {
-        if let Some(note) = expiring_warning(status, self.previous) {
-            self.event(EventType::Warning, API_TOKEN_EXPIRING_SOON, &note).await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::NavigatorToken;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -188,20 +163,22 @@ mod tests {
         .unwrap();
         let now = at("2026-11-29T10:00:00Z");
         let mut first = NavigatorTokenStatus::default();
-        keep_credentials_status(&mut first, None, Some(&c), &token, "ops/creds", now);
+        let api_token = token.spec.credentials_secret_ref.api_token_key.is_some();
+        keep_credentials_status(&mut first, None, Some(&c), (api_token, "ops/creds"), None, now);
         assert_eq!(first.credentials.as_deref(), Some(&c));
         let note = expiring_warning(&first, None).expect("turned True");
         assert!(note.contains("Secret ops/creds"), "{note}");
         // The next status keeps what the last check found, and warns no more.
         let mut next = NavigatorTokenStatus::default();
-        keep_credentials_status(&mut next, Some(&first), None, &token, "ops/creds", now);
+        keep_credentials_status(&mut next, Some(&first), None, (api_token, "ops/creds"), None, now);
         assert_eq!(next.credentials.as_deref(), Some(&c));
         assert_eq!(expiring_warning(&next, Some(&first)), None);
         // Credentials that are no API token have neither the state nor the condition.
         let mut plain = token.clone();
         plain.spec.credentials_secret_ref.api_token_key = None;
         let mut other = NavigatorTokenStatus::default();
-        keep_credentials_status(&mut other, Some(&first), None, &plain, "ops/creds", now);
+        let plain_api_token = plain.spec.credentials_secret_ref.api_token_key.is_some();
+        keep_credentials_status(&mut other, Some(&first), None, (plain_api_token, "ops/creds"), None, now);
         assert!(other.credentials.is_none() && other.conditions.is_empty(), "{other:?}");
     }
 }

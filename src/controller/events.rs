@@ -11,6 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Client, Resource, ResourceExt};
 
+use tracing::warn;
+
 use crate::FIELD_MANAGER;
 
 /// Normal or Warning.
@@ -37,7 +39,8 @@ impl Publisher {
 
     /// Creates one Event about `token` (a NavigatorToken or ClusterNavigatorToken). Events about a
     /// cluster-scoped object go to the namespace `default`, as kubectl and client-go put them.
-    pub async fn publish<K>(&self, token: &K, type_: EventType, reason: &str, note: &str) -> Result<(), kube::Error>
+    /// An Event that cannot be created is logged: it never fails the reconcile that tells it.
+    pub async fn publish<K>(&self, token: &K, type_: EventType, reason: &str, note: &str)
     where
         K: Resource<DynamicType = ()>,
     {
@@ -55,7 +58,9 @@ impl Publisher {
             reporting_instance: Some(self.instance.clone()),
             ..Event::default()
         };
-        Api::<Event>::namespaced(self.client.clone(), &namespace).create(&PostParams::default(), &event).await.map(drop)
+        if let Err(error) = Api::<Event>::namespaced(self.client.clone(), &namespace).create(&PostParams::default(), &event).await {
+            warn!(%error, "could not publish event");
+        }
     }
 }
 

@@ -37,9 +37,11 @@ macro_rules! watched_as_secret {
 mod act;
 mod api_token;
 pub mod cluster;
+mod context;
 pub mod credentials;
 pub mod events;
 mod kube_io;
+mod observe;
 mod orphans;
 pub mod plan;
 mod reconcile;
@@ -48,26 +50,26 @@ pub mod rollout;
 pub mod secret;
 pub mod status;
 mod watches;
+mod write_failure;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 pub use self::cluster::ClusterSettings;
+use self::cluster::ClusterTrigger;
+use self::context::{Context, PerToken};
 use self::credentials::CredentialsSecret;
 use self::events::Publisher;
-use self::kube_io::LaggingWrites;
 use self::reconcile::{error_policy, reconcile};
 pub use self::refresh_store::PendingRefreshTokens;
-use self::secret::{ManagedSecret, SecretCache, TokenMaterial};
+use self::secret::{ManagedSecret, SecretCache};
 use self::watches::{SyncTracker, cached_watch, changes_after_first_list, scoped_api, watch};
 use crate::crd::NavigatorToken;
 use crate::metrics::{Metrics, TokenLabels};
@@ -95,52 +97,6 @@ pub struct Settings {
     pub instance: String,
     /// Also run the ClusterNavigatorToken controller (only when watching all namespaces).
     pub cluster: Option<ClusterSettings>,
-}
-
-/// Shared state of a controller's reconciles.
-pub struct Context {
-    client: Client,
-    tokens: TokenClient,
-    token_store: Store<NavigatorToken>,
-    managed_secrets: SecretCache,
-    /// Credentials Secrets, each reduced to a bounded [`CredentialsSecret`].
-    credentials: Store<CredentialsSecret>,
-    events: Publisher,
-    metrics: Arc<Metrics>,
-    /// Fingerprint of the token client's settings (see `secret::settings_fingerprint`).
-    settings_fp: String,
-    /// What is remembered per NavigatorToken between reconciles.
-    per_token: Arc<PerToken>,
-    /// Rotated refresh tokens not yet in their Secret (shared with `main`, which flushes them).
-    pending_refresh: Arc<PendingRefreshTokens>,
-    /// True once every watch has listed.
-    synced: tokio::sync::watch::Receiver<bool>,
-    /// True once a graceful stop began (the watches end; reconciles in flight finish).
-    stopping: tokio::sync::watch::Receiver<bool>,
-}
-
-/// State kept per NavigatorToken between reconciles (besides its metric series), dropped when
-/// the object is deleted.
-#[derive(Default)]
-struct PerToken {
-    /// Tokens issued but not yet stored (the Secret write failed): reused instead of requesting
-    /// another, so a failed write never costs a second token request in a window.
-    unstored: Mutex<HashMap<ObjectRef<NavigatorToken>, (String, TokenMaterial)>>,
-    /// Writes the caches had not shown when their reconcile ended (see `caches_caught_up`).
-    lagging: Mutex<HashMap<ObjectRef<NavigatorToken>, LaggingWrites>>,
-    /// When a rollout restart that failed is due to be replayed (see `rollout`); after a
-    /// restart of the operator, at once.
-    rollout_replay: Mutex<HashMap<ObjectRef<NavigatorToken>, Timestamp>>,
-}
-
-impl PerToken {
-    fn forget(&self, key: &ObjectRef<NavigatorToken>) {
-        self.unstored.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-        self.lagging.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-        // Not the pending rotated refresh token (`PendingRefreshTokens`): it is the only copy,
-        // and a NavigatorToken deleted and created again (a GitOps "replace") continues from it.
-        self.rollout_replay.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-    }
 }
 
 /// How long a graceful stop may take to write the rotated refresh tokens still pending.
@@ -284,12 +240,4 @@ pub async fn run(
     }
     // Reconciles in flight have finished; a token waiting for its retry would be lost now.
     pending_refresh.flush(tokio::time::Instant::now() + FLUSH_ON_STOP).await;
-}
-
-/// What makes ClusterNavigatorTokens reconcile, from the watches shared with NavigatorTokens.
-enum ClusterTrigger {
-    /// A Secret written for the ClusterNavigatorToken of this name changed.
-    Token(String),
-    /// The credentials Secret (namespace, name) changed.
-    Credentials(String, String),
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use kube::runtime::controller::Action;
 use sha2::{Digest, Sha256};
 
 use crate::token::RetryClass;
@@ -253,6 +254,14 @@ pub fn add(t: Timestamp, d: Duration) -> Timestamp {
 
 fn sub(t: Timestamp, d: Duration) -> Timestamp {
     SignedDuration::try_from(d).ok().and_then(|d| t.checked_sub(d).ok()).unwrap_or(Timestamp::MIN)
+}
+
+/// The requeue for a look again at `at` (never sooner than 100 ms), or none without a time.
+pub(super) fn requeue_at(at: Option<Timestamp>, now: Timestamp) -> Action {
+    match at {
+        Some(at) => Action::requeue(at.duration_since(now).try_into().unwrap_or(Duration::ZERO).max(Duration::from_millis(100))),
+        None => Action::await_change(),
+    }
 }
 
 #[cfg(test)]

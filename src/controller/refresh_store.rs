@@ -24,10 +24,9 @@ use kube::{Client, ResourceExt};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use super::Context;
-use super::kube_io::SecretWriteFailure;
-use super::reconcile::Blocked;
+use super::observe::Blocked;
 use super::secret::fingerprint;
+use super::write_failure::SecretWriteFailure;
 use crate::crd::NavigatorToken;
 use crate::reasons::{SECRET_CONFLICT, SECRET_WRITE_FAILED};
 use crate::redact::Sensitive;
@@ -240,12 +239,12 @@ impl PendingRefreshTokens {
     }
 }
 
-impl Context {
+impl PendingRefreshTokens {
     /// The refresh token to send for `token`: one issued but not yet stored (memory), else the
     /// stored newest of this chain, else the `seed` from the credentials Secret.
     pub(super) async fn newest_refresh_token(&self, token: &NavigatorToken, seed: &Sensitive) -> Result<Sensitive, RefreshFailure> {
         let seed_fp = fingerprint(seed.expose().as_bytes());
-        if let Some(pending) = self.pending_refresh.newest(&ObjectRef::from_obj(token), &seed_fp) {
+        if let Some(pending) = self.newest(&ObjectRef::from_obj(token), &seed_fp) {
             return Ok(pending);
         }
         let name = store_name(&token.name_any());
@@ -264,10 +263,10 @@ impl Context {
     }
 
     /// Remembers a refresh token just issued for `token`'s chain from `seed`: until it is
-    /// written ([`Context::store_pending_refresh_token`]), it is the newest.
+    /// written ([`PendingRefreshTokens::store_pending_refresh_token`]), it is the newest.
     pub(super) fn remember_refresh_token(&self, token: &NavigatorToken, seed: &Sensitive, newest: Sensitive) {
         let seed_fp = fingerprint(seed.expose().as_bytes());
-        self.pending_refresh.remember(ObjectRef::from_obj(token), seed_fp, newest);
+        self.remember(ObjectRef::from_obj(token), seed_fp, newest);
     }
 
     /// Writes the refresh token waiting in memory for `token`, if any: a few tries within
@@ -279,7 +278,7 @@ impl Context {
             max_pause: Duration::from_secs(4),
             deadline: Instant::now() + RECONCILE_BUDGET,
         };
-        let Err((error, desired)) = self.pending_refresh.write(&ObjectRef::from_obj(token), &retry).await else { return Ok(()) };
+        let Err((error, desired)) = self.write(&ObjectRef::from_obj(token), &retry).await else { return Ok(()) };
         let (namespace, name) = (token.namespace().unwrap_or_default(), desired.name_any());
         let failure = match &error {
             Some(error) => SecretWriteFailure::classify(error, &namespace, &name, &desired),

@@ -9,21 +9,22 @@
 //! backoff (transient failures from 30 s up to 5 min; a missing target or missing RBAC every
 //! 10 min, or at once on a spec change).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 use tracing::warn;
 
-use super::act::Actor;
-use super::events::EventType;
-use super::status;
+use super::plan;
 use crate::FIELD_MANAGER;
-use crate::crd::{NavigatorTokenStatus, RolloutKind, RolloutTarget};
+use crate::crd::{NavigatorToken, NavigatorTokenStatus, RolloutKind, RolloutTarget};
 use crate::reasons::{
     FORBIDDEN, RESTARTED, ROLLOUT_FORBIDDEN, ROLLOUT_RESTART_FAILED, ROLLOUT_TARGET_NOT_FOUND, ROLLOUTS_RESTARTED, TARGET_NOT_FOUND,
 };
@@ -39,9 +40,9 @@ const REPLAY_MAX: Duration = Duration::from_secs(300);
 /// What restarting the targets for one new token came to.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct RolloutOutcome {
-    ok: bool,
-    reason: &'static str,
-    message: String,
+    pub(super) ok: bool,
+    pub(super) reason: &'static str,
+    pub(super) message: String,
 }
 
 /// The message of a successful restart: it names the token, so status records what was done.
@@ -53,7 +54,7 @@ fn done_message(count: usize, stamp: &str) -> String {
 /// last attempt failed, or the token is newer than status knows (the operator stopped between
 /// writing the Secret and the patches). Targets added for a token already described by status
 /// are owed nothing: they started after it.
-pub(super) fn owed(previous: Option<&NavigatorTokenStatus>, stamp: &str) -> bool {
+fn owed(previous: Option<&NavigatorTokenStatus>, stamp: &str) -> bool {
     let Some(previous) = previous else { return true };
     match previous.conditions.iter().find(|c| c.type_ == ROLLOUTS_RESTARTED) {
         Some(c) if c.status == "True" => !c.message.ends_with(&format!("issued at {stamp}")),
@@ -71,13 +72,13 @@ impl RolloutOutcome {
             return None;
         }
         let delay = match self.reason {
-            FORBIDDEN | TARGET_NOT_FOUND => super::plan::SLOW_RETRY,
+            FORBIDDEN | TARGET_NOT_FOUND => plan::SLOW_RETRY,
             _ => {
                 let lasted: Duration = failing_since.map_or(Duration::ZERO, |t| now.duration_since(t).try_into().unwrap_or_default());
                 lasted.clamp(REPLAY_MIN, REPLAY_MAX)
             }
         };
-        Some(super::plan::add(now, delay))
+        Some(plan::add(now, delay))
     }
 
     /// The reason of the Warning Event about a failed restart: the condition's reason, named as
@@ -91,102 +92,89 @@ impl RolloutOutcome {
     }
 }
 
-impl Actor<'_> {
-    /// Rolls every target for the token issued at `stamp` (RFC 3339). A missing or forbidden
-    /// target is reported in the `RolloutsRestarted` condition and an Event; the token stays.
-    pub(super) async fn restart_rollouts(&mut self, stamp: &str) {
-        let targets = self.token.spec.rollout_targets();
-        if targets.is_empty() {
-            return;
+/// Rolls every target in `namespace` for the token issued at `stamp` (RFC 3339): the outcome
+/// for the `RolloutsRestarted` condition, or none without targets. A missing or forbidden
+/// target is reported there; the token stays.
+pub(super) async fn restart(client: &Client, namespace: &str, targets: &[RolloutTarget], stamp: &str) -> Option<RolloutOutcome> {
+    if targets.is_empty() {
+        return None;
+    }
+    let mut problems = Vec::new();
+    for target in targets {
+        if let Err(error) = patch_pod_template(client.clone(), namespace, target, stamp).await {
+            problems.push((target, error));
         }
-        let mut problems = Vec::new();
-        for target in targets {
-            if let Err(error) = patch_pod_template(self.ctx.client.clone(), &self.labels.namespace, target, stamp).await {
-                problems.push((target, error));
-            }
+    }
+    let what = |t: &RolloutTarget| format!("{:?} {}", t.kind, t.name);
+    let outcome = match problems.first() {
+        None => RolloutOutcome { ok: true, reason: RESTARTED, message: done_message(targets.len(), stamp) },
+        Some((target, kube::Error::Api(s))) if s.code == 403 => RolloutOutcome {
+            ok: false,
+            reason: FORBIDDEN,
+            message: format!(
+                "the operator may not patch {} in namespace {namespace}: install the RBAC component deploy/components/rollout-restart",
+                what(target)
+            ),
+        },
+        Some((target, kube::Error::Api(s))) if s.code == 404 => RolloutOutcome {
+            ok: false,
+            reason: TARGET_NOT_FOUND,
+            message: format!("{} not found in namespace {namespace}; the token was stored all the same", what(target)),
+        },
+        Some((target, error)) => {
+            RolloutOutcome { ok: false, reason: ROLLOUT_RESTART_FAILED, message: format!("restarting {} failed: {error}", what(target)) }
         }
-        let what = |t: &RolloutTarget| format!("{:?} {}", t.kind, t.name);
-        let outcome = match problems.first() {
-            None => RolloutOutcome { ok: true, reason: RESTARTED, message: done_message(targets.len(), stamp) },
-            Some((target, kube::Error::Api(s))) if s.code == 403 => RolloutOutcome {
-                ok: false,
-                reason: FORBIDDEN,
-                message: format!(
-                    "the operator may not patch {} in namespace {}: install the RBAC component deploy/components/rollout-restart",
-                    what(target),
-                    self.labels.namespace
-                ),
-            },
-            Some((target, kube::Error::Api(s))) if s.code == 404 => RolloutOutcome {
-                ok: false,
-                reason: TARGET_NOT_FOUND,
-                message: format!("{} not found in namespace {}; the token was stored all the same", what(target), self.labels.namespace),
-            },
-            Some((target, error)) => RolloutOutcome {
-                ok: false,
-                reason: ROLLOUT_RESTART_FAILED,
-                message: format!("restarting {} failed: {error}", what(target)),
-            },
+    };
+    if !outcome.ok {
+        warn!(reason = outcome.reason, message = %outcome.message, failed = problems.len(), "rollout restart failed");
+    }
+    Some(outcome)
+}
+
+/// The Warning Event (reason, note) a failed restart is worth: one per change of the reason
+/// `previous` status reported.
+pub(super) fn warning<'a>(outcome: &'a RolloutOutcome, previous: Option<&NavigatorTokenStatus>) -> Option<(&'static str, &'a str)> {
+    let reported = previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == ROLLOUTS_RESTARTED));
+    (!outcome.ok && reported.is_none_or(|c| c.reason != outcome.reason)).then(|| (outcome.event_reason(), outcome.message.as_str()))
+}
+
+/// True when the restart owed for the token issued at `stamp` is due now: owed (see [`owed`])
+/// and past the backoff `replays` holds for `key`.
+pub(super) fn replay_due(
+    replays: &Mutex<HashMap<ObjectRef<NavigatorToken>, Timestamp>>,
+    key: &ObjectRef<NavigatorToken>,
+    previous: Option<&NavigatorTokenStatus>,
+    stamp: &str,
+    now: Timestamp,
+) -> bool {
+    let due = replays.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied();
+    owed(previous, stamp) && due.is_none_or(|at| at <= now)
+}
+
+/// When to replay a restart still owed, if any: this reconcile's `outcome` sets it, and
+/// `replays` remembers it for the reconciles in between (a status write triggers one at once),
+/// whose requeue would otherwise replace it.
+pub(super) fn replay_at(
+    replays: &Mutex<HashMap<ObjectRef<NavigatorToken>, Timestamp>>,
+    key: &ObjectRef<NavigatorToken>,
+    outcome: Option<&RolloutOutcome>,
+    previous: Option<&NavigatorTokenStatus>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let mut replays = replays.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(outcome) = outcome {
+        let previous = previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == ROLLOUTS_RESTARTED));
+        let failing_since = previous.filter(|c| c.status == "False").map(|c| c.last_transition_time.0);
+        match outcome.replay_at(failing_since, now) {
+            Some(at) => replays.insert(key.clone(), at),
+            None => replays.remove(key),
         };
-        if !outcome.ok {
-            warn!(reason = outcome.reason, message = %outcome.message, failed = problems.len(), "rollout restart failed");
-            let reported = self.previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == ROLLOUTS_RESTARTED));
-            if reported.is_none_or(|c| c.reason != outcome.reason) {
-                self.event(EventType::Warning, outcome.event_reason(), &outcome.message).await;
-            }
-        }
-        self.rollout = Some(outcome);
     }
-
-    /// Replays the restart owed for the token issued at `stamp`, if one is owed and its backoff
-    /// has passed.
-    pub(super) async fn replay_owed_rollouts(&mut self, stamp: &str) {
-        let due =
-            self.ctx.per_token.rollout_replay.lock().unwrap_or_else(|p| p.into_inner()).get(&ObjectRef::from_obj(self.token)).copied();
-        if self.rollout.is_none() && owed(self.previous, stamp) && due.is_none_or(|at| at <= self.now) {
-            self.restart_rollouts(stamp).await;
-        }
-    }
-
-    /// When to replay a restart still owed, if any: this reconcile's failure sets it, and it is
-    /// remembered for the reconciles in between (a status write triggers one at once), whose
-    /// requeue would otherwise replace it.
-    pub(super) fn rollout_replay_at(&self) -> Option<Timestamp> {
-        let key = ObjectRef::from_obj(self.token);
-        let mut replays = self.ctx.per_token.rollout_replay.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(outcome) = &self.rollout {
-            let previous = self.previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == ROLLOUTS_RESTARTED));
-            let failing_since = previous.filter(|c| c.status == "False").map(|c| c.last_transition_time.0);
-            match outcome.replay_at(failing_since, self.now) {
-                Some(at) => replays.insert(key.clone(), at),
-                None => replays.remove(&key),
-            };
-        }
-        match replays.get(&key).copied() {
-            Some(at) if at > self.now => Some(at),
-            // Due and not replayed: nothing is owed any more.
-            Some(_) => replays.remove(&key).and(None),
-            None => None,
-        }
-    }
-
-    /// Puts the `RolloutsRestarted` condition into a status about to be written: this
-    /// reconcile's outcome, else the previous condition, and none without targets.
-    pub(super) fn keep_rollout_condition(&self, status: &mut NavigatorTokenStatus) {
-        status.conditions.retain(|c| c.type_ != ROLLOUTS_RESTARTED);
-        if self.token.spec.rollout_targets().is_empty() {
-            return;
-        }
-        match &self.rollout {
-            Some(o) => {
-                let generation = self.token.metadata.generation;
-                status::set_condition(status, self.previous, ROLLOUTS_RESTARTED, o.ok, o.reason, o.message.clone(), generation, self.now);
-            }
-            None => {
-                let previous = self.previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == ROLLOUTS_RESTARTED));
-                status.conditions.extend(previous.cloned());
-            }
-        }
+    match replays.get(key).copied() {
+        Some(at) if at > now => Some(at),
+        // Due and not replayed: nothing is owed any more.
+        Some(_) => replays.remove(key).and(None),
+        None => None,
     }
 }
 

@@ -6,22 +6,22 @@ use std::sync::{Arc, RwLock};
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::plan::{CurrentToken, TargetSecret};
 use super::status::rfc3339;
-use crate::crd::{DeletionPolicy, NavigatorToken};
+use crate::crd::{CredentialsSecretRef, DeletionPolicy, Placement, Target, TokenSettings};
 use crate::redact::Sensitive;
 use crate::template::{self, TemplateError};
 use crate::token::ClientOptions;
 use crate::{
     CLUSTER_TOKEN_LABEL, EXPIRES_AT_ANNOTATION, INPUTS_FINGERPRINT_ANNOTATION, ISSUED_AT_ANNOTATION, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
-    REFRESH_REQUESTED_ANNOTATION, TOKEN_FINGERPRINT_ANNOTATION, TOKEN_NAME_ANNOTATION,
+    TOKEN_FINGERPRINT_ANNOTATION, TOKEN_NAME_ANNOTATION,
 };
 
 /// Annotation: fingerprint of the non-token parts of the Secret (labels, annotations, owner).
@@ -66,22 +66,23 @@ pub fn credentials_fingerprint(values: &[(&str, &str)]) -> String {
     fingerprint(json!(values).to_string().as_bytes())
 }
 
-/// Fingerprint of everything a token depends on; a change means a new token.
-pub fn inputs_fingerprint(token: &NavigatorToken, credentials_fp: &str) -> String {
-    let spec = &token.spec;
-    let target = spec.target();
+/// Fingerprint of everything a token depends on: its settings, the credentials (`credentials`
+/// names them, `credentials_fp` is their values'), the Secret's name and keys, the refresh
+/// request. A change means a new token.
+pub fn inputs_fingerprint(settings: &TokenSettings, credentials: &CredentialsSecretRef, credentials_fp: &str, place: &Placement) -> String {
+    let target = &place.target;
     let inputs = json!({
-        "orgId": spec.org_id,
-        "endpointType": spec.endpoint_type(),
-        "url": spec.endpoint_url(),
-        "caBundle": spec.ca_bundle(),
-        "scope": spec.scope,
-        "validity": spec.validity,
-        "credentialsSecretRef": spec.credentials_secret_ref,
+        "orgId": settings.org_id,
+        "endpointType": settings.endpoint_type(),
+        "url": settings.endpoint_url(),
+        "caBundle": settings.ca_bundle(),
+        "scope": settings.scope,
+        "validity": settings.validity,
+        "credentialsSecretRef": credentials,
         "credentials": credentials_fp,
-        "secretName": token.target_secret_name(),
+        "secretName": place.secret_name,
         "keys": [target.access_token_key(), target.id_token_key, target.expires_at_key],
-        "refreshRequestedAt": token.annotations().get(REFRESH_REQUESTED_ANNOTATION),
+        "refreshRequestedAt": place.refresh_requested_at,
     });
     fingerprint(inputs.to_string().as_bytes())
 }
@@ -112,13 +113,13 @@ pub fn attempt_fingerprint(inputs_fp: &str, settings_fp: &str) -> String {
 }
 
 /// Fingerprint of the Secret's non-token parts; a change means a rewrite with the same token.
-pub fn template_fingerprint(token: &NavigatorToken) -> String {
-    let target = token.spec.target();
+pub fn template_fingerprint(place: &Placement) -> String {
+    let target = &place.target;
     let mut parts = json!({
         "labels": target.labels,
         "annotations": target.annotations,
         "retain": target.deletion_policy == Some(DeletionPolicy::Retain),
-        "uid": token.metadata.uid,
+        "uid": place.uid,
     });
     // Only when set, so that Secrets written before templates existed stay current.
     if let Some(template) = &target.template {
@@ -139,35 +140,45 @@ fn data_fingerprint(data: &BTreeMap<String, ByteString>) -> String {
     short_hex(&hasher.finalize())
 }
 
-/// The Secret as the operator wants it, for server-side apply: the raw token keys, the keys
-/// rendered from `spec.target.template`, its type and metadata.
-pub fn desired(token: &NavigatorToken, material: &TokenMaterial, inputs_fp: &str) -> Result<Secret, TemplateError> {
-    let target = token.spec.target();
+/// The Secret as the operator wants it in `namespace`, for server-side apply: the raw token
+/// keys, the keys rendered from `spec.target.template`, its type and metadata.
+pub fn desired(
+    settings: &TokenSettings,
+    place: &Placement,
+    namespace: &str,
+    material: &TokenMaterial,
+    inputs_fp: &str,
+) -> Result<Secret, TemplateError> {
+    let target = &place.target;
     let template = target.template.clone().unwrap_or_default();
     let template_metadata = template.metadata.unwrap_or_default();
     let mut labels = target.labels.clone();
     labels.extend(template_metadata.labels);
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
-    let data = desired_data(token, material)?;
+    // Marks a ClusterNavigatorToken's Secret: foreign to every NavigatorToken (see `written_for`).
+    if place.cluster {
+        labels.insert(CLUSTER_TOKEN_LABEL.into(), label_value(place.name));
+    }
+    let data = desired_data(settings, place, namespace, material)?;
     let mut annotations = target.annotations.clone();
     annotations.extend(template_metadata.annotations);
     annotations.extend([
-        (TOKEN_NAME_ANNOTATION.to_owned(), token.name_any()),
+        (TOKEN_NAME_ANNOTATION.to_owned(), place.name.to_owned()),
         (ISSUED_AT_ANNOTATION.to_owned(), rfc3339(material.times.issued_at)),
         (EXPIRES_AT_ANNOTATION.to_owned(), rfc3339(material.times.expires_at)),
         (TOKEN_FINGERPRINT_ANNOTATION.to_owned(), fingerprint(material.access_token.expose().as_bytes())),
         (INPUTS_FINGERPRINT_ANNOTATION.to_owned(), inputs_fp.to_owned()),
-        (TEMPLATE_FINGERPRINT_ANNOTATION.to_owned(), template_fingerprint(token)),
+        (TEMPLATE_FINGERPRINT_ANNOTATION.to_owned(), template_fingerprint(place)),
         (DATA_FINGERPRINT_ANNOTATION.to_owned(), data_fingerprint(&data)),
     ]);
     let owner_references = match target.deletion_policy.unwrap_or_default() {
-        DeletionPolicy::Delete => token.controller_owner_ref(&()).map(|r| vec![r]),
+        DeletionPolicy::Delete => place.owner.clone().map(|r| vec![r]),
         DeletionPolicy::Retain => None,
     };
     Ok(Secret {
         metadata: ObjectMeta {
-            name: Some(token.target_secret_name()),
-            namespace: token.namespace(),
+            name: Some(place.secret_name.clone()),
+            namespace: Some(namespace.to_owned()),
             labels: Some(labels),
             annotations: Some(annotations),
             owner_references,
@@ -179,9 +190,20 @@ pub fn desired(token: &NavigatorToken, material: &TokenMaterial, inputs_fp: &str
     })
 }
 
+/// The cluster-token label's value: the name, cut to the 63 characters a label value may have
+/// (the name annotation carries it whole).
+fn label_value(name: &str) -> String {
+    name.chars().take(63).collect::<String>().trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
+}
+
 /// The data of the Secret `desired` writes: the raw token keys and the rendered template keys.
-fn desired_data(token: &NavigatorToken, material: &TokenMaterial) -> Result<BTreeMap<String, ByteString>, TemplateError> {
-    let target = token.spec.target();
+fn desired_data(
+    settings: &TokenSettings,
+    place: &Placement,
+    namespace: &str,
+    material: &TokenMaterial,
+) -> Result<BTreeMap<String, ByteString>, TemplateError> {
+    let target = &place.target;
     let mut data = BTreeMap::new();
     data.insert(target.access_token_key().to_owned(), ByteString(material.access_token.expose().as_bytes().to_vec()));
     if let (Some(key), Some(id_token)) = (&target.id_token_key, &material.id_token) {
@@ -191,33 +213,38 @@ fn desired_data(token: &NavigatorToken, material: &TokenMaterial) -> Result<BTre
         data.insert(key.clone(), ByteString(rfc3339(material.times.expires_at).into_bytes()));
     }
     let Some(template) = target.template.as_ref().filter(|t| !t.data.is_empty()) else { return Ok(data) };
-    let namespace = token.namespace().unwrap_or_default();
     let variables = template::Variables {
         access_token: material.access_token.expose(),
         id_token: material.id_token.as_ref().map_or("", Sensitive::expose),
         issued_at: material.times.issued_at,
         expires_at: material.times.expires_at,
-        org_id: &token.spec.org_id,
-        scope: token.spec.scope.as_deref().unwrap_or_default(),
-        name: token.metadata.name.as_deref().unwrap_or_default(),
-        namespace: &namespace,
+        org_id: &settings.org_id,
+        scope: settings.scope.as_deref().unwrap_or_default(),
+        name: place.name,
+        namespace,
     };
     let rendered = template::render_all(&template.data, &variables)?;
     data.extend(rendered.into_iter().map(|(key, text)| (key, ByteString(text.into_bytes()))));
     Ok(data)
 }
 
-/// Fingerprint of the data `desired` would write for `material`: what a Secret holding exactly
-/// that token, rendered for `token`, has (see [`CachedSecret::holds_data`]). Computed from the
-/// token the operator trusts, never from annotations someone else could have written.
-pub fn expected_data_fingerprint(token: &NavigatorToken, material: &TokenMaterial) -> Result<u128, TemplateError> {
-    let data = desired_data(token, material)?;
+/// Fingerprint of the data `desired` would write for `material` in `namespace`: what a Secret
+/// holding exactly that token has (see [`CachedSecret::holds_data`]). Computed from the token
+/// the operator trusts, never from annotations someone else could have written.
+pub fn expected_data_fingerprint(
+    settings: &TokenSettings,
+    place: &Placement,
+    namespace: &str,
+    material: &TokenMaterial,
+) -> Result<u128, TemplateError> {
+    let data = desired_data(settings, place, namespace, material)?;
     Ok(fingerprint_number(&data_fingerprint(&data)).unwrap_or_default())
 }
 
-/// True when the Secret was written by this operator for this NavigatorToken.
-pub fn is_ours(secret: &Secret, token: &NavigatorToken) -> bool {
-    written_for(secret) == token.metadata.name.as_deref()
+/// True when the Secret was written by this operator for the object of `place` (of its kind).
+pub fn is_ours(secret: &Secret, place: &Placement) -> bool {
+    let written_for = if place.cluster { written_for_cluster(secret) } else { written_for(secret) };
+    written_for == Some(place.name)
 }
 
 /// The NavigatorToken a Secret carrying this operator's label was written for (none when it was
@@ -348,26 +375,20 @@ impl SecretCache {
     }
 }
 
-/// Classifies the cached Secret under the target name.
-pub fn observe(secret: Option<&CachedSecret>, token: &NavigatorToken, inputs_fp: &str) -> TargetSecret {
-    observe_as(secret, token, inputs_fp, false)
-}
-
-/// [`observe`] for the Secret of a ClusterNavigatorToken (`cluster`) seen through its
-/// NavigatorToken view, or of a NavigatorToken: the other kind's Secrets are foreign.
-pub fn observe_as(secret: Option<&CachedSecret>, token: &NavigatorToken, inputs_fp: &str, cluster: bool) -> TargetSecret {
+/// Classifies the cached Secret under the target name: the other kind's Secrets are foreign.
+pub fn observe(secret: Option<&CachedSecret>, place: &Placement, inputs_fp: &str) -> TargetSecret {
     let Some(secret) = secret else {
         return TargetSecret::Absent;
     };
-    if secret.cluster != cluster || secret.token_name.is_none() || secret.token_name != token.metadata.name {
+    if secret.cluster != place.cluster || secret.token_name.as_deref() != Some(place.name) {
         return TargetSecret::Foreign;
     }
     let Some(TokenTimes { issued_at, expires_at }) = secret.times else {
         return TargetSecret::Managed(None);
     };
-    let target = token.spec.target();
+    let target = &place.target;
     let owner_ok = match target.deletion_policy.unwrap_or_default() {
-        DeletionPolicy::Delete => secret.owner_uids.iter().any(|uid| Some(uid) == token.metadata.uid.as_ref()),
+        DeletionPolicy::Delete => place.uid.is_some_and(|uid| secret.owned_by(uid)),
         DeletionPolicy::Retain => true,
     };
     let current = |cached: Option<u128>, wanted: &str| cached.is_some() && cached == fingerprint_number(wanted);
@@ -376,7 +397,7 @@ pub fn observe_as(secret: Option<&CachedSecret>, token: &NavigatorToken, inputs_
         expires_at,
         intact: secret.intact_keys.iter().any(|key| key == target.access_token_key()),
         inputs_current: current(secret.inputs_fingerprint, inputs_fp),
-        template_current: owner_ok && secret.data_intact && current(secret.template_fingerprint, &template_fingerprint(token)),
+        template_current: owner_ok && secret.data_intact && current(secret.template_fingerprint, &template_fingerprint(place)),
     }))
 }
 
@@ -411,9 +432,8 @@ fn times(secret: &Secret) -> Option<TokenTimes> {
 }
 
 /// The token material in a managed Secret read from the API (not the cache), to rewrite it
-/// without a new token.
-pub fn material(secret: &Secret, token: &NavigatorToken) -> Option<TokenMaterial> {
-    let target = token.spec.target();
+/// without a new token; `target` names its keys.
+pub fn material(secret: &Secret, target: &Target) -> Option<TokenMaterial> {
     let times = times(secret)?;
     let access_token = data_text(secret, target.access_token_key())?;
     let intact = is_recorded_token(secret, access_token.expose().as_bytes());
@@ -434,6 +454,8 @@ fn data_text(secret: &Secret, key: &str) -> Option<Sensitive> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::REFRESH_REQUESTED_ANNOTATION;
+    use crate::crd::{ClusterNavigatorToken, NavigatorToken};
 
     #[test]
     fn a_changed_proxy_changes_the_settings_fingerprint() {
@@ -465,6 +487,92 @@ mod tests {
         assert_ne!(settings_fingerprint(&with("http://user:pw@proxy:3128")), settings_fingerprint(&with("http://other:pw@proxy:3128")));
     }
 
+    /// A NavigatorToken and a ClusterNavigatorToken with every field that shapes their Secret.
+    fn shaped(kind: &str, namespace: Option<&str>, target: serde_json::Value) -> serde_json::Value {
+        json!({
+            "apiVersion": "navigator.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": "pinned", "namespace": namespace, "uid": "u-9", "annotations": {REFRESH_REQUESTED_ANNOTATION: "2026-11-01T00:00:00Z"}},
+            "spec": {
+                "orgId": "6b8f1c2e-3d4a-4b5c-9d6e-7f8091a2b3c4", "scope": "openid", "validity": "30m",
+                "endpoint": {"type": "CSP", "url": "https://csp.example/"},
+                "credentialsSecretRef": {"namespace": "ops", "name": "creds", "clientIdKey": "id"},
+                "target": target,
+            },
+        })
+    }
+
+    fn shaped_target() -> serde_json::Value {
+        json!({
+            "secretName": "pinned-token", "accessTokenKey": "bearer", "idTokenKey": "id", "expiresAtKey": "exp",
+            "labels": {"team": "a"}, "annotations": {"note": "n"},
+            "template": {"type": "example.com/token", "data": {"who": "{{ name }}@{{ namespace }}/{{ orgId }}/{{ scope }}"},
+                         "metadata": {"labels": {"app": "x"}, "annotations": {"shape": "y"}}},
+        })
+    }
+
+    /// The Secrets and fingerprints of releases already running: a change of any byte here
+    /// would reissue every token (inputs) or rewrite every Secret (template, data) after an upgrade.
+    #[test]
+    fn the_secrets_both_kinds_write_keep_their_bytes() {
+        let mut issued = issued();
+        issued.id_token = Some(Sensitive::new("eyJ.the-id-token.sig"));
+        let token: NavigatorToken = serde_json::from_value(shaped("NavigatorToken", Some("team-a"), shaped_target())).unwrap();
+        let place = token.placement();
+        let written = desired(&token.spec.settings, &place, "team-a", &issued, "inputs").unwrap();
+        let expected = json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "example.com/token",
+            "data": {
+                "bearer": "ZXlKLnRoZS1hY2Nlc3MtdG9rZW4uc2ln", "exp": "MjAyNi0xMS0yM1QxMDozMDowMFo=", "id": "ZXlKLnRoZS1pZC10b2tlbi5zaWc=",
+                "who": "cGlubmVkQHRlYW0tYS82YjhmMWMyZS0zZDRhLTRiNWMtOWQ2ZS03ZjgwOTFhMmIzYzQvb3Blbmlk",
+            },
+            "metadata": {
+                "name": "pinned-token", "namespace": "team-a",
+                "annotations": {
+                    "navigator.dev/data-sha256": "836649fe370bdd0ed9f86c29c59deb49",
+                    "navigator.dev/expires-at": "2026-11-23T10:30:00Z",
+                    "navigator.dev/inputs-sha256": "inputs",
+                    "navigator.dev/issued-at": "2026-11-23T10:00:00Z",
+                    "navigator.dev/template-sha256": "6ef658dedd6c47dea8d2ff70c762ad94",
+                    "navigator.dev/token": "pinned",
+                    "navigator.dev/token-sha256": "621ce7835d27365c990241eec3608f32",
+                    "note": "n", "shape": "y",
+                },
+                "labels": {"app": "x", "app.kubernetes.io/managed-by": "navigator-token-operator", "team": "a"},
+                "ownerReferences": [{"apiVersion": "navigator.dev/v1alpha1", "controller": true, "kind": "NavigatorToken", "name": "pinned", "uid": "u-9"}],
+            },
+        });
+        assert_eq!(serde_json::to_value(&written).unwrap(), expected);
+        let settings = &token.spec.settings;
+        assert_eq!(
+            inputs_fingerprint(settings, &token.spec.credentials_secret_ref, "creds-fp", &place),
+            "d85338d2d00867cc1418ad000f3ac3a5"
+        );
+        assert_eq!(expected_data_fingerprint(settings, &place, "team-a", &issued).unwrap(), 0x836649fe370bdd0ed9f86c29c59deb49);
+
+        // A ClusterNavigatorToken's Secret in team-b: its label, and its owner reference unless retained.
+        let labels =
+            json!({"app": "x", "app.kubernetes.io/managed-by": "navigator-token-operator", CLUSTER_TOKEN_LABEL: "pinned", "team": "a"});
+        let owner = json!([{"apiVersion": "navigator.dev/v1alpha1", "controller": true, "kind": "ClusterNavigatorToken", "name": "pinned", "uid": "u-9"}]);
+        for (policy, owners, template_fp) in
+            [("Retain", json!(null), "6a7aaccf279343e59547f0de203febea"), ("Delete", owner, "6ef658dedd6c47dea8d2ff70c762ad94")]
+        {
+            let mut target = shaped_target();
+            target["deletionPolicy"] = json!(policy);
+            target["namespaces"] = json!(["team-b"]);
+            let cnvt: ClusterNavigatorToken = serde_json::from_value(shaped("ClusterNavigatorToken", None, target)).unwrap();
+            let (settings, place) = (&cnvt.spec.settings, cnvt.placement());
+            let written = serde_json::to_value(desired(settings, &place, "team-b", &issued, "inputs").unwrap()).unwrap();
+            let (metadata, annotations) = (&written["metadata"], &written["metadata"]["annotations"]);
+            assert_eq!((&metadata["namespace"], &metadata["labels"], &metadata["ownerReferences"]), (&json!("team-b"), &labels, &owners));
+            assert_eq!(annotations[TEMPLATE_FINGERPRINT_ANNOTATION], template_fp, "{policy}");
+            assert_eq!(annotations[DATA_FINGERPRINT_ANNOTATION], "df2244889704e02a63b20c244e750fba");
+            assert_eq!(written["data"].as_object().unwrap().len(), 4);
+            let credentials = &cnvt.spec.credentials_secret_ref.secret;
+            assert_eq!(inputs_fingerprint(settings, credentials, "creds-fp", &place), "d85338d2d00867cc1418ad000f3ac3a5");
+            assert_eq!(expected_data_fingerprint(settings, &place, "team-b", &issued).unwrap(), 0xdf2244889704e02a63b20c244e750fba);
+        }
+    }
+
     fn token() -> NavigatorToken {
         serde_json::from_value(json!({
             "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",
@@ -480,7 +588,7 @@ mod tests {
     }
 
     fn current(secret: &Secret, token: &NavigatorToken, inputs_fp: &str) -> CurrentToken {
-        match observe(Some(&cached(secret).cached), token, inputs_fp) {
+        match observe(Some(&cached(secret).cached), &token.placement(), inputs_fp) {
             TargetSecret::Managed(Some(current)) => current,
             other => panic!("not a managed Secret with a token: {other:?}"),
         }
@@ -501,8 +609,8 @@ mod tests {
         let token = token();
         let issued = issued();
         let inputs = fingerprint(b"inputs");
-        let written = desired(&token, &issued, &inputs).unwrap();
-        assert_eq!(material(&written, &token).map(|m| m.times), Some(issued.times));
+        let written = desired(&token.spec.settings, &token.placement(), "team-a", &issued, &inputs).unwrap();
+        assert_eq!(material(&written, &token.spec.target()).map(|m| m.times), Some(issued.times));
 
         let kept = cached(&written);
         assert!(!format!("{kept:?}").contains("the-access-token"));
@@ -514,7 +622,7 @@ mod tests {
 
         let mut edited = written.clone();
         edited.data.as_mut().unwrap().insert("token".into(), ByteString(b"edited-by-hand".to_vec()));
-        assert!(material(&edited, &token).is_none(), "an edited token is not rewritten as ours");
+        assert!(material(&edited, &token.spec.target()).is_none(), "an edited token is not rewritten as ours");
         assert!(!current(&edited, &token, &inputs).intact);
 
         let mut disowned = written.clone();
@@ -523,7 +631,7 @@ mod tests {
 
         let mut unlabelled = written;
         unlabelled.labels_mut().remove(MANAGED_BY_LABEL);
-        assert!(matches!(observe(Some(&cached(&unlabelled).cached), &token, &inputs), TargetSecret::Foreign));
+        assert!(matches!(observe(Some(&cached(&unlabelled).cached), &token.placement(), &inputs), TargetSecret::Foreign));
     }
 
     #[test]
@@ -539,7 +647,7 @@ mod tests {
         ));
         let issued = issued();
         let inputs = fingerprint(b"inputs");
-        let written = desired(&token, &issued, &inputs).unwrap();
+        let written = desired(&token.spec.settings, &token.placement(), "team-a", &issued, &inputs).unwrap();
         assert_eq!(written.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
         assert_eq!(written.labels().get("app").map(String::as_str), Some("pull"));
         let data = written.data.clone().unwrap();

@@ -54,6 +54,29 @@ pub fn set_ready(
     set_condition(status, previous, READY, ready, reason, message, generation, now);
 }
 
+/// Carries condition `type_` into a status about to be written: `this_time` (ok, reason,
+/// message) when this reconcile decided it, else the one `previous` had; none when the
+/// condition does not apply (`applies` false).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn keep_condition(
+    status: &mut NavigatorTokenStatus,
+    previous: Option<&NavigatorTokenStatus>,
+    type_: &str,
+    applies: bool,
+    this_time: Option<(bool, &str, String)>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    status.conditions.retain(|c| c.type_ != type_);
+    if !applies {
+        return;
+    }
+    match this_time {
+        Some((ok, reason, message)) => set_condition(status, previous, type_, ok, reason, message, generation, now),
+        None => status.conditions.extend(previous.and_then(|p| p.conditions.iter().find(|c| c.type_ == type_)).cloned()),
+    }
+}
+
 /// Sets (or replaces) the condition `type_`, keeping lastTransitionTime unless the status flips.
 #[allow(clippy::too_many_arguments)]
 pub fn set_condition(

@@ -6,10 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    CredentialsSecretRef, Endpoint, GO_DURATION, NavigatorToken, NavigatorTokenSpec, NavigatorTokenStatus, Target,
-    secret_type_unchanged_rule, shared_rules,
-};
+use super::{CredentialsSecretRef, NavigatorTokenStatus, Placement, Target, TokenSettings, secret_type_unchanged_rule, shared_rules};
 
 /// Asks the operator to keep one access token in a Secret in each selected namespace, from
 /// credentials that stay in the operator's own namespace.
@@ -43,28 +40,11 @@ use super::{
 #[x_kube(validation = Rule::new(secret_type_unchanged_rule()).message("target.template.type cannot change while target.secretName stays the same: the type of an existing Secret is immutable. Change secretName too, or delete and re-create the ClusterNavigatorToken"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterNavigatorTokenSpec {
-    /// Organization (GUID) the token is issued for.
-    #[schemars(regex(pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"))]
-    pub org_id: String,
+    /// The token itself: org, endpoint, scope and lifetime (as in a NavigatorToken).
+    #[serde(flatten)]
+    pub settings: TokenSettings,
     /// Secret holding the OAuth client credentials, in a namespace the operator allows (its flag --cluster-credentials-namespace, by default the operator's own namespace). The Secret must carry the label navigator.dev/credentials=true. Tenants never see it: only the token is written to their namespaces.
     pub credentials_secret_ref: ClusterCredentialsSecretRef,
-    /// Token endpoint; default: Cloud Partner Navigator at https://console.navigator.vmware.com.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<Box<Endpoint>>,
-    /// Space-separated scopes to request (CSP only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 4096))]
-    pub scope: Option<String>,
-    /// Requested token lifetime as a Go duration (e.g. 30m), sent as accessTokenValiditySeconds. The endpoint may grant less; default: what the OAuth client is configured for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
-    #[x_kube(validation = shared_rules::validity_at_least_a_second())]
-    pub validity: Option<String>,
-    /// How long before expiry to refresh, as a Go duration; default: once 2/3 of the lifetime has passed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64), regex(pattern = GO_DURATION))]
-    #[x_kube(validation = shared_rules::refresh_before_positive())]
-    pub refresh_before: Option<String>,
     /// The Secret the token is written to, and in which namespaces (namespaceSelector and/or namespaces).
     pub target: Box<ClusterTarget>,
     /// When true the operator stops refreshing (the current token stays in the Secrets until it expires).
@@ -162,39 +142,17 @@ impl ClusterNavigatorToken {
         self.spec.target.secret.secret_name.clone().unwrap_or_else(|| self.metadata.name.clone().unwrap_or_default())
     }
 
-    /// This token as the NavigatorToken it stands in for in `namespace`: same name, uid,
-    /// annotations and token settings. Shared code (Secret contents, fingerprints, the plan)
-    /// works on that view, so both kinds write Secrets the same way.
-    pub fn view_in(&self, namespace: &str) -> NavigatorToken {
-        let spec = &self.spec;
-        let mut view = NavigatorToken::new(
-            self.metadata.name.as_deref().unwrap_or_default(),
-            NavigatorTokenSpec {
-                org_id: spec.org_id.clone(),
-                credentials_secret_ref: spec.credentials_secret_ref.secret.clone(),
-                endpoint: spec.endpoint.clone(),
-                scope: spec.scope.as_deref().map(Into::into),
-                validity: spec.validity.as_deref().map(Into::into),
-                refresh_before: spec.refresh_before.as_deref().map(Into::into),
-                target: Some(Box::new(spec.target.secret.clone())),
-                suspend: spec.suspend,
-                rollout_restart_targets: None,
-            },
-        );
-        view.metadata.namespace = Some(namespace.to_owned());
-        view.metadata.uid = self.metadata.uid.clone();
-        view.metadata.generation = self.metadata.generation;
-        view.metadata.annotations = self.metadata.annotations.clone();
-        view
+    /// Its Secret (the same in every namespace) and itself, as the shared code reads them.
+    pub fn placement(&self) -> Placement<'_> {
+        Placement::of(self, Some(&self.spec.target.secret), self.target_secret_name(), true)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use kube::ResourceExt;
-
     use super::*;
     use crate::REFRESH_REQUESTED_ANNOTATION;
+    use crate::crd::NavigatorToken;
 
     #[test]
     fn the_cached_navigator_token_stays_in_its_allocator_class() {
@@ -203,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn the_view_in_a_namespace_carries_what_the_shared_code_reads() {
+    fn the_placement_carries_what_the_shared_code_reads() {
         let cnvt: ClusterNavigatorToken = serde_json::from_value(serde_json::json!({
             "apiVersion": "navigator.dev/v1alpha1", "kind": "ClusterNavigatorToken",
             "metadata": {"name": "vendor", "uid": "u-7", "generation": 3, "annotations": {REFRESH_REQUESTED_ANNOTATION: "now"}},
@@ -214,13 +172,15 @@ mod tests {
             },
         }))
         .unwrap();
-        let view = cnvt.view_in("team-a");
-        assert_eq!(view.metadata.namespace.as_deref(), Some("team-a"));
-        assert_eq!((view.metadata.uid.as_deref(), view.metadata.generation), (Some("u-7"), Some(3)));
-        assert_eq!(view.annotations().get(REFRESH_REQUESTED_ANNOTATION).map(String::as_str), Some("now"));
-        assert_eq!(view.spec.credentials_secret_ref.client_id_key(), "id");
-        assert_eq!(view.target_secret_name(), "vendor-token");
-        assert_eq!(view.spec.target().access_token_key(), "bearer");
-        assert!(view.spec.rollout_targets().is_empty());
+        let placement = cnvt.placement();
+        assert_eq!((placement.name, placement.uid, placement.cluster), ("vendor", Some("u-7"), true));
+        assert_eq!(placement.refresh_requested_at, Some("now"));
+        assert_eq!(placement.secret_name, "vendor-token");
+        assert_eq!(placement.target.access_token_key(), "bearer");
+        let owner = placement.owner.unwrap();
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str(), owner.controller),
+            ("ClusterNavigatorToken", "vendor", "u-7", Some(true))
+        );
     }
 }

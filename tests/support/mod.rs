@@ -294,14 +294,7 @@ impl Harness {
     /// Waits (up to 5 s: Events are published after the status write) for an Event of `kind`
     /// and `reason` about ClusterNavigatorToken `name`.
     pub async fn cluster_has_event(&self, name: &str, kind: &str, reason: &str) -> bool {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while tokio::time::Instant::now() < deadline {
-            if self.cluster_events(name).await.iter().any(|(k, r)| k == kind && r == reason) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+        within_five_seconds(|| async { self.cluster_events(name).await.iter().any(|(k, r)| k == kind && r == reason) }).await
     }
 
     /// Events about ClusterNavigatorToken `name` (in `default`), as (type, reason).
@@ -438,14 +431,7 @@ impl Harness {
     /// Waits (up to 5 s: Events are published after the status write) for an Event of `kind`
     /// and `reason` about `name`.
     pub async fn has_event(&self, name: &str, kind: &str, reason: &str) -> bool {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while tokio::time::Instant::now() < deadline {
-            if self.events(name).await.iter().any(|(k, r)| k == kind && r == reason) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
+        within_five_seconds(|| async { self.events(name).await.iter().any(|(k, r)| k == kind && r == reason) }).await
     }
 
     /// The running operator's exposition line of `metric` for NavigatorToken `name`, if any.
@@ -550,6 +536,22 @@ impl Drop for Harness {
         });
         let _ = request.join();
     }
+}
+
+/// True once `check` is, looking every 50 ms for up to 5 s (Events follow the status write).
+async fn within_five_seconds<F, Fut>(check: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
 
 /// Shallow-recursive JSON merge (objects merge, anything else replaces).

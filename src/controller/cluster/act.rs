@@ -8,32 +8,53 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::context::{ClusterContext, Trusted};
 use super::plan::{NamespaceNeed, NamespaceOutcome, namespace_need, summarize};
-use super::{ClusterContext, Observation};
 use crate::controller::act::{Attempt, request_token};
 use crate::controller::api_token;
 use crate::controller::events::EventType;
-use crate::controller::kube_io::{SecretWriteFailure, with_retries};
-use crate::controller::plan::{self as token_plan, IssueReason, Plan, Step, TargetSecret};
-use crate::controller::reconcile::{Blocked, Credentials, requeue_at};
+use crate::controller::kube_io::with_retries;
+use crate::controller::observe::{self, Blocked, Credentials, Inputs};
+use crate::controller::plan::{self as token_plan, IssueReason, Plan, Step, TargetSecret, requeue_at};
 use crate::controller::secret::{self, TokenMaterial, TokenTimes};
 use crate::controller::status;
+use crate::controller::write_failure::SecretWriteFailure;
 use crate::crd::cluster::ClusterNavigatorTokenStatus;
-use crate::crd::{ClusterNavigatorToken, CredentialsStatus, DeletionPolicy, NavigatorToken, NavigatorTokenStatus};
+use crate::crd::{ClusterNavigatorToken, CredentialsStatus, DeletionPolicy, NavigatorTokenStatus, Placement};
 use crate::metrics::TokenLabels;
 use crate::reasons::{
-    API_TOKEN_EXPIRING_SOON, CREDENTIALS_NOT_FOUND, INVALID_SPEC, ISSUED, NAMESPACE_TERMINATING, READY, RECOVERED,
-    REFRESH_BEFORE_NOT_HONOURED, SECRET_CONFLICT, SECRET_TAMPERED, SUSPENDED, TOKEN_EXPIRED,
+    API_TOKEN_EXPIRING_SOON, CREDENTIALS_NOT_FOUND, INVALID_SPEC, NAMESPACE_TERMINATING, READY, SECRET_CONFLICT, SECRET_TAMPERED,
+    TOKEN_EXPIRED,
 };
 use crate::token::{Grant, RetryClass};
-use crate::{CLUSTER_TOKEN_LABEL, Error, FIELD_MANAGER, duration};
+use crate::{Error, FIELD_MANAGER};
+
+/// What a reconcile observed, for the actor.
+pub(super) struct Observation {
+    /// Selected namespaces and what their Secret looks like, checked against the trusted token.
+    pub(super) states: Vec<(String, TargetSecret)>,
+    /// Selected namespaces whose copy was tampered with (see `plan::verify_copy`).
+    pub(super) tampered: BTreeSet<String>,
+    /// Namespaces being deleted (never written, never cleaned up: they go anyway).
+    pub(super) terminating: BTreeSet<String>,
+    /// Namespaces named in the spec that do not exist, sorted.
+    pub(super) missing: Vec<String>,
+    /// The inputs fingerprint (or, when blocked, a fingerprint of the block).
+    pub(super) inputs_fp: String,
+    /// Inputs and operator settings, kept in status on failure.
+    pub(super) attempt_fp: String,
+    /// The shared token as the plan saw it.
+    pub(super) shared: TargetSecret,
+    /// The token the operator trusts, if any (memory or store).
+    pub(super) trusted: Option<Trusted>,
+}
 
 /// Secret writes (and deletes) in flight at once: fast enough for 1,000 namespaces, gentle on
 /// the API server's priority and fairness budget.
@@ -45,12 +66,11 @@ const NAMESPACE_RETRY: Duration = Duration::from_secs(30);
 pub(super) struct ClusterActor<'a> {
     pub(super) cnvt: &'a ClusterNavigatorToken,
     pub(super) ctx: &'a ClusterContext,
-    /// The object as a NavigatorToken (namespace empty), for the shared code.
-    pub(super) view: &'a NavigatorToken,
     pub(super) now: Timestamp,
     pub(super) labels: &'a TokenLabels,
     pub(super) observed: &'a Observation,
-    pub(super) secret_name: &'a str,
+    /// Its Secret, the same in every namespace, and itself.
+    pub(super) place: &'a Placement<'a>,
     /// The credentials of a token just issued: an API token among them is asked about once
     /// the token is stored (see `api_token`).
     pub(super) issued_with: Option<Credentials>,
@@ -62,6 +82,8 @@ struct TokenPart {
     status: NavigatorTokenStatus,
     /// Ready as the token's side sees it, when that overrides the namespaces' view.
     verdict: Option<(bool, String, String)>,
+    /// Added to a Ready=True message: why spec.refreshBefore is not honoured.
+    note: Option<String>,
     /// The current token's times, if there is a valid one.
     current: Option<TokenTimes>,
     /// Its material, when the operator trusts it (memory or store).
@@ -83,11 +105,7 @@ enum Skipped {
 }
 
 impl ClusterActor<'_> {
-    pub(super) async fn act(
-        &mut self,
-        decision: Plan,
-        inputs: Result<(Credentials, Option<Duration>, Option<Duration>), Blocked>,
-    ) -> Result<Action, Error> {
+    pub(super) async fn act(&mut self, decision: Plan, inputs: Result<Inputs, Blocked>) -> Result<Action, Error> {
         // A token whose store write failed is written there before anything else.
         if let Some(trusted) = self.observed.trusted.as_ref().filter(|t| t.unstored && t.inputs_current) {
             self.ctx.store_token(self.cnvt, &self.observed.inputs_fp, &trusted.material).await;
@@ -100,11 +118,12 @@ impl ClusterActor<'_> {
             (_, Err(mut blocked)) => {
                 if blocked.reason == CREDENTIALS_NOT_FOUND {
                     let reference = &self.cnvt.spec.credentials_secret_ref;
-                    blocked = self.ctx.base.explain_uncached_credentials(&reference.secret.name, &reference.namespace).await?;
+                    blocked =
+                        observe::explain_uncached_credentials(&self.ctx.base.client, &reference.secret.name, &reference.namespace).await?;
                 }
                 self.failed(blocked.reason, &blocked.message, RetryClass::NeedsUserAction)
             }
-            (Step::Keep { .. }, Ok((_, refresh_before, _))) => match self.current_times() {
+            (Step::Keep { .. }, Ok(Inputs { refresh_before, .. })) => match self.current_times() {
                 Some(times) => {
                     let material = self.trusted(Some(times));
                     self.valid(times, material, decision.next_at, refresh_before, None)
@@ -113,7 +132,7 @@ impl ClusterActor<'_> {
             },
             // No selected namespace could take a token: none is requested.
             (Step::Issue(_) | Step::SecretConflict, Ok(_)) if !writable => self.idle(),
-            (Step::Issue(reason), Ok((credentials, refresh_before, validity))) => {
+            (Step::Issue(reason), Ok(Inputs { credentials, refresh_before, validity })) => {
                 self.issue(reason, &credentials, validity, refresh_before).await
             }
             (Step::SecretConflict, Ok(_)) => self.idle(),
@@ -122,7 +141,9 @@ impl ClusterActor<'_> {
         // Once for all namespaces, after the new token is stored in one at least.
         let stored = outcomes.values().any(|o| *o == NamespaceOutcome::Current);
         let checked = match self.issued_with.take() {
-            Some(credentials) if stored => api_token::check(&self.ctx.base, self.view, &credentials, self.previous(), self.now).await,
+            Some(credentials) if stored => {
+                api_token::check(&self.ctx.base, &self.cnvt.spec.settings, &credentials, self.previous(), self.now).await
+            }
             _ => None,
         };
         if part.spread {
@@ -145,8 +166,14 @@ impl ClusterActor<'_> {
         self.observed.trusted.as_ref().map(|t| t.material.clone()).filter(|m| Some(m.times) == times)
     }
 
-    fn jitter_seed(&self) -> u64 {
-        token_plan::jitter_seed(self.cnvt.metadata.uid.as_deref().unwrap_or_default())
+    fn attempt(&self) -> Attempt<'_> {
+        Attempt {
+            previous: self.previous(),
+            generation: self.cnvt.metadata.generation,
+            attempt_fp: &self.observed.attempt_fp,
+            jitter_seed: token_plan::jitter_seed(self.cnvt.metadata.uid.as_deref().unwrap_or_default()),
+            now: self.now,
+        }
     }
 
     async fn issue(
@@ -162,7 +189,7 @@ impl ClusterActor<'_> {
             let message = "credentialsSecretRef.refreshTokenKey is not supported on a ClusterNavigatorToken; use client credentials or an API token (apiTokenKey)";
             return self.failed(INVALID_SPEC, message, RetryClass::NeedsUserAction);
         }
-        match request_token(&self.ctx.base, self.view, credentials.grant.clone(), validity).await {
+        match request_token(&self.ctx.base, &self.cnvt.spec.settings, credentials.grant.clone(), validity).await {
             Ok(issued) => {
                 let material = issued.material;
                 info!(?reason, expires_at = %material.times.expires_at, source = ?issued.source, "issued a token");
@@ -188,51 +215,19 @@ impl ClusterActor<'_> {
         refresh_before: Option<Duration>,
         issued: Option<IssueReason>,
     ) -> TokenPart {
-        let refresh_at = token_plan::refresh_at(times.issued_at, times.expires_at, refresh_before, self.jitter_seed());
-        let lifetime: Duration = times.expires_at.duration_since(times.issued_at).try_into().unwrap_or_default();
-        let status = NavigatorTokenStatus {
-            observed_generation: self.cnvt.metadata.generation,
-            secret_name: Some(self.secret_name.to_owned()),
-            issued_at: Some(status::rfc3339(times.issued_at)),
-            expires_at: Some(status::rfc3339(times.expires_at)),
-            next_refresh_at: Some(status::rfc3339(refresh_at)),
-            granted_lifetime: Some(duration::format(lifetime).into()),
-            inputs_fingerprint: Some(self.observed.inputs_fp.as_str().into()),
-            ..NavigatorTokenStatus::default()
-        };
+        let holds = format!("token valid until {}", status::rfc3339(times.expires_at));
+        let valid = self.attempt().succeeded(times, (&self.place.secret_name, &self.observed.inputs_fp), refresh_before, issued, &holds);
         self.ctx.base.metrics.token_expiry.get_or_create(self.labels).set(times.expires_at.as_second());
         self.ctx.base.metrics.consecutive_failures.remove(self.labels);
-        let failures_before = self.previous().map_or(0, |s| s.consecutive_failures);
-        let note = format!("token valid until {}", status::rfc3339(times.expires_at));
-        let mut events = Vec::new();
-        match issued {
-            Some(_) if failures_before > 0 => {
-                events.push((EventType::Normal, RECOVERED.to_owned(), format!("{note} after {failures_before} failed attempts")))
-            }
-            Some(IssueReason::Initial) => events.push((EventType::Normal, ISSUED.to_owned(), format!("issued a {note}"))),
-            _ => {}
-        }
-        // As for a NavigatorToken: once per change of the granted lifetime.
-        let misfit = status::refresh_before_misfit(times.issued_at, times.expires_at, refresh_before, refresh_at);
-        let lifetime_changed = self.previous().and_then(|p| p.granted_lifetime.as_ref()) != status.granted_lifetime.as_ref();
-        if let Some(misfit) = misfit.filter(|_| issued.is_some() && lifetime_changed) {
-            events.push((EventType::Warning, REFRESH_BEFORE_NOT_HONOURED.to_owned(), format!("{note}. {misfit}")));
-        }
-        let requeue = Some(recheck_at.map_or(refresh_at, |at| at.min(refresh_at)));
-        TokenPart { status, verdict: None, current: Some(times), material, spread: true, requeue, events }
+        let events = valid.events.into_iter().map(|(type_, reason, note)| (type_, reason.to_owned(), note)).collect();
+        let requeue = Some(recheck_at.map_or(valid.refresh_at, |at| at.min(valid.refresh_at)));
+        TokenPart { status: valid.status, verdict: None, note: valid.misfit, current: Some(times), material, spread: true, requeue, events }
     }
 
     /// A failed attempt, as a NavigatorToken records it: the token already in the Secrets stays.
     fn failed(&self, reason: &str, message: &str, class: RetryClass) -> TokenPart {
-        let attempt = Attempt {
-            previous: self.previous(),
-            generation: self.cnvt.metadata.generation,
-            attempt_fp: &self.observed.attempt_fp,
-            jitter_seed: self.jitter_seed(),
-            now: self.now,
-        };
         let current = self.observed.shared.valid_token(self.now);
-        let failed = attempt.failed(current, self.secret_name, "the Secrets", (reason, message, class));
+        let failed = self.attempt().failed(current, &self.place.secret_name, "the Secrets", (reason, message, class));
         self.ctx.base.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failed.status.consecutive_failures));
         let events = failed.warn.then(|| (EventType::Warning, reason.to_owned(), message.to_owned())).into_iter().collect();
         // A transient failure still hands the valid token to new namespaces; a block does not.
@@ -240,6 +235,7 @@ impl ClusterActor<'_> {
         TokenPart {
             status: failed.status,
             verdict: Some(failed.ready),
+            note: None,
             current: failed.still_valid,
             material,
             spread: failed.still_valid.is_some(),
@@ -265,28 +261,22 @@ impl ClusterActor<'_> {
         };
         let spread = verdict.as_ref().is_none_or(|(ok, ..)| *ok);
         let material = self.trusted(current);
-        TokenPart { status, verdict, current, material, spread, requeue: retry_at, events }
+        TokenPart { status, verdict, note: None, current, material, spread, requeue: retry_at, events }
     }
 
     fn suspended(&self) -> TokenPart {
-        let mut status = self.previous().cloned().unwrap_or_default();
-        status.observed_generation = self.cnvt.metadata.generation;
-        status.next_refresh_at = None;
         let current = self.current_times();
-        let message = match current {
-            Some(c) => format!("refreshing is suspended; the current token expires at {}", status::rfc3339(c.expires_at)),
-            None => "refreshing is suspended and the Secrets hold no valid token".to_owned(),
-        };
-        let verdict = Some((current.is_some(), SUSPENDED.to_owned(), message));
+        let (status, verdict) = self.attempt().suspended(current, "the Secrets hold");
         let material = self.trusted(current);
-        TokenPart { status, verdict, current, material, spread: true, requeue: current.map(|c| c.expires_at), events: Vec::new() }
+        let requeue = current.map(|c| c.expires_at);
+        TokenPart { status, verdict: Some(verdict), note: None, current, material, spread: true, requeue, events: Vec::new() }
     }
 
     /// Nothing to request: no namespace is selected, or every one holds someone else's Secret.
     fn idle(&self) -> TokenPart {
         let mut status = self.previous().cloned().unwrap_or_default();
         status.observed_generation = self.cnvt.metadata.generation;
-        TokenPart { status, verdict: None, current: None, material: None, spread: true, requeue: None, events: Vec::new() }
+        TokenPart { status, verdict: None, note: None, current: None, material: None, spread: true, requeue: None, events: Vec::new() }
     }
 
     /// Writes the current token to every selected namespace that lacks it (bounded concurrency),
@@ -343,10 +333,10 @@ impl ClusterActor<'_> {
     /// Writes the token into `namespace` (server-side apply), after checking that a Secret not in
     /// the cache is not someone else's.
     async fn write(&self, namespace: &str, need: NamespaceNeed, material: &TokenMaterial) -> Result<(), Skipped> {
-        let name = self.secret_name;
+        let name = &self.place.secret_name;
         if need == NamespaceNeed::CheckThenWrite {
             match self.ctx.base.uncached_secret_metadata(namespace, name).await {
-                Ok(Some(existing)) if secret::written_for_cluster(&existing) != self.cnvt.metadata.name.as_deref() => {
+                Ok(Some(existing)) if !secret::is_ours(&existing, self.place) => {
                     return Err(Skipped::Failed(SECRET_CONFLICT.into(), self.conflict(namespace)));
                 }
                 Ok(_) => {}
@@ -357,7 +347,9 @@ impl ClusterActor<'_> {
                 }
             }
         }
-        let desired = self.desired(namespace, material).map_err(|f| Skipped::Failed(f.reason.into(), f.message))?;
+        let desired = secret::desired(&self.cnvt.spec.settings, self.place, namespace, material, &self.observed.inputs_fp)
+            .map_err(SecretWriteFailure::template)
+            .map_err(|f| Skipped::Failed(f.reason.into(), f.message))?;
         match self.ctx.base.apply_secret_in(namespace, &desired).await {
             Ok(_) => Ok(()),
             // The namespace went away meanwhile: not selected any more.
@@ -373,23 +365,10 @@ impl ClusterActor<'_> {
         }
     }
 
-    /// The Secret for `namespace`: a NavigatorToken's Secret, marked as this
-    /// ClusterNavigatorToken's (label) and owned by it under deletionPolicy Delete.
-    fn desired(&self, namespace: &str, material: &TokenMaterial) -> Result<Secret, SecretWriteFailure> {
-        let mut desired =
-            secret::desired(&self.cnvt.view_in(namespace), material, &self.observed.inputs_fp).map_err(SecretWriteFailure::template)?;
-        desired.labels_mut().insert(CLUSTER_TOKEN_LABEL.into(), label_value(&self.cnvt.name_any()));
-        desired.metadata.owner_references = match self.cnvt.spec.target.secret.deletion_policy.unwrap_or_default() {
-            DeletionPolicy::Delete => self.cnvt.controller_owner_ref(&()).map(|r| vec![r]),
-            DeletionPolicy::Retain => None,
-        };
-        Ok(desired)
-    }
-
     fn conflict(&self, namespace: &str) -> String {
         format!(
             "Secret {namespace}/{} already exists and was not written by this operator for this ClusterNavigatorToken; it is left untouched. Delete it, or leave the namespace out of spec.target",
-            self.secret_name
+            self.place.secret_name
         )
     }
 
@@ -403,7 +382,7 @@ impl ClusterActor<'_> {
         let uid = self.cnvt.metadata.uid.as_deref().unwrap_or_default();
         let selected: BTreeSet<&str> = self.observed.states.iter().map(|(ns, _)| ns.as_str()).collect();
         let unwanted = self.ctx.base.managed_secrets.cluster_secrets(&self.cnvt.name_any()).into_iter().filter(|(ns, name, cached)| {
-            let wanted = selected.contains(ns.as_str()) && name == self.secret_name;
+            let wanted = selected.contains(ns.as_str()) && name == &self.place.secret_name;
             !wanted && !self.observed.terminating.contains(ns) && cached.owned_by(uid)
         });
         let deletes = futures::stream::iter(unwanted)
@@ -427,19 +406,23 @@ impl ClusterActor<'_> {
         checked: Option<&CredentialsStatus>,
     ) -> Result<Action, Error> {
         let expiry = part.current.map(|c| c.expires_at);
-        let summary = summarize(&outcomes, &self.observed.missing, self.secret_name, expiry, self.now);
-        let (ready, reason, message) = match part.verdict {
+        let summary = summarize(&outcomes, &self.observed.missing, &self.place.secret_name, expiry, self.now);
+        let (ready, reason, mut message) = match part.verdict {
             // The token's trouble wins, unless it still holds a token and a namespace does not.
             Some(verdict) if !verdict.0 || summary.ready.0 => verdict,
             _ => summary.ready.clone(),
         };
+        if let Some(note) = part.note.as_ref().filter(|_| ready) {
+            message.push_str(&format!(". {note}"));
+        }
         let previous = self.previous();
         let mut token = part.status;
         let generation = self.cnvt.metadata.generation;
         status::set_ready(&mut token, previous, ready, &reason, message, generation, self.now);
         let reference = &self.cnvt.spec.credentials_secret_ref;
         let credentials_secret = format!("{}/{}", reference.namespace, reference.secret.name);
-        api_token::keep_credentials_status(&mut token, previous, checked, self.view, &credentials_secret, self.now);
+        let credentials = (reference.secret.api_token_key.is_some(), credentials_secret.as_str());
+        api_token::keep_credentials_status(&mut token, previous, checked, credentials, generation, self.now);
         let listed_before: BTreeSet<(String, String)> =
             self.cnvt.status.iter().flat_map(|s| &s.namespace_failures).map(|f| (f.namespace.clone(), f.reason.clone())).collect();
         let new_failures: Vec<(String, String, String)> = summary
@@ -458,23 +441,23 @@ impl ClusterActor<'_> {
             self.apply_status(&status).await?;
         }
         for (type_, reason, note) in &part.events {
-            self.event(*type_, reason, note).await;
+            self.ctx.base.events.publish(self.cnvt, *type_, reason, note).await;
         }
         if let Some(note) = api_token::expiring_warning(&status.token, previous) {
-            self.event(EventType::Warning, API_TOKEN_EXPIRING_SOON, &note).await;
+            self.ctx.base.events.publish(self.cnvt, EventType::Warning, API_TOKEN_EXPIRING_SOON, &note).await;
         }
         for (namespace, reason, message) in new_failures {
-            self.event(EventType::Warning, &reason, &format!("namespace {namespace}: {message}")).await;
+            self.ctx.base.events.publish(self.cnvt, EventType::Warning, &reason, &format!("namespace {namespace}: {message}")).await;
         }
         for namespace in &self.observed.tampered {
             let repaired = outcomes.get(namespace) == Some(&NamespaceOutcome::Current);
             let outcome = if repaired { "rewritten with the current token" } else { "not yet rewritten" };
             let note = format!(
                 "namespace {namespace}: Secret {} did not hold the token this ClusterNavigatorToken issued (changed in that namespace); {outcome}",
-                self.secret_name
+                self.place.secret_name
             );
-            warn!(namespace, secret = self.secret_name, repaired, "a namespace's copy of the token was tampered with");
-            self.event(EventType::Warning, SECRET_TAMPERED, &note).await;
+            warn!(namespace, secret = self.place.secret_name.as_str(), repaired, "a namespace's copy of the token was tampered with");
+            self.ctx.base.events.publish(self.cnvt, EventType::Warning, SECRET_TAMPERED, &note).await;
         }
         let troubled = (outcomes.values().any(|o| *o != NamespaceOutcome::Current) && part.spread) || self.ctx.unstored(self.cnvt);
         let retry = troubled.then(|| token_plan::add(self.now, NAMESPACE_RETRY));
@@ -498,16 +481,4 @@ impl ClusterActor<'_> {
         }
         Ok(())
     }
-
-    async fn event(&self, type_: EventType, reason: &str, note: &str) {
-        if let Err(error) = self.ctx.base.events.publish(self.cnvt, type_, reason, note).await {
-            warn!(%error, "could not publish event");
-        }
-    }
-}
-
-/// The cluster-token label's value: the name, cut to the 63 characters a label value may have
-/// (the name annotation carries it whole).
-fn label_value(name: &str) -> String {
-    name.chars().take(63).collect::<String>().trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
 }
