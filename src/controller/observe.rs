@@ -30,6 +30,16 @@ pub(super) struct Blocked {
     pub(super) message: String,
 }
 
+impl Blocked {
+    /// What a blocked attempt is recorded under: the reason and the spec, so that any change of
+    /// the spec retries at once. The spec's JSON, not its `Debug` text: a refactor of the Rust
+    /// types must not change it (a changed fingerprint skips the backoff of every blocked object).
+    pub(super) fn fingerprint(&self, spec: &impl serde::Serialize) -> String {
+        let spec = serde_json::to_string(spec).unwrap_or_default();
+        secret::fingerprint(format!("{}{spec}", self.reason).as_bytes())
+    }
+}
+
 /// The credentials a token request is made with, as the credentials Secret holds them.
 pub(super) struct Credentials {
     /// The kind and values ([`Grant`]): client credentials, an API token, or client credentials
@@ -184,6 +194,26 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "team-a"}, "data": data}),
         )
         .unwrap()
+    }
+
+    #[test]
+    fn a_blocked_attempt_is_recorded_under_the_specs_json_whatever_its_rust_layout() {
+        let spec: crate::crd::NavigatorTokenSpec = serde_json::from_value(json!({
+            "orgId": "00000000-0000-0000-0000-000000000001",
+            "credentialsSecretRef": {"name": "creds"},
+            "validity": "30m",
+        }))
+        .unwrap();
+        let blocked = Blocked { reason: INVALID_TEMPLATE, message: String::new() };
+        let expected = secret::fingerprint(format!("{INVALID_TEMPLATE}{}", serde_json::to_string(&spec).unwrap()).as_bytes());
+        assert_eq!(blocked.fingerprint(&spec), expected);
+        // Pinned: the JSON nests nothing for the flattened settings, so the fields read as the CRD has them.
+        assert_eq!(
+            serde_json::to_string(&spec).unwrap(),
+            r#"{"orgId":"00000000-0000-0000-0000-000000000001","validity":"30m","credentialsSecretRef":{"name":"creds"}}"#
+        );
+        let other = Blocked { reason: crate::reasons::INVALID_SPEC, message: String::new() };
+        assert_ne!(other.fingerprint(&spec), expected, "the reason is part of what is recorded");
     }
 
     fn b64(value: &[u8]) -> String {

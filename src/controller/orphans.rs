@@ -92,34 +92,56 @@ pub(super) async fn sweep(
 ) -> Result<(), kube::Error> {
     let secrets: Api<Secret> = scoped_api(client, namespace);
     let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
+    // Every page first, then the verdicts: judging costs requests, and a sweep slowed by them
+    // between pages would outlive its continue token (410 Gone) and never reach the last pages.
+    let mut stores = Vec::new();
     let mut params = ListParams::default().labels(&selector).limit(SWEEP_PAGE_SIZE);
     loop {
         let listed = secrets.list_metadata(&params).await?;
-        for meta in listed.items {
-            judge(client, tokens, meta, now).await?;
-        }
+        stores.extend(listed.items.iter().filter_map(RefreshTokenStore::from_listed));
         match listed.metadata.continue_.filter(|token| !token.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(()),
+            None => break,
         }
+    }
+    for store in stores {
+        judge(client, tokens, store, now).await?;
+    }
+    Ok(())
+}
+
+/// What a sweep keeps of a listed refresh-token Secret until it judges it.
+struct RefreshTokenStore {
+    name: String,
+    namespace: String,
+    owner: String,
+    orphaned_at: Option<String>,
+    resource_version: Option<String>,
+}
+
+impl RefreshTokenStore {
+    /// The listed managed Secret, if it is the refresh-token store of the NavigatorToken it names.
+    fn from_listed(meta: &PartialObjectMeta<Secret>) -> Option<Self> {
+        let name = meta.name_any();
+        let owner = meta.annotations().get(REFRESH_TOKEN_FOR_ANNOTATION).filter(|owner| store_name(owner) == name)?;
+        Some(RefreshTokenStore {
+            owner: owner.clone(),
+            namespace: meta.namespace().unwrap_or_default(),
+            orphaned_at: meta.annotations().get(ORPHANED_AT_ANNOTATION).cloned(),
+            resource_version: meta.resource_version(),
+            name,
+        })
     }
 }
 
-/// Marks, unmarks or deletes one managed Secret (listed by a sweep) if it is a refresh-token
-/// store; an error of the API reading its NavigatorToken ends the sweep.
-async fn judge(
-    client: &Client,
-    tokens: &Store<NavigatorToken>,
-    meta: PartialObjectMeta<Secret>,
-    now: Timestamp,
-) -> Result<(), kube::Error> {
-    let (name, ns) = (meta.name_any(), meta.namespace().unwrap_or_default());
-    let Some(owner) = meta.annotations().get(REFRESH_TOKEN_FOR_ANNOTATION).filter(|owner| store_name(owner) == name) else { return Ok(()) };
-    let orphaned_at = meta.annotations().get(ORPHANED_AT_ANNOTATION).map(String::as_str);
-    let cached = tokens.get(&ObjectRef::new(owner).within(&ns)).is_some();
-    let exists = cached || Api::<NavigatorToken>::namespaced(client.clone(), &ns).get_opt(owner).await?.is_some();
+/// Marks, unmarks or deletes one refresh-token store; an error of the API reading its
+/// NavigatorToken ends the sweep.
+async fn judge(client: &Client, tokens: &Store<NavigatorToken>, store: RefreshTokenStore, now: Timestamp) -> Result<(), kube::Error> {
+    let RefreshTokenStore { name, namespace: ns, owner, orphaned_at, resource_version } = store;
+    let cached = tokens.get(&ObjectRef::new(&owner).within(&ns)).is_some();
+    let exists = cached || Api::<NavigatorToken>::namespaced(client.clone(), &ns).get_opt(&owner).await?.is_some();
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let result = match verdict(exists, orphaned_at, now) {
+    let result = match verdict(exists, orphaned_at.as_deref(), now) {
         Verdict::Keep => Ok(()),
         Verdict::Mark => {
             info!(
@@ -139,7 +161,7 @@ async fn judge(
         Verdict::Delete => {
             info!(secret = name, namespace = ns, "deleting a refresh-token Secret orphaned for longer than 24h");
             // Only the version judged: a NavigatorToken re-created meanwhile rewrites it.
-            let preconditions = Preconditions { resource_version: meta.resource_version().clone(), uid: None };
+            let preconditions = Preconditions { resource_version, uid: None };
             let params = DeleteParams { preconditions: Some(preconditions), ..DeleteParams::background() };
             api.delete(&name, &params).await.map(drop)
         }

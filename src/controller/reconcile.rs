@@ -61,7 +61,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
     let inputs = observe::inputs(credentials, &token.spec.settings, place.target.template.as_ref(), &labels);
     let inputs_fp = match &inputs {
         Ok(i) => secret::inputs_fingerprint(&token.spec.settings, &token.spec.credentials_secret_ref, &i.credentials.fingerprint, &place),
-        Err(blocked) => secret::fingerprint(format!("{}{:?}", blocked.reason, token.spec).as_bytes()),
+        Err(blocked) => blocked.fingerprint(&token.spec),
     };
     // A failure is retried at once when the inputs or the operator's settings changed since
     // (an operator restarted with a corrected allow-list re-evaluates what it blocked).

@@ -69,7 +69,7 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
             let credentials_fp = secret::fingerprint(format!("{}/{}", reference.namespace, i.credentials.fingerprint).as_bytes());
             secret::inputs_fingerprint(settings, &reference.secret, &credentials_fp, &place)
         }
-        Err(blocked) => secret::fingerprint(format!("{}{:?}", blocked.reason, cnvt.spec).as_bytes()),
+        Err(blocked) => blocked.fingerprint(&cnvt.spec),
     };
     let attempt_fp = secret::attempt_fingerprint(&inputs_fp, &ctx.base.settings_fp);
     // Secret writes fail per namespace and never stop the shared token: no `secret_write`.
