@@ -30,10 +30,10 @@ use tracing::warn;
 
 pub use self::context::ClusterSettings;
 use self::context::{ClusterContext, Remembered, labels};
-use self::namespaces::NamespaceCache;
+use self::namespaces::{NamespaceCache, selection_changes};
 use self::reconcile::{error_policy, reconcile};
 use super::context::Context;
-use super::watches::{SyncTracker, cached_watch, changes_after_first_list, watch};
+use super::watches::{SyncTracker, cached_watch, watch};
 use crate::crd::ClusterNavigatorToken;
 
 /// Logged when a watch of the ClusterNavigatorToken controller fails.
@@ -79,7 +79,7 @@ pub(super) async fn run(
         .inspect(sync.marker())
         .inspect_err(|error| warn!(%error, "{WATCH_HINT}"));
     // A Namespace change may change any selection; there are few ClusterNavigatorTokens.
-    let namespace_changes = changes_after_first_list(namespace_events).filter_map(|n| std::future::ready(n.ok().map(|_| ())));
+    let namespace_changes = selection_changes(namespace_events);
     let users = store.clone();
     let named = triggers.flat_map(move |trigger| {
         let refs: Vec<ObjectRef<ClusterNavigatorToken>> = match trigger {

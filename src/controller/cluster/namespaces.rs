@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::core::PartialObjectMeta;
@@ -63,6 +64,25 @@ impl NamespaceCache {
     }
 }
 
+/// One signal per Namespace change that may change a selection, sent once the cache holds it
+/// (the stream must pass [`NamespaceCache::writer`] first): each Apply and Delete, and the end
+/// of each relist after the first. Not the relist's objects one by one: until it is complete the
+/// cache still holds the old list, so a namespace created or deleted while the watch was down
+/// would wait for the next refresh.
+pub(super) fn selection_changes(
+    events: impl Stream<Item = Result<watcher::Event<PartialObjectMeta<Namespace>>, watcher::Error>>,
+) -> impl Stream<Item = ()> {
+    let mut listed = false;
+    events.filter_map(move |event| {
+        let changed = match event {
+            Ok(watcher::Event::InitDone) => std::mem::replace(&mut listed, true),
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => true,
+            _ => false,
+        };
+        std::future::ready(changed.then_some(()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +125,28 @@ mod tests {
         assert_eq!(seen(&cache)[0].0, "a", "the cache stays as it was until the relist is complete");
         write(&InitDone);
         assert_eq!(seen(&cache), [("c".into(), vec![], false)]);
+    }
+
+    #[test]
+    fn a_selection_change_is_signalled_once_the_cache_holds_it() {
+        use futures::{StreamExt, TryStreamExt};
+        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
+        let cache = NamespaceCache::default();
+        let events = [
+            Init,
+            InitApply(namespace("a", &[], false)),
+            InitDone,
+            Apply(namespace("b", &[], false)),
+            Delete(namespace("a", &[], false)),
+            // The watch was down: c appeared, b went.
+            Init,
+            InitApply(namespace("c", &[], false)),
+            InitDone,
+        ];
+        let stream = futures::stream::iter(events.map(Ok)).inspect_ok(cache.writer());
+        let names = || seen(&cache).into_iter().map(|(name, ..)| name).collect::<Vec<_>>();
+        let signalled: Vec<Vec<String>> = futures::executor::block_on(selection_changes(stream).map(|()| names()).collect());
+        // None for the first list (every ClusterNavigatorToken is reconciled when it is listed).
+        assert_eq!(signalled, [vec!["a", "b"], vec!["b"], vec!["c"]]);
     }
 }
