@@ -35,6 +35,11 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
 /// peak RSS from 51 to 134 MiB (bench/RESULTS.md).
 const SWEEP_PAGE_SIZE: u32 = 100;
 
+/// The longest name a NavigatorToken can have (a DNS subdomain).
+const MAX_OBJECT_NAME: usize = 253;
+/// Longer than any RFC 3339 timestamp the operator writes or `verdict` reads.
+const MAX_TIMESTAMP: usize = 64;
+
 /// What a sweep does with one refresh-token Secret.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -121,13 +126,20 @@ struct RefreshTokenStore {
 
 impl RefreshTokenStore {
     /// The listed managed Secret, if it is the refresh-token store of the NavigatorToken it names.
+    /// Its annotations are a tenant's to write and are kept until the last page is listed, so
+    /// only in bounded form: an owner longer than an object name can be names no NavigatorToken,
+    /// and a mark longer than a timestamp can be is unreadable (kept as such, empty).
     fn from_listed(meta: &PartialObjectMeta<Secret>) -> Option<Self> {
         let name = meta.name_any();
-        let owner = meta.annotations().get(REFRESH_TOKEN_FOR_ANNOTATION).filter(|owner| store_name(owner) == name)?;
+        let owner = meta
+            .annotations()
+            .get(REFRESH_TOKEN_FOR_ANNOTATION)
+            .filter(|owner| owner.len() <= MAX_OBJECT_NAME && store_name(owner) == name)?;
+        let orphaned_at = meta.annotations().get(ORPHANED_AT_ANNOTATION);
         Some(RefreshTokenStore {
             owner: owner.clone(),
             namespace: meta.namespace().unwrap_or_default(),
-            orphaned_at: meta.annotations().get(ORPHANED_AT_ANNOTATION).cloned(),
+            orphaned_at: orphaned_at.map(|at| if at.len() <= MAX_TIMESTAMP { at.clone() } else { String::new() }),
             resource_version: meta.resource_version(),
             name,
         })
@@ -175,6 +187,27 @@ async fn judge(client: &Client, tokens: &Store<NavigatorToken>, store: RefreshTo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenants_oversized_annotations_are_not_kept_between_pages() {
+        let listed = |owner: &str, orphaned_at: &str| {
+            let mut meta = PartialObjectMeta::<Secret>::default();
+            meta.metadata.name = Some(store_name(owner));
+            meta.metadata.namespace = Some("team-a".into());
+            let annotations = [(REFRESH_TOKEN_FOR_ANNOTATION, owner), (ORPHANED_AT_ANNOTATION, orphaned_at)];
+            meta.metadata.annotations = Some(annotations.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect());
+            RefreshTokenStore::from_listed(&meta)
+        };
+        let store = listed("tok", "2026-12-04T10:00:00Z").expect("a store of tok");
+        assert_eq!((store.owner.as_str(), store.orphaned_at.as_deref()), ("tok", Some("2026-12-04T10:00:00Z")));
+        // A huge mark stays a mark that cannot be read (the verdict is the same), but empty.
+        let huge_mark = listed("tok", &"9".repeat(200_000)).expect("still a store of tok");
+        assert_eq!(huge_mark.orphaned_at.as_deref(), Some(""));
+        let now: Timestamp = "2026-12-04T10:00:00Z".parse().unwrap();
+        assert_eq!(verdict(false, huge_mark.orphaned_at.as_deref(), now), verdict(false, Some(&"9".repeat(200_000)), now));
+        // A name no NavigatorToken can have, even one whose hashed store name matches.
+        assert!(listed(&"a".repeat(200_000), "").is_none());
+    }
 
     #[test]
     fn an_orphaned_store_is_marked_then_deleted_after_the_grace_period_unless_its_owner_returns() {
