@@ -266,6 +266,19 @@ impl Metrics {
         self.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_ERROR.into() }).inc();
     }
 
+    /// Records a valid token (either kind): its expiry, and no failures. Before the status
+    /// write: whoever sees Ready=True finds the series of the same token.
+    pub fn token_valid(&self, labels: &TokenLabels, expires_at: jiff::Timestamp) {
+        self.token_expiry.get_or_create(labels).set(expires_at.as_second());
+        // The failure series exists only while failing: 10,000 zeros would cost memory and scrapes.
+        self.consecutive_failures.remove(labels);
+    }
+
+    /// Records a failed attempt (either kind): the failures in a row so far.
+    pub fn token_failing(&self, labels: &TokenLabels, consecutive_failures: u32) {
+        self.consecutive_failures.get_or_create(labels).set(i64::from(consecutive_failures));
+    }
+
     /// Forgets a deleted NavigatorToken's series.
     pub fn forget(&self, labels: &TokenLabels) {
         self.token_expiry.remove(labels);

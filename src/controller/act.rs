@@ -163,10 +163,7 @@ impl Actor<'_> {
             None => holds,
         };
         status::set_ready(&mut status, self.previous, true, TOKEN_VALID, message, self.token.metadata.generation, self.now);
-        // Before the status write: whoever sees Ready=True finds the series of the same token.
-        self.ctx.metrics.token_expiry.get_or_create(self.labels).set(times.expires_at.as_second());
-        // The failure series exists only while failing: 10,000 zeros would cost memory and scrapes.
-        self.ctx.metrics.consecutive_failures.remove(self.labels);
+        self.ctx.metrics.token_valid(self.labels, times.expires_at);
         self.write_status(status).await?;
         for (type_, reason, note) in &valid.events {
             self.ctx.events.publish(self.token, *type_, reason, note).await;
@@ -186,7 +183,7 @@ impl Actor<'_> {
         let mut status = failed.status;
         let (ready, ready_reason, ready_message) = failed.ready;
         status::set_ready(&mut status, self.previous, ready, &ready_reason, ready_message, self.token.metadata.generation, self.now);
-        self.ctx.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(status.consecutive_failures));
+        self.ctx.metrics.token_failing(self.labels, status.consecutive_failures);
         self.write_status(status).await?;
         if failed.warn {
             self.ctx.events.publish(self.token, EventType::Warning, reason, message).await;
@@ -207,7 +204,7 @@ impl Actor<'_> {
     }
 
     pub(super) async fn suspended(&mut self) -> Result<Action, Error> {
-        let current = self.target.valid_token(self.now).map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
+        let current = self.target.valid_token(self.now).map(TokenTimes::from);
         let (mut status, (ready, reason, message)) = self.attempt().suspended(current, "the Secret holds");
         status::set_ready(&mut status, self.previous, ready, &reason, message, self.token.metadata.generation, self.now);
         self.write_status(status).await?;
@@ -427,9 +424,8 @@ impl Attempt<'_> {
             ..NavigatorTokenStatus::default()
         };
         status::record_failure(&mut status, self.previous, reason, message, self.now);
-        let still_valid = current
-            .filter(|_| !matches!(class, RetryClass::NeedsUserAction | RetryClass::UntilCredentialsChange))
-            .map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at });
+        let still_valid =
+            current.filter(|_| !matches!(class, RetryClass::NeedsUserAction | RetryClass::UntilCredentialsChange)).map(TokenTimes::from);
         let ready = match still_valid {
             Some(c) => (
                 true,

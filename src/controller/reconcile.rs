@@ -100,7 +100,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         (Step::WaitForRetry, _) => {
             // After a restart this is the first look at a failing token: its series start here,
             // not at the next attempt minutes later (an alert's `for:` clock keeps running).
-            ctx.metrics.consecutive_failures.get_or_create(&labels).set(i64::from(observed.failures.consecutive_failures));
+            ctx.metrics.token_failing(&labels, observed.failures.consecutive_failures);
             if let TargetSecret::Managed(Some(current)) = &target {
                 ctx.metrics.token_expiry.get_or_create(&labels).set(current.expires_at.as_second());
             }

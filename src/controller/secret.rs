@@ -50,6 +50,12 @@ pub struct TokenTimes {
     pub expires_at: Timestamp,
 }
 
+impl From<&CurrentToken> for TokenTimes {
+    fn from(current: &CurrentToken) -> Self {
+        TokenTimes { issued_at: current.issued_at, expires_at: current.expires_at }
+    }
+}
+
 /// Short hex SHA-256, for annotations: enough to notice a change, nothing to recover a value from.
 pub fn fingerprint(bytes: &[u8]) -> String {
     short_hex(&Sha256::digest(bytes))

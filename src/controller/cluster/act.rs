@@ -158,7 +158,7 @@ impl ClusterActor<'_> {
 
     /// Issue and expiry of the valid token the namespaces hold, if any.
     fn current_times(&self) -> Option<TokenTimes> {
-        self.observed.shared.valid_token(self.now).map(|c| TokenTimes { issued_at: c.issued_at, expires_at: c.expires_at })
+        self.observed.shared.valid_token(self.now).map(TokenTimes::from)
     }
 
     /// The trusted token's material, if it is the one of `times`.
@@ -217,8 +217,7 @@ impl ClusterActor<'_> {
     ) -> TokenPart {
         let holds = format!("token valid until {}", status::rfc3339(times.expires_at));
         let valid = self.attempt().succeeded(times, (&self.place.secret_name, &self.observed.inputs_fp), refresh_before, issued, &holds);
-        self.ctx.base.metrics.token_expiry.get_or_create(self.labels).set(times.expires_at.as_second());
-        self.ctx.base.metrics.consecutive_failures.remove(self.labels);
+        self.ctx.base.metrics.token_valid(self.labels, times.expires_at);
         let events = valid.events.into_iter().map(|(type_, reason, note)| (type_, reason.to_owned(), note)).collect();
         let requeue = Some(recheck_at.map_or(valid.refresh_at, |at| at.min(valid.refresh_at)));
         TokenPart { status: valid.status, verdict: None, note: valid.misfit, current: Some(times), material, spread: true, requeue, events }
@@ -228,7 +227,7 @@ impl ClusterActor<'_> {
     fn failed(&self, reason: &str, message: &str, class: RetryClass) -> TokenPart {
         let current = self.observed.shared.valid_token(self.now);
         let failed = self.attempt().failed(current, &self.place.secret_name, "the Secrets", (reason, message, class));
-        self.ctx.base.metrics.consecutive_failures.get_or_create(self.labels).set(i64::from(failed.status.consecutive_failures));
+        self.ctx.base.metrics.token_failing(self.labels, failed.status.consecutive_failures);
         let events = failed.warn.then(|| (EventType::Warning, reason.to_owned(), message.to_owned())).into_iter().collect();
         // A transient failure still hands the valid token to new namespaces; a block does not.
         let material = self.trusted(failed.still_valid);

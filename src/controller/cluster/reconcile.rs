@@ -2,7 +2,6 @@
 //! namespace's Secret) → decide (the NavigatorToken's pure plan on the one shared token) → act
 //! (`act`). Only sequences the steps; nothing imports it but `run`.
 
-use std::cell::OnceCell;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -76,29 +75,28 @@ async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> 
     let failures = failure_state(previous, &attempt_fp, cnvt.metadata.generation);
     let trusted = ctx.trusted_token(cnvt, &inputs_fp, now).await?;
     let mut tampered = BTreeSet::new();
-    // In a block: its cell is not Send, and the reconcile awaits after it.
-    let states: Vec<(String, TargetSecret)> = {
-        // The data the operator writes for the trusted token, from the token itself. Without
-        // template keys it is the same in every namespace: computed once, not once per namespace.
-        let per_namespace = place.target.template.as_ref().is_some_and(|t| !t.data.is_empty());
-        let everywhere = OnceCell::new();
-        let expected_in = |ns: &str, material: &TokenMaterial| {
-            let expected = || secret::expected_data_fingerprint(settings, &place, ns, material).ok();
-            if per_namespace { expected() } else { *everywhere.get_or_init(expected) }
-        };
-        let observe_in = |ns: &String| {
+    // The data the operator writes for the trusted token, from the token itself. Without
+    // template keys it is the same in every namespace: computed once, not once per namespace.
+    let per_namespace = place.target.template.as_ref().is_some_and(|t| !t.data.is_empty());
+    let expected = |ns: &str, material: &TokenMaterial| secret::expected_data_fingerprint(settings, &place, ns, material).ok();
+    let everywhere = trusted.as_ref().filter(|_| !per_namespace).zip(selected.first()).and_then(|(t, ns)| expected(ns, &t.material));
+    let states: Vec<(String, TargetSecret)> = selected
+        .iter()
+        .map(|ns| {
             let cached = ctx.base.managed_secrets.get(ns, &place.secret_name);
             let state = secret::observe(cached.as_ref(), &place, &inputs_fp);
             let (Some(trusted), Some(cached)) = (&trusted, &cached) else { return (ns.clone(), state) };
-            let holds_current = || expected_in(ns, &trusted.material).is_some_and(|fp| cached.holds_data(fp));
+            let holds_current = || {
+                let fp = if per_namespace { expected(ns, &trusted.material) } else { everywhere };
+                fp.is_some_and(|fp| cached.holds_data(fp))
+            };
             let (state, forged) = plan::verify_copy(state, trusted.material.times, holds_current, cached.data_edited());
             if forged {
                 tampered.insert(ns.clone());
             }
             (ns.clone(), state)
-        };
-        selected.iter().map(observe_in).collect()
-    };
+        })
+        .collect();
     let shared = plan::shared_token(&states, trusted.as_ref().map(|t| (t.material.times, t.inputs_current)));
     let observed = observe::observed(cnvt.spec.suspend, &inputs, shared.clone(), failures, previous, cnvt.metadata.uid.as_deref());
     let decision = token_plan::decide(&observed, now);
