@@ -4,14 +4,13 @@
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use tracing::{info, warn};
 
 use super::context::Context;
 use super::events::EventType;
 use super::observe::Credentials;
-use super::plan::{self, IssueReason, TargetSecret, requeue_at};
+use super::plan::{self, Action, IssueReason, TargetSecret, requeue_at};
 use super::refresh_store::RefreshFailure;
 use super::rollout::{self, RolloutOutcome};
 use super::secret::{self, TokenMaterial, TokenTimes};

@@ -13,7 +13,7 @@ use super::events::Publisher;
 use super::refresh_store::PendingRefreshTokens;
 use super::secret::{SecretCache, TokenMaterial};
 use crate::crd::NavigatorToken;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TokenLabels};
 use crate::token::TokenClient;
 
 /// Shared state of a controller's reconciles.
@@ -60,6 +60,13 @@ impl PerToken {
         // and a NavigatorToken deleted and created again (a GitOps "replace") continues from it.
         self.rollout_replay.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
+}
+
+/// Drops what is kept for NavigatorToken `key` once it is gone: its state between reconciles and
+/// its metric series.
+pub(super) fn forget_token(per_token: &PerToken, metrics: &Metrics, key: &ObjectRef<NavigatorToken>) {
+    per_token.forget(key);
+    metrics.forget(&TokenLabels { namespace: key.namespace.clone().unwrap_or_default(), name: key.name.clone() });
 }
 
 /// Writes of ours that the watch caches had not shown when the reconcile that made them ended.

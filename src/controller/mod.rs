@@ -44,6 +44,7 @@ mod kube_io;
 mod observe;
 mod orphans;
 pub mod plan;
+mod queue;
 mod reconcile;
 mod refresh_store;
 pub mod rollout;
@@ -57,22 +58,21 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use kube::api::Api;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 pub use self::cluster::ClusterSettings;
 use self::cluster::ClusterTrigger;
-use self::context::{Context, PerToken};
+use self::context::{Context, PerToken, forget_token};
 use self::credentials::CredentialsSecret;
 use self::events::Publisher;
-use self::reconcile::{error_policy, reconcile};
+use self::reconcile::reconcile;
 pub use self::refresh_store::PendingRefreshTokens;
 use self::secret::{ManagedSecret, SecretCache};
 use self::watches::{SyncTracker, cached_watch, changes_after_first_list, scoped_api, watch};
 use crate::crd::NavigatorToken;
-use crate::metrics::{Metrics, TokenLabels};
+use crate::metrics::Metrics;
 use crate::token::TokenClient;
 use crate::{CREDENTIALS_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
@@ -137,10 +137,7 @@ pub async fn run(
     let per_token = Arc::new(PerToken::default());
     let forget = {
         let (per_token, metrics) = (per_token.clone(), metrics.clone());
-        move |key: ObjectRef<NavigatorToken>| {
-            per_token.forget(&key);
-            metrics.forget(&TokenLabels { namespace: key.namespace.clone().unwrap_or_default(), name: key.name.clone() });
-        }
+        move |key: ObjectRef<NavigatorToken>| forget_token(&per_token, &metrics, &key)
     };
     let (token_store, token_events) = cached_watch(token_api, token_watch, &sync, forget);
     metrics.statuses.watch(token_store.clone());
@@ -210,24 +207,22 @@ pub async fn run(
     // controller (also when the Lease is lost).
     let sweeper = orphans::sweep_forever(context.client.clone(), settings.namespace.clone(), token_store.clone(), sync.receiver());
     let users_of_credentials = token_store.clone();
-    let tokens_controller = Controller::for_stream(token_events.applied_objects(), token_store)
-        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
-        .watches_stream(managed_events, |secret: ManagedSecret| {
-            let name = secret.cached.token_name.as_deref().filter(|_| !secret.cached.cluster)?;
-            Some(ObjectRef::new(name).within(&secret.namespace()?))
-        })
-        .watches_stream(credentials_events, move |secret: CredentialsSecret| {
+    let own_changes = queue::token_changes(token_events);
+    let secret_changes = managed_events.filter_map(|secret| {
+        let secret = secret.ok().filter(|s| !s.cached.cluster);
+        std::future::ready(secret.and_then(|s| Some(queue::key(s.cached.token_name.as_deref()?, &s.namespace()?))))
+    });
+    let credentials_changes = credentials_events.flat_map(move |secret| {
+        let users = secret.ok().map(|secret| {
             let (name, ns) = (secret.name_any(), secret.namespace());
-            users_of_credentials
-                .state()
-                .into_iter()
-                .filter(|t| t.namespace() == ns && t.spec.credentials_secret_ref.name == name)
-                .map(|t| ObjectRef::from_obj(&*t))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, context)
-        .for_each(|_| async {});
+            let users = users_of_credentials.state().into_iter().filter(|t| t.namespace() == ns && t.spec.credentials_secret_ref.name == name);
+            users.filter_map(|t| Some(queue::key(&t.name_any(), &t.namespace()?))).collect::<Vec<_>>()
+        });
+        futures::stream::iter(users.unwrap_or_default())
+    });
+    let triggers = futures::stream::select(own_changes, futures::stream::select(secret_changes, credentials_changes));
+    let tokens_controller =
+        queue::run(token_store, triggers, settings.concurrency, move |token| reconcile(token, context.clone()), shutdown);
     let controllers = async move {
         match cluster_controller {
             Some(cluster_controller) => drop(futures::future::join(tokens_controller, cluster_controller).await),

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use kube::runtime::controller::Action;
 use sha2::{Digest, Sha256};
 
 use crate::token::RetryClass;
@@ -22,6 +21,36 @@ pub const MAX_JITTER: Duration = Duration::from_secs(300);
 pub const MAX_SAFETY_MARGIN: Duration = Duration::from_secs(60);
 /// Re-check a healthy token at least this often (cheap: reads caches only).
 pub const MAX_RECHECK: Duration = Duration::from_secs(3600);
+
+/// What a reconcile asks for next: another look after a delay, or none until something changes.
+/// kube's `Action` says the same but keeps the delay to itself; the NavigatorToken queue
+/// (`queue`) needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Action {
+    /// How long until the next look; `None` waits for a change.
+    pub requeue_after: Option<Duration>,
+}
+
+impl Action {
+    /// Look again after `after`.
+    pub const fn requeue(after: Duration) -> Self {
+        Action { requeue_after: Some(after) }
+    }
+
+    /// Look again only when something changes.
+    pub const fn await_change() -> Self {
+        Action { requeue_after: None }
+    }
+}
+
+impl From<Action> for kube::runtime::controller::Action {
+    fn from(action: Action) -> Self {
+        match action.requeue_after {
+            Some(after) => Self::requeue(after),
+            None => Self::await_change(),
+        }
+    }
+}
 
 /// The token currently in the target Secret, as far as the operator can tell.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,18 +1,18 @@
 //! One reconcile of a NavigatorToken: observe (`observe`, caches) → decide (`plan`, pure) → act
-//! (`act`), and the error policy. Only sequences the steps; nothing imports it but `run`.
+//! (`act`), and what follows an error. Only sequences the steps; nothing imports it but `run`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::act::Actor;
-use super::context::Context;
+use super::context::{Context, forget_token};
 use super::observe::{self, Inputs, failure_state};
-use super::plan::{self, FailureState, IssueReason, Step, TargetSecret, requeue_at};
+use super::plan::{self, Action, FailureState, IssueReason, Step, TargetSecret, requeue_at};
 use super::secret;
 use crate::Error;
 use crate::crd::NavigatorToken;
@@ -23,20 +23,28 @@ use crate::token::RetryClass;
 /// How soon a reconcile looks again while the caches lag behind its own writes.
 const CACHE_LAG_RECHECK: Duration = Duration::from_secs(1);
 
-/// Handles errors of the Kubernetes side (token errors are handled in `reconcile`): retry soon.
-pub(super) fn error_policy(token: Arc<NavigatorToken>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(namespace = token.namespace().unwrap_or_default(), navigatortoken = token.name_any(), %error, "reconcile failed; retrying");
-    ctx.metrics.reconcile_failed();
-    Action::requeue(Duration::from_secs(5))
-}
+/// How soon a reconcile that failed on the Kubernetes side runs again.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(5);
 
-pub(super) async fn reconcile(token: Arc<NavigatorToken>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// One reconcile of `token`. Errors of the Kubernetes side (token errors are handled inside)
+/// are logged and retried soon.
+pub(super) async fn reconcile(token: Arc<NavigatorToken>, ctx: Arc<Context>) -> Action {
     let started = Instant::now();
     // Not `name`: JSON logs put the span's own name ("reconcile") under that key too.
     let span = info_span!("reconcile", namespace = token.namespace().unwrap_or_default(), navigatortoken = token.name_any());
     let result = reconcile_inner(&token, &ctx).instrument(span).await;
     ctx.metrics.reconcile_ended(started, result.is_ok());
-    result
+    // Deleted while this reconcile ran: the deletion's clean-up (once the cache dropped the
+    // token) may have come before what this reconcile recorded, such as a metric series.
+    let key = ObjectRef::from_obj(&*token);
+    if ctx.token_store.get(&key).is_none() {
+        forget_token(&ctx.per_token, &ctx.metrics, &key);
+    }
+    result.unwrap_or_else(|error| {
+        warn!(namespace = token.namespace().unwrap_or_default(), navigatortoken = token.name_any(), %error, "reconcile failed; retrying");
+        ctx.metrics.reconcile_failed();
+        Action::requeue(RETRY_AFTER_ERROR)
+    })
 }
 
 async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action, Error> {

@@ -36,7 +36,9 @@ where
 }
 
 /// A watch feeding a kube `Store` (without the metadata nobody reads), counting towards `sync`.
-/// `on_removed` hears of every object that leaves the store (see [`removals`]).
+/// `on_removed` hears of every object that leaves the store: a deleted one once the store no
+/// longer holds it (so that a reconcile that ends later finds it gone and forgets it too, see
+/// `reconcile`), one missing from a relist as the relist completes (see [`relist_removals`]).
 pub(super) fn cached_watch<K, F>(
     api: Api<K>,
     config: watcher::Config,
@@ -45,24 +47,29 @@ pub(super) fn cached_watch<K, F>(
 ) -> (Store<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + use<K, F>)
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
-    F: FnMut(ObjectRef<K>) + Send + 'static,
+    F: Fn(ObjectRef<K>) + Clone + Send + 'static,
 {
     let (store, writer) = reflector::store();
-    // `removals` comes before `reflect` (it compares a relist with the store's previous state),
-    // the marker after it, so that "synced" implies the store holds the whole list.
+    // `relist_removals` comes before `reflect` (it compares a relist with the store's previous
+    // state), the marker after it, so that "synced" implies the store holds the whole list.
+    let on_relist_removed = on_removed.clone();
     let events = watch(api, config)
         .modify(strip_unread_metadata)
-        .inspect(removals(store.clone(), on_removed))
+        .inspect(relist_removals(store.clone(), on_relist_removed))
         .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(object)) = event {
+                on_removed(ObjectRef::from_obj(object));
+            }
+        })
         .inspect(sync.marker());
     (store, events)
 }
 
-/// An `inspect` callback, placed before the store's `reflect`, that reports each object leaving
-/// the store: a Delete event, or an object missing from a relist (deleted while the watch was
-/// down, when no Delete event is ever sent). kube's `Controller` never reconciles an object that
-/// is gone, so this is where state kept per object must be dropped.
-pub(super) fn removals<K>(
+/// An `inspect` callback, placed before the store's `reflect`, that reports each object missing
+/// from a relist (deleted while the watch was down, when no Delete event is ever sent). Nothing
+/// reconciles an object that is gone, so this is where state kept per object must be dropped.
+pub(super) fn relist_removals<K>(
     store: Store<K>,
     mut on_removed: impl FnMut(ObjectRef<K>),
 ) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>)
@@ -72,7 +79,6 @@ where
     // Filled only while a relist is under way.
     let mut relisted: HashSet<ObjectRef<K>> = HashSet::new();
     move |event| match event {
-        Ok(watcher::Event::Delete(object)) => on_removed(ObjectRef::from_obj(object)),
         Ok(watcher::Event::Init) => relisted.clear(),
         Ok(watcher::Event::InitApply(object)) => {
             relisted.insert(ObjectRef::from_obj(object));
@@ -175,12 +181,12 @@ mod tests {
     }
 
     #[test]
-    fn removals_reports_deletes_and_objects_missing_from_a_relist() {
+    fn relist_removals_reports_objects_missing_from_a_relist() {
         use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
         let (store, mut writer) = reflector::store::<Secret>();
         let removed = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = removed.clone();
-        let mut inspect = removals(store, move |r: ObjectRef<Secret>| sink.lock().unwrap().push(r.name));
+        let mut inspect = relist_removals(store, move |r: ObjectRef<Secret>| sink.lock().unwrap().push(r.name));
         let mut feed = |event: watcher::Event<Secret>| {
             inspect(&Ok(event.clone()));
             writer.apply_watcher_event(&event);
@@ -191,11 +197,11 @@ mod tests {
         assert!(removed.lock().unwrap().is_empty(), "the first list removes nothing");
         feed(Apply(secret("d")));
         feed(Delete(secret("a")));
-        assert_eq!(*removed.lock().unwrap(), ["a"]);
+        assert!(removed.lock().unwrap().is_empty(), "a Delete is reported after the store's reflect, not here");
         // b was deleted while the watch was down: the relist lacks it.
         for event in [Init, InitApply(secret("c")), InitApply(secret("d")), InitDone] {
             feed(event);
         }
-        assert_eq!(*removed.lock().unwrap(), ["a", "b"]);
+        assert_eq!(*removed.lock().unwrap(), ["b"]);
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use kube::ResourceExt;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::Action as KubeAction;
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::act::{ClusterActor, Observation};
@@ -16,24 +16,24 @@ use super::context::{ClusterContext, labels};
 use super::plan;
 use crate::Error;
 use crate::controller::observe::{self, Blocked, failure_state};
-use crate::controller::plan::{self as token_plan, TargetSecret};
+use crate::controller::plan::{self as token_plan, Action, TargetSecret};
 use crate::controller::secret::{self, TokenMaterial};
 use crate::crd::ClusterNavigatorToken;
 use crate::reasons::INVALID_SPEC;
 
 /// Handles errors of the Kubernetes side: retry soon.
-pub(super) fn error_policy(cnvt: Arc<ClusterNavigatorToken>, error: &Error, ctx: Arc<ClusterContext>) -> Action {
+pub(super) fn error_policy(cnvt: Arc<ClusterNavigatorToken>, error: &Error, ctx: Arc<ClusterContext>) -> KubeAction {
     warn!(clusternavigatortoken = cnvt.name_any(), %error, "reconcile failed; retrying");
     ctx.base.metrics.reconcile_failed();
-    Action::requeue(Duration::from_secs(5))
+    KubeAction::requeue(Duration::from_secs(5))
 }
 
-pub(super) async fn reconcile(cnvt: Arc<ClusterNavigatorToken>, ctx: Arc<ClusterContext>) -> Result<Action, Error> {
+pub(super) async fn reconcile(cnvt: Arc<ClusterNavigatorToken>, ctx: Arc<ClusterContext>) -> Result<KubeAction, Error> {
     let started = Instant::now();
     let span = info_span!("reconcile", clusternavigatortoken = cnvt.name_any());
     let result = reconcile_inner(&cnvt, &ctx).instrument(span).await;
     ctx.base.metrics.reconcile_ended(started, result.is_ok());
-    result
+    result.map(Into::into)
 }
 
 async fn reconcile_inner(cnvt: &ClusterNavigatorToken, ctx: &ClusterContext) -> Result<Action, Error> {
