@@ -18,6 +18,8 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
+use navigator_token_operator::metrics::ReconcileLabels;
+use navigator_token_operator::reasons::RECONCILE_OK;
 use serde_json::{Value, json};
 use support::{CREDS, Harness};
 use testkit::token_server::Scripted;
@@ -195,9 +197,12 @@ async fn operator_down_fires_without_a_leader_or_without_reconciles() {
     h.wait_for_ready("one", "True", "TokenValid").await;
 
     // Not firing: a leader that reconciles (a new NavigatorToken between two scrapes).
-    let before = scrape(&h);
+    let reconciled = || h.metrics.reconciles.get_or_create(&ReconcileLabels { result: RECONCILE_OK.into() }).get();
+    let (before, reconciled_before) = (scrape(&h), reconciled());
     h.create_token("two", json!({})).await;
     h.wait_for_ready("two", "True", "TokenValid").await;
+    // A reconcile is counted when it ends, just after the status write that made "two" Ready.
+    h.wait_until("the reconcile of two is counted", WAIT, || async { reconciled() > reconciled_before }).await;
     let after = scrape(&h);
     assert!(after.at > before.at);
     assert_eq!(firing(OPERATOR_DOWN, &[before, after]), Vec::<promql::Labels>::new());
