@@ -1,5 +1,6 @@
 //! Prometheus metrics (prometheus-client), served on the admin port.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -72,51 +73,91 @@ pub struct Metrics {
 /// scrape time, after the registry's text and a few hundred tokens at a time: they cost no
 /// memory per token, are there from the first list after a restart, vanish with the object,
 /// and a scrape at 10,000 tokens never holds their 2 MiB of text at once.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct StatusCollector {
-    stores: Mutex<Vec<Store<NavigatorToken>>>,
-    cluster_stores: Mutex<Vec<Store<ClusterNavigatorToken>>>,
+    caches: Mutex<Vec<CacheSnapshot>>,
+}
+
+/// Takes what a cache holds, for one scrape.
+type CacheSnapshot = Box<dyn Fn() -> Vec<Arc<dyn CachedSeries>> + Send + Sync>;
+
+impl std::fmt::Debug for StatusCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusCollector").finish_non_exhaustive()
+    }
 }
 
 impl StatusCollector {
-    /// Adds a controller's cache of NavigatorTokens.
-    pub fn watch(&self, store: Store<NavigatorToken>) {
-        self.stores.lock().unwrap_or_else(|p| p.into_inner()).push(store);
+    /// Adds a cache: `snapshot` gives its objects (shared, not copied) at each scrape.
+    pub fn watch(&self, snapshot: impl Fn() -> Vec<Arc<dyn CachedSeries>> + Send + Sync + 'static) {
+        self.caches.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(snapshot));
     }
 
     /// Adds the cache of ClusterNavigatorTokens; their series have `namespace=""`.
     pub fn watch_cluster(&self, store: Store<ClusterNavigatorToken>) {
-        self.cluster_stores.lock().unwrap_or_else(|p| p.into_inner()).push(store);
+        self.watch(move || store.state().into_iter().map(|c| c as Arc<dyn CachedSeries>).collect());
     }
 
-    fn snapshot(&self) -> Vec<Cached> {
-        let mut all: Vec<Cached> =
-            self.stores.lock().unwrap_or_else(|p| p.into_inner()).iter().flat_map(Store::state).map(Cached::Token).collect();
-        all.extend(self.cluster_stores.lock().unwrap_or_else(|p| p.into_inner()).iter().flat_map(Store::state).map(Cached::Cluster));
-        all
+    fn snapshot(&self) -> Vec<Arc<dyn CachedSeries>> {
+        self.caches.lock().unwrap_or_else(|p| p.into_inner()).iter().flat_map(|snapshot| snapshot()).collect()
     }
 }
 
-/// One object of either kind in a cache (an `Arc`, not a copy).
-enum Cached {
-    Token(Arc<NavigatorToken>),
-    Cluster(Arc<ClusterNavigatorToken>),
+/// An object in a cache that has per-token series.
+pub trait CachedSeries: Send + Sync {
+    /// Its namespace ("" for a ClusterNavigatorToken).
+    fn namespace(&self) -> &str;
+    /// Its name.
+    fn name(&self) -> &str;
+    /// What its series say.
+    fn series(&self) -> Cow<'_, StatusSeries>;
 }
 
-impl Cached {
-    /// Namespace ("" for a ClusterNavigatorToken) and name.
-    fn key(&self) -> (&str, &str) {
-        let meta = match self {
-            Cached::Token(t) => &t.metadata,
-            Cached::Cluster(c) => &c.metadata,
-        };
-        (meta.namespace.as_deref().unwrap_or_default(), meta.name.as_deref().unwrap_or_default())
+impl CachedSeries for ClusterNavigatorToken {
+    fn namespace(&self) -> &str {
+        ""
     }
+    fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+    fn series(&self) -> Cow<'_, StatusSeries> {
+        Cow::Owned(StatusSeries::of(self.status.as_ref().map(|s| &s.token)))
+    }
+}
 
-    fn status(&self) -> Option<&NavigatorTokenStatus> {
-        match self {
-            Cached::Token(t) => t.status.as_ref(),
-            Cached::Cluster(c) => c.status.as_ref().map(|s| &s.token),
+impl CachedSeries for NavigatorToken {
+    fn namespace(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or_default()
+    }
+    fn name(&self) -> &str {
+        self.metadata.name.as_deref().unwrap_or_default()
+    }
+    fn series(&self) -> Cow<'_, StatusSeries> {
+        Cow::Owned(StatusSeries::of(self.status.as_ref()))
+    }
+}
+
+/// What the per-token series of one object say, read from its status (what a cache keeps of
+/// it: 56 bytes and the reason's text).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusSeries {
+    /// The Ready condition's reason, and whether it is True.
+    ready: Option<(Box<str>, bool)>,
+    /// status.nextRefreshAt, Unix seconds.
+    refresh_at: Option<i64>,
+    /// status.credentials.apiTokenExpiresAt, Unix seconds.
+    api_token_expires_at: Option<i64>,
+}
+
+impl StatusSeries {
+    /// The series of an object with this status.
+    pub fn of(status: Option<&NavigatorTokenStatus>) -> Self {
+        let Some(status) = status else { return StatusSeries::default() };
+        let seconds = |time: Option<&str>| time?.parse::<Timestamp>().ok().map(|t| t.as_second());
+        StatusSeries {
+            ready: status.conditions.iter().find(|c| c.type_ == READY).map(|c| (c.reason.as_str().into(), c.status == "True")),
+            refresh_at: seconds(status.next_refresh_at.as_deref()),
+            api_token_expires_at: seconds(status.credentials.as_ref().and_then(|c| c.api_token_expires_at.as_deref())),
         }
     }
 }
@@ -131,46 +172,37 @@ type Sample<'a> = (Option<&'a str>, i64);
 struct StatusFamily {
     name: &'static str,
     help: &'static str,
-    line: fn(&NavigatorTokenStatus) -> Option<Sample<'_>>,
+    line: fn(&StatusSeries) -> Option<Sample<'_>>,
 }
 
 const STATUS_FAMILIES: [StatusFamily; 3] = [
     StatusFamily {
         name: "navigator_token_ready",
         help: "1 when the NavigatorToken (or ClusterNavigatorToken) is Ready, else 0; reason is the Ready condition's",
-        line: |t| {
-            let condition = t.conditions.iter().find(|c| c.type_ == READY)?;
-            Some((Some(condition.reason.as_str()), i64::from(condition.status == "True")))
-        },
+        line: |s| s.ready.as_ref().map(|(reason, ready)| (Some(&**reason), i64::from(*ready))),
     },
     StatusFamily {
         name: "navigator_token_refresh_timestamp_seconds",
         help: "When the operator next requests a token for the NavigatorToken (refresh or retry), Unix seconds",
-        line: |t| {
-            let next: Timestamp = t.next_refresh_at.as_deref()?.parse().ok()?;
-            Some((None, next.as_second()))
-        },
+        line: |s| Some((None, s.refresh_at?)),
     },
     StatusFamily {
         name: "navigator_token_api_token_expiry_timestamp_seconds",
         help: "When the CSP API token a NavigatorToken or ClusterNavigatorToken uses expires itself (not the access token), Unix seconds; no series when it never expires or is not known",
-        line: |t| {
-            let expires: Timestamp = t.credentials.as_ref()?.api_token_expires_at.as_deref()?.parse().ok()?;
-            Some((None, expires.as_second()))
-        },
+        line: |s| Some((None, s.api_token_expires_at?)),
     },
 ];
 
 /// The text of `family` for `tokens`, with its HELP and TYPE lines when `header`.
-fn status_lines(family: &StatusFamily, tokens: &[Cached], header: bool) -> String {
+fn status_lines(family: &StatusFamily, tokens: &[Arc<dyn CachedSeries>], header: bool) -> String {
     let mut out = String::new();
     if header {
         let _ = write!(out, "# HELP {} {}\n# TYPE {} gauge\n", family.name, family.help, family.name);
     }
     for token in tokens {
-        let Some((reason, value)) = token.status().and_then(family.line) else { continue };
-        let (namespace, name) = token.key();
-        let _ = write!(out, "{}{{namespace=\"{}\",name=\"{}\"", family.name, escape(namespace), escape(name));
+        let series = token.series();
+        let Some((reason, value)) = (family.line)(&series) else { continue };
+        let _ = write!(out, "{}{{namespace=\"{}\",name=\"{}\"", family.name, escape(token.namespace()), escape(token.name()));
         if let Some(reason) = reason {
             let _ = write!(out, ",reason=\"{}\"", escape(reason));
         }
@@ -308,7 +340,7 @@ mod tests {
         use kube::runtime::watcher::Event;
         let m = Metrics::default();
         let (store, mut writer) = kube::runtime::reflector::store::<NavigatorToken>();
-        m.statuses.watch(store);
+        m.statuses.watch(move || store.state().into_iter().map(|t| t as Arc<dyn CachedSeries>).collect());
         let token = |name: &str, status: serde_json::Value| -> NavigatorToken {
             serde_json::from_value(serde_json::json!({
                 "apiVersion": "navigator.dev/v1alpha1", "kind": "NavigatorToken",

@@ -8,6 +8,8 @@ use jiff::Timestamp;
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 
+use super::token_cache::TokenCache;
+
 use super::credentials::CredentialsSecret;
 use super::events::Publisher;
 use super::refresh_store::PendingRefreshTokens;
@@ -20,7 +22,7 @@ use crate::token::TokenClient;
 pub struct Context {
     pub(super) client: Client,
     pub(super) tokens: TokenClient,
-    pub(super) token_store: Store<NavigatorToken>,
+    pub(super) token_cache: TokenCache,
     pub(super) managed_secrets: SecretCache,
     /// Credentials Secrets, each reduced to a bounded [`CredentialsSecret`].
     pub(super) credentials: Store<CredentialsSecret>,

@@ -11,6 +11,7 @@ use serde_json::json;
 use tracing::debug;
 
 use super::context::{Context, LaggingWrites, PerToken};
+use super::queue;
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
 use crate::{Error, FIELD_MANAGER};
 
@@ -79,9 +80,9 @@ impl Context {
         let (name, params, patch) = (token.name_any(), PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(&patch));
         let written =
             with_retries(|| api.patch_status(&name, &params, &patch)).await.map_err(Error::kube("patch NavigatorToken status"))?;
-        let key = ObjectRef::from_obj(&written);
+        let key = queue::key(&name, &namespace);
         if let Some(version) = written.resource_version()
-            && !self.wait_for_cache(|| self.token_store.get(&key)?.resource_version(), &version).await
+            && !self.wait_for_cache(|| self.token_cache.resource_version(&key), &version).await
         {
             self.record_lag(token, |lag| lag.status = Some(version));
         }
@@ -100,7 +101,8 @@ impl Context {
             self.managed_secrets.get(&namespace, name).is_some_and(|s| resource_version_at_least(&s.resource_version, version))
         });
         let status_shown = writes.status.as_ref().is_none_or(|version| {
-            self.token_store.get(&key).and_then(|t| t.resource_version()).is_some_and(|rv| resource_version_at_least(&rv, version))
+            let cached = self.token_cache.resource_version(&queue::key(&token.name_any(), &namespace));
+            cached.is_some_and(|rv| resource_version_at_least(&rv, version))
         });
         let caught_up = secret_shown && status_shown;
         if caught_up {

@@ -45,6 +45,7 @@ mod observe;
 mod orphans;
 pub mod plan;
 mod queue;
+mod token_cache;
 mod reconcile;
 mod refresh_store;
 pub mod rollout;
@@ -59,7 +60,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 pub use self::cluster::ClusterSettings;
@@ -70,7 +71,8 @@ use self::events::Publisher;
 use self::reconcile::reconcile;
 pub use self::refresh_store::PendingRefreshTokens;
 use self::secret::{ManagedSecret, SecretCache};
-use self::watches::{SyncTracker, cached_watch, changes_after_first_list, scoped_api, watch};
+use self::token_cache::TokenCache;
+use self::watches::{SyncTracker, cached_watch, changes_after_first_list, scoped_api, strip_unread_metadata, watch};
 use crate::crd::NavigatorToken;
 use crate::metrics::Metrics;
 use crate::token::TokenClient;
@@ -139,8 +141,11 @@ pub async fn run(
         let (per_token, metrics) = (per_token.clone(), metrics.clone());
         move |key: ObjectRef<NavigatorToken>| forget_token(&per_token, &metrics, &key)
     };
-    let (token_store, token_events) = cached_watch(token_api, token_watch, &sync, forget);
-    metrics.statuses.watch(token_store.clone());
+    let token_cache = TokenCache::default();
+    let token_events =
+        watch(token_api, token_watch).modify(strip_unread_metadata).inspect(token_cache.writer(forget)).inspect(sync.marker());
+    let series = token_cache.clone();
+    metrics.statuses.watch(move || series.series());
     // Two label-selected Secret watches: the operator never lists or caches unrelated Secrets.
     let managed_selector = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let managed_secrets = SecretCache::default();
@@ -166,7 +171,7 @@ pub async fn run(
         settings_fp: secret::settings_fingerprint(tokens.options()),
         client: client.clone(),
         tokens,
-        token_store: token_store.clone(),
+        token_cache: token_cache.clone(),
         managed_secrets: managed_secrets.clone(),
         credentials: credentials.clone(),
         events: Publisher::new(client, settings.instance.clone()),
@@ -205,24 +210,20 @@ pub async fn run(
 
     // Refresh-token Secrets outliving their NavigatorToken (see `orphans`); dropped with the
     // controller (also when the Lease is lost).
-    let sweeper = orphans::sweep_forever(context.client.clone(), settings.namespace.clone(), token_store.clone(), sync.receiver());
-    let users_of_credentials = token_store.clone();
+    let sweeper = orphans::sweep_forever(context.client.clone(), settings.namespace.clone(), token_cache.clone(), sync.receiver());
+    let users_of_credentials = token_cache.clone();
     let own_changes = queue::token_changes(token_events);
     let secret_changes = managed_events.filter_map(|secret| {
         let secret = secret.ok().filter(|s| !s.cached.cluster);
         std::future::ready(secret.and_then(|s| Some(queue::key(s.cached.token_name.as_deref()?, &s.namespace()?))))
     });
     let credentials_changes = credentials_events.flat_map(move |secret| {
-        let users = secret.ok().map(|secret| {
-            let (name, ns) = (secret.name_any(), secret.namespace());
-            let users = users_of_credentials.state().into_iter().filter(|t| t.namespace() == ns && t.spec.credentials_secret_ref.name == name);
-            users.filter_map(|t| Some(queue::key(&t.name_any(), &t.namespace()?))).collect::<Vec<_>>()
-        });
+        let users = secret.ok().map(|s| users_of_credentials.users_of_credentials(&s.namespace().unwrap_or_default(), &s.name_any()));
         futures::stream::iter(users.unwrap_or_default())
     });
     let triggers = futures::stream::select(own_changes, futures::stream::select(secret_changes, credentials_changes));
     let tokens_controller =
-        queue::run(token_store, triggers, settings.concurrency, move |token| reconcile(token, context.clone()), shutdown);
+        queue::run(|key| token_cache.token(key), triggers, settings.concurrency, move |token| reconcile(token, context.clone()), shutdown);
     let controllers = async move {
         match cluster_controller {
             Some(cluster_controller) => drop(futures::future::join(tokens_controller, cluster_controller).await),

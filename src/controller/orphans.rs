@@ -14,12 +14,12 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, ListParams, PartialObjectMeta, Patch, PatchParams, Preconditions};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::refresh_store::{REFRESH_TOKEN_FOR_ANNOTATION, store_name};
+use super::token_cache::TokenCache;
 use super::watches::scoped_api;
 use crate::crd::NavigatorToken;
 use crate::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -73,7 +73,7 @@ pub fn verdict(owner_exists: bool, orphaned_at: Option<&str>, now: Timestamp) ->
 pub(super) async fn sweep_forever(
     client: Client,
     namespace: Option<String>,
-    tokens: Store<NavigatorToken>,
+    tokens: TokenCache,
     mut synced: tokio::sync::watch::Receiver<bool>,
 ) {
     if synced.wait_for(|done| *done).await.is_err() {
@@ -92,7 +92,7 @@ pub(super) async fn sweep_forever(
 pub(super) async fn sweep(
     client: &Client,
     namespace: Option<&str>,
-    tokens: &Store<NavigatorToken>,
+    tokens: &TokenCache,
     now: Timestamp,
 ) -> Result<(), kube::Error> {
     let secrets: Api<Secret> = scoped_api(client, namespace);
@@ -148,9 +148,9 @@ impl RefreshTokenStore {
 
 /// Marks, unmarks or deletes one refresh-token store; an error of the API reading its
 /// NavigatorToken ends the sweep.
-async fn judge(client: &Client, tokens: &Store<NavigatorToken>, store: RefreshTokenStore, now: Timestamp) -> Result<(), kube::Error> {
+async fn judge(client: &Client, tokens: &TokenCache, store: RefreshTokenStore, now: Timestamp) -> Result<(), kube::Error> {
     let RefreshTokenStore { name, namespace: ns, owner, orphaned_at, resource_version } = store;
-    let cached = tokens.get(&ObjectRef::new(&owner).within(&ns)).is_some();
+    let cached = tokens.contains(&ns, &owner);
     let exists = cached || Api::<NavigatorToken>::namespaced(client.clone(), &ns).get_opt(&owner).await?.is_some();
     let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let result = match verdict(exists, orphaned_at.as_deref(), now) {

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use tokio::time::Instant;
 use tracing::error;
@@ -23,12 +22,19 @@ use tracing::error;
 use super::plan::Action;
 use crate::crd::NavigatorToken;
 
-/// A NavigatorToken's place in the queue: namespace and name only, shared by the queue's maps.
-pub(super) type Key = Arc<ObjectRef<NavigatorToken>>;
+/// A NavigatorToken's namespace and name.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(super) struct TokenKey {
+    pub(super) namespace: Box<str>,
+    pub(super) name: Box<str>,
+}
+
+/// A NavigatorToken's place in the queue and the cache, shared by both.
+pub(super) type Key = Arc<TokenKey>;
 
 /// The key of the NavigatorToken `name` in `namespace`.
 pub(super) fn key(name: &str, namespace: &str) -> Key {
-    Arc::new(ObjectRef::new(name).within(namespace))
+    Arc::new(TokenKey { namespace: namespace.into(), name: name.into() })
 }
 
 /// The key of `token`.
@@ -38,7 +44,7 @@ fn key_of(token: &NavigatorToken) -> Option<Key> {
 
 /// The NavigatorTokens to reconcile for the events of their cached watch (after its `reflect`),
 /// once the cache holds them: a token as it changes, and every token of a (re)list once the list
-/// is complete (kube's `Store` takes a list in whole, at its end). Watch errors are dropped: the
+/// is complete (the cache takes a list in whole, at its end). Watch errors are dropped: the
 /// watch retries.
 pub(super) fn token_changes(
     events: impl Stream<Item = Result<watcher::Event<NavigatorToken>, watcher::Error>>,
@@ -115,17 +121,19 @@ impl Schedule {
     }
 }
 
-/// Runs `reconcile` for each NavigatorToken in `store` that `triggers` names (at once) or that a
-/// reconcile asked to see again (when it asked), at most `concurrency` at a time (0: no
-/// limit). Once `shutdown` resolves or `triggers` ends, starts nothing more and returns when
-/// the reconciles under way have ended.
-pub(super) async fn run<R, F>(
-    store: Store<NavigatorToken>,
+/// Runs `reconcile` for each NavigatorToken that `triggers` names (at once) or that a reconcile
+/// asked to see again (when it asked), at most `concurrency` at a time (0: no limit), if
+/// `lookup` finds it: `lookup` gives the token and the key to keep (the cache's, shared).
+/// Once `shutdown` resolves or `triggers` ends, starts nothing more and returns when the
+/// reconciles under way have ended.
+pub(super) async fn run<L, R, F>(
+    lookup: L,
     triggers: impl Stream<Item = Key>,
     concurrency: u16,
     reconcile: R,
     shutdown: impl Future<Output = ()>,
 ) where
+    L: Fn(&Key) -> Option<(Key, Arc<NavigatorToken>)>,
     R: Fn(Arc<NavigatorToken>) -> F,
     F: Future<Output = Action> + Send + 'static,
 {
@@ -137,10 +145,10 @@ pub(super) async fn run<R, F>(
     let mut stopping = false;
     loop {
         while !stopping && running.len() < limit {
-            let Some(key) = schedule.start_due(Instant::now()) else { break };
-            let Some(token) = store.get(&key) else {
+            let Some(asked) = schedule.start_due(Instant::now()) else { break };
+            let Some((key, token)) = lookup(&asked) else {
                 // Deleted since it was asked for.
-                schedule.running.remove(&key);
+                schedule.running.remove(&asked);
                 continue;
             };
             // Spawned: reconciles use both cores, and a panic stays in its task.
@@ -154,7 +162,7 @@ pub(super) async fn run<R, F>(
         tokio::select! {
             Some((key, ended)) = running.next() => {
                 let next = ended.unwrap_or_else(|panic| {
-                    error!(namespace = key.namespace.as_deref().unwrap_or_default(), navigatortoken = key.name, %panic, "reconcile panicked; retrying");
+                    error!(namespace = &*key.namespace, navigatortoken = &*key.name, %panic, "reconcile panicked; retrying");
                     Action::requeue(AFTER_PANIC)
                 });
                 schedule.finished(key, next, Instant::now());
@@ -172,9 +180,6 @@ pub(super) async fn run<R, F>(
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-
-    use kube::runtime::reflector;
-    use kube::runtime::watcher::Event;
 
     use super::*;
 
@@ -194,7 +199,7 @@ mod tests {
         // A relist interrupted by another: only the complete one counts.
         let relist = [Init, InitApply(token("x")), Init, InitApply(token("b")), InitDone];
         let events = futures::stream::iter(first.into_iter().chain(relist).map(Ok));
-        let due: Vec<String> = futures::executor::block_on(token_changes(events).map(|k| k.name.clone()).collect());
+        let due: Vec<String> = futures::executor::block_on(token_changes(events).map(|k| k.name.to_string()).collect());
         assert_eq!(due, ["a", "b", "c", "b"]);
     }
 
@@ -212,20 +217,18 @@ mod tests {
         // Asked for while it runs: due, but not started until the run ends.
         s.ask(key("a", "ns"), t0);
         s.ask(key("b", "ns"), t0 + Duration::from_secs(1));
-        assert_eq!(s.start_due(t0 + Duration::from_secs(6)).map(|k| k.name.clone()).as_deref(), Some("b"));
+        assert_eq!(s.start_due(t0 + Duration::from_secs(6)).map(|k| k.name.to_string()).as_deref(), Some("b"));
         assert_eq!(s.start_due(t0 + Duration::from_secs(6)), None, "a still runs");
         s.finished(a, Action::requeue(Duration::from_secs(60)), t0 + Duration::from_secs(7));
         // The trigger during the run is earlier than the requeue the run asked for.
-        assert_eq!(s.start_due(t0 + Duration::from_secs(7)).map(|k| k.name.clone()).as_deref(), Some("a"));
+        assert_eq!(s.start_due(t0 + Duration::from_secs(7)).map(|k| k.name.to_string()).as_deref(), Some("a"));
         assert!(s.due.is_empty() && s.by_time.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn reconciles_run_one_at_a_time_per_token_and_requeue_when_asked() {
-        let (store, mut writer) = reflector::store::<NavigatorToken>();
-        for event in [Event::Init, Event::InitApply(token("a")), Event::InitApply(token("b")), Event::InitDone] {
-            writer.apply_watcher_event(&event);
-        }
+        let cached: HashMap<Key, Arc<NavigatorToken>> = ["a", "b"].map(|name| (key(name, "ns"), Arc::new(token(name)))).into();
+        let lookup = |asked: &Key| cached.get_key_value(asked).map(|(key, token)| (key.clone(), token.clone()));
         let runs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = futures::channel::mpsc::unbounded();
         for name in ["a", "b", "a", "gone"] {
@@ -243,7 +246,7 @@ mod tests {
             }
         };
         let stop = tokio::time::sleep(Duration::from_secs(100));
-        run(store, rx, 1, reconcile, stop).await;
+        run(lookup, rx, 1, reconcile, stop).await;
         drop(tx);
         // One at a time (concurrency 1), in the order asked; the second trigger of a came while
         // a ran, so a runs again after b; "gone" is not in the cache; then a runs every 31 s

@@ -37,7 +37,7 @@ pub(super) async fn reconcile(token: Arc<NavigatorToken>, ctx: Arc<Context>) -> 
     // Deleted while this reconcile ran: the deletion's clean-up (once the cache dropped the
     // token) may have come before what this reconcile recorded, such as a metric series.
     let key = ObjectRef::from_obj(&*token);
-    if ctx.token_store.get(&key).is_none() {
+    if !ctx.token_cache.contains(key.namespace.as_deref().unwrap_or_default(), &key.name) {
         forget_token(&ctx.per_token, &ctx.metrics, &key);
     }
     result.unwrap_or_else(|error| {

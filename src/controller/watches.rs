@@ -151,7 +151,7 @@ impl SyncTracker {
 /// managedFields and kubectl's last-applied copy of the object are large and unused here:
 /// dropping them keeps the caches small (and the last-applied copy of a credentials Secret
 /// holds its data in clear).
-fn strip_unread_metadata<K: Resource>(object: &mut K) {
+pub(super) fn strip_unread_metadata<K: Resource>(object: &mut K) {
     let meta = object.meta_mut();
     meta.managed_fields = None;
     if let Some(annotations) = &mut meta.annotations {
