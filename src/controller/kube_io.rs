@@ -41,7 +41,7 @@ impl Context {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
         let (name, params, patch) = (desired.name_any(), PatchParams::apply(FIELD_MANAGER).force(), Patch::Apply(desired));
         let written = with_retries(|| api.patch(&name, &params, &patch)).await?;
-        let cached = || Some(self.managed_secrets.get(namespace, &name)?.resource_version);
+        let cached = || Some(self.managed_secrets.get(namespace, &name)?.resource_version.into_string());
         match written.resource_version() {
             Some(version) if !self.wait_for_cache(cached, &version).await => Ok(Some((name, version))),
             _ => Ok(None),

@@ -275,10 +275,10 @@ pub fn written_for_cluster(secret: &Secret) -> Option<&str> {
 #[derive(Clone, Debug)]
 pub struct CachedSecret {
     /// metadata.resourceVersion.
-    pub resource_version: String,
+    pub resource_version: Box<str>,
     /// The NavigatorToken (or, with `cluster`, ClusterNavigatorToken) it was written for
     /// (`None` when the label or annotation is missing).
-    pub token_name: Option<String>,
+    pub token_name: Option<Box<str>>,
     /// Written for a ClusterNavigatorToken (label navigator.dev/cluster-token): foreign to every
     /// NavigatorToken. One byte, in what was padding.
     pub cluster: bool,
@@ -289,9 +289,9 @@ pub struct CachedSecret {
     /// The template fingerprint annotation, as a number.
     template_fingerprint: Option<u128>,
     /// uids of its owners.
-    owner_uids: Vec<String>,
+    owner_uids: Box<[Box<str>]>,
     /// Data keys whose value matches the token fingerprint annotation: where an intact token is.
-    intact_keys: Vec<String>,
+    intact_keys: Box<[Box<str>]>,
     /// The data matches its fingerprint annotation (or predates it): no key was edited.
     data_intact: bool,
     /// Fingerprint of the data as it is (computed here, not read from an annotation).
@@ -315,14 +315,14 @@ impl From<Secret> for ManagedSecret {
         let intact_keys = secret.data.iter().flatten().filter(|(_, value)| is_recorded_token(&secret, &value.0));
         let actual_data = secret.data.as_ref().map(data_fingerprint);
         let cached = CachedSecret {
-            resource_version: secret.resource_version().unwrap_or_default(),
-            token_name: written_for(&secret).or_else(|| written_for_cluster(&secret)).map(str::to_owned),
+            resource_version: secret.metadata.resource_version.as_deref().unwrap_or_default().into(),
+            token_name: written_for(&secret).or_else(|| written_for_cluster(&secret)).map(Into::into),
             cluster: written_for_cluster(&secret).is_some(),
             times: times(&secret),
             inputs_fingerprint: annotation(INPUTS_FINGERPRINT_ANNOTATION),
             template_fingerprint: annotation(TEMPLATE_FINGERPRINT_ANNOTATION),
-            owner_uids: secret.owner_references().iter().map(|r| r.uid.clone()).collect(),
-            intact_keys: intact_keys.map(|(key, _)| key.clone()).collect(),
+            owner_uids: secret.owner_references().iter().map(|r| r.uid.as_str().into()).collect(),
+            intact_keys: intact_keys.map(|(key, _)| key.as_str().into()).collect(),
             data_intact: secret
                 .annotations()
                 .get(DATA_FINGERPRINT_ANNOTATION)
@@ -343,15 +343,20 @@ watched_as_secret!(ManagedSecret);
 
 /// The cache of managed Secrets by namespace and name. kube's reflector `Store` would keep a
 /// whole `ObjectMeta` (360 bytes) and a keyed copy of name and resourceVersion with each entry:
-/// a few MiB more heap at 10,000 NavigatorTokens (bench/RESULTS.md).
+/// a few MiB more heap at 10,000 NavigatorTokens (bench/RESULTS.md). Entries are boxed: the
+/// table keeps room for up to twice as many entries as it holds, and a slot of a key and a box
+/// is 40 bytes where a `CachedSecret` is over 200.
 #[derive(Clone, Default)]
-pub struct SecretCache(Arc<RwLock<HashMap<(String, String), CachedSecret>>>);
+pub struct SecretCache(Arc<RwLock<HashMap<SecretKey, Box<CachedSecret>>>>);
+
+/// A Secret's namespace and name.
+type SecretKey = (Box<str>, Box<str>);
 
 impl SecretCache {
     /// The cached Secret `namespace/name`.
     pub fn get(&self, namespace: &str, name: &str) -> Option<CachedSecret> {
         let entries = self.0.read().unwrap_or_else(|p| p.into_inner());
-        entries.get(&(namespace.to_owned(), name.to_owned())).cloned()
+        entries.get(&(namespace.into(), name.into())).map(|cached| (**cached).clone())
     }
 
     /// The cached Secrets written for ClusterNavigatorToken `name`, as (namespace, Secret name,
@@ -359,7 +364,7 @@ impl SecretCache {
     pub fn cluster_secrets(&self, name: &str) -> Vec<(String, String, CachedSecret)> {
         let entries = self.0.read().unwrap_or_else(|p| p.into_inner());
         let ours = entries.iter().filter(|(_, c)| c.cluster && c.token_name.as_deref() == Some(name));
-        ours.map(|((ns, secret), c)| (ns.clone(), secret.clone(), c.clone())).collect()
+        ours.map(|((ns, secret), c)| (ns.to_string(), secret.to_string(), (**c).clone())).collect()
     }
 
     /// A handler of the Secrets' watch events that keeps the cache as kube's reflector keeps a
@@ -367,14 +372,14 @@ impl SecretCache {
     pub fn writer(&self) -> impl FnMut(&watcher::Event<ManagedSecret>) + use<> {
         let cache = self.0.clone();
         let mut relist = HashMap::new();
-        let key = |s: &ManagedSecret| (s.namespace().unwrap_or_default(), s.name_any());
+        let key = |s: &ManagedSecret| -> SecretKey { (s.namespace().unwrap_or_default().into(), s.name_any().into()) };
         move |event| {
             let write = || cache.write().unwrap_or_else(|p| p.into_inner());
             match event {
                 watcher::Event::Init => relist = HashMap::new(),
-                watcher::Event::InitApply(s) => drop(relist.insert(key(s), s.cached.clone())),
+                watcher::Event::InitApply(s) => drop(relist.insert(key(s), Box::new(s.cached.clone()))),
                 watcher::Event::InitDone => *write() = std::mem::take(&mut relist),
-                watcher::Event::Apply(s) => drop(write().insert(key(s), s.cached.clone())),
+                watcher::Event::Apply(s) => drop(write().insert(key(s), Box::new(s.cached.clone()))),
                 watcher::Event::Delete(s) => drop(write().remove(&key(s))),
             }
         }
@@ -401,7 +406,7 @@ pub fn observe(secret: Option<&CachedSecret>, place: &Placement, inputs_fp: &str
     TargetSecret::Managed(Some(CurrentToken {
         issued_at,
         expires_at,
-        intact: secret.intact_keys.iter().any(|key| key == target.access_token_key()),
+        intact: secret.intact_keys.iter().any(|key| &**key == target.access_token_key()),
         inputs_current: current(secret.inputs_fingerprint, inputs_fp),
         template_current: owner_ok && secret.data_intact && current(secret.template_fingerprint, &template_fingerprint(place)),
     }))
@@ -410,7 +415,7 @@ pub fn observe(secret: Option<&CachedSecret>, place: &Placement, inputs_fp: &str
 impl CachedSecret {
     /// True when `uid` is among its owners.
     pub fn owned_by(&self, uid: &str) -> bool {
-        self.owner_uids.iter().any(|owner| owner == uid)
+        self.owner_uids.iter().any(|owner| &**owner == uid)
     }
 
     /// True when its data is exactly the data of [`expected_data_fingerprint`]: the check that

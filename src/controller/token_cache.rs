@@ -10,12 +10,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use kube::api::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use tracing::error;
 
 use super::queue::Key;
-use crate::crd::NavigatorToken;
+use crate::crd::{NavigatorToken, NavigatorTokenSpec, NavigatorTokenStatus};
 use crate::metrics::{CachedSeries, StatusSeries};
 
 /// One cached NavigatorToken.
@@ -31,16 +32,22 @@ pub(super) struct CachedToken {
 
 impl CachedToken {
     fn new(key: Key, token: &NavigatorToken) -> Self {
-        let mut rest = serde_json::json!({"metadata": token.metadata, "spec": token.spec, "status": token.status});
-        for field in ["name", "namespace", "resourceVersion"] {
-            rest["metadata"].as_object_mut().map(|meta| meta.remove(field));
+        /// What `rest` holds, written straight to text.
+        #[derive(serde::Serialize)]
+        struct Rest<'a> {
+            metadata: &'a ObjectMeta,
+            spec: &'a NavigatorTokenSpec,
+            status: &'a Option<NavigatorTokenStatus>,
         }
+        let metadata = ObjectMeta { name: None, namespace: None, resource_version: None, ..token.metadata.clone() };
+        let rest = serde_json::to_string(&Rest { metadata: &metadata, spec: &token.spec, status: &token.status });
         CachedToken {
             key,
             resource_version: token.metadata.resource_version.as_deref().unwrap_or_default().into(),
             credentials_name: token.spec.credentials_secret_ref.name.as_str().into(),
             series: StatusSeries::of(token.status.as_ref()),
-            rest: rest.to_string().into(),
+            // Serializing these types cannot fail (string keys, no custom serializers that fail).
+            rest: rest.unwrap_or_default().into(),
         }
     }
 
