@@ -26,6 +26,16 @@ impl Context {
         api.get_opt(name).await.map_err(Error::kube("get target Secret"))
     }
 
+    /// Whether `token` still exists (the same object, by uid), asked of the API server: the
+    /// cache may not show a deletion yet when the watch of Secrets already shows what the
+    /// deletion caused (its Secret collected).
+    pub(super) async fn still_exists(&self, token: &NavigatorToken) -> Result<bool, Error> {
+        let namespace = token.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+        let api: Api<NavigatorToken> = Api::namespaced(self.client.clone(), &namespace);
+        let found = api.get_metadata_opt(&token.name_any()).await.map_err(Error::kube("get NavigatorToken"))?;
+        Ok(found.is_some_and(|found| found.metadata.uid == token.metadata.uid))
+    }
+
     /// Applies the target Secret of `token` (in the token's namespace).
     pub(super) async fn apply_secret(&self, token: &NavigatorToken, desired: &Secret) -> Result<(), kube::Error> {
         let namespace = token.namespace().unwrap_or_default();

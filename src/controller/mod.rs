@@ -212,7 +212,7 @@ pub async fn run(
     // controller (also when the Lease is lost).
     let sweeper = orphans::sweep_forever(context.client.clone(), settings.namespace.clone(), token_cache.clone(), sync.receiver());
     let users_of_credentials = token_cache.clone();
-    let own_changes = queue::token_changes(token_events);
+    let own_changes = token_cache.changes(token_events);
     let secret_changes = managed_events.filter_map(|secret| {
         let secret = secret.ok().filter(|s| !s.cached.cluster);
         std::future::ready(secret.and_then(|s| Some(queue::key(s.cached.token_name.as_deref()?, &s.namespace()?))))

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
-use kube::runtime::watcher;
 use tokio::time::Instant;
 use tracing::error;
 
@@ -35,37 +34,6 @@ pub(super) type Key = Arc<TokenKey>;
 /// The key of the NavigatorToken `name` in `namespace`.
 pub(super) fn key(name: &str, namespace: &str) -> Key {
     Arc::new(TokenKey { namespace: namespace.into(), name: name.into() })
-}
-
-/// The key of `token`.
-fn key_of(token: &NavigatorToken) -> Option<Key> {
-    Some(key(token.metadata.name.as_deref()?, token.metadata.namespace.as_deref()?))
-}
-
-/// The NavigatorTokens to reconcile for the events of their cached watch (after its `reflect`),
-/// once the cache holds them: a token as it changes, and every token of a (re)list once the list
-/// is complete (the cache takes a list in whole, at its end). Watch errors are dropped: the
-/// watch retries.
-pub(super) fn token_changes(
-    events: impl Stream<Item = Result<watcher::Event<NavigatorToken>, watcher::Error>>,
-) -> impl Stream<Item = Key> {
-    let mut listed = Vec::new();
-    events.flat_map(move |event| {
-        let due = match event {
-            Ok(watcher::Event::Apply(token)) => key_of(&token).into_iter().collect(),
-            Ok(watcher::Event::Init) => {
-                listed.clear();
-                Vec::new()
-            }
-            Ok(watcher::Event::InitApply(token)) => {
-                listed.extend(key_of(&token));
-                Vec::new()
-            }
-            Ok(watcher::Event::InitDone) => std::mem::take(&mut listed),
-            Ok(watcher::Event::Delete(_)) | Err(_) => Vec::new(),
-        };
-        futures::stream::iter(due)
-    })
 }
 
 /// How soon a reconcile that panicked runs again.
@@ -190,17 +158,6 @@ mod tests {
             "spec": {"orgId": "o", "credentialsSecretRef": {"name": "c"}},
         }))
         .unwrap()
-    }
-
-    #[test]
-    fn a_list_is_due_once_complete_and_a_change_at_once() {
-        use watcher::Event::{Apply, Delete, Init, InitApply, InitDone};
-        let first = [Init, InitApply(token("a")), InitApply(token("b")), InitDone, Apply(token("c")), Delete(token("a"))];
-        // A relist interrupted by another: only the complete one counts.
-        let relist = [Init, InitApply(token("x")), Init, InitApply(token("b")), InitDone];
-        let events = futures::stream::iter(first.into_iter().chain(relist).map(Ok));
-        let due: Vec<String> = futures::executor::block_on(token_changes(events).map(|k| k.name.to_string()).collect());
-        assert_eq!(due, ["a", "b", "c", "b"]);
     }
 
     #[test]

@@ -138,6 +138,12 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
             }
         }
         (Step::Issue(reason), Ok(Inputs { credentials, refresh_before, validity })) => {
+            // A Secret that held a token and is gone may have been collected with this token, deleted
+            // while its cached copy is still here: a new token would be spent on nobody.
+            if cached_secret.is_none() && previous.is_some_and(|s| s.issued_at.is_some()) && !ctx.still_exists(token).await? {
+                debug!("deleted: its Secret is gone and so is it");
+                return Ok(Action::await_change());
+            }
             if cached_secret.is_none()
                 && let Some(existing) = ctx.uncached_secret(&labels.namespace, secret_name).await?
                 && !secret::is_ours(&existing, &place)

@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use kube::api::ObjectMeta;
 use kube::runtime::reflector::ObjectRef;
+use futures::{Stream, StreamExt};
 use kube::runtime::watcher;
 use tracing::error;
 
@@ -75,6 +76,17 @@ impl CachedSeries for CachedToken {
     }
 }
 
+/// The key of `token`.
+fn key_of(token: &NavigatorToken) -> Option<Key> {
+    Some(super::queue::key(token.metadata.name.as_deref()?, token.metadata.namespace.as_deref()?))
+}
+
+/// `key`, or the equal key `cached` already holds: one copy of each key, shared by the cache and
+/// the queue, however often the token changes.
+fn cached_key(cached: &HashMap<Key, Arc<CachedToken>>, key: Key) -> Key {
+    cached.get_key_value(&key).map_or(key, |(held, _)| held.clone())
+}
+
 /// The NavigatorTokens of the watch, by key.
 #[derive(Clone, Default)]
 pub(super) struct TokenCache(Arc<RwLock<HashMap<Key, Arc<CachedToken>>>>);
@@ -111,6 +123,26 @@ impl TokenCache {
         self.read().values().map(|t| t.clone() as Arc<dyn CachedSeries>).collect()
     }
 
+    /// The NavigatorTokens to reconcile for the events of the watch, taken after the cache's
+    /// [`writer`](Self::writer) has seen them, as the cache's own keys: a token as it changes,
+    /// and every token once a (re)list is complete (the cache takes a list in whole, at its
+    /// end). Watch errors are dropped: the watch retries.
+    pub(super) fn changes(
+        &self,
+        events: impl Stream<Item = Result<watcher::Event<NavigatorToken>, watcher::Error>>,
+    ) -> impl Stream<Item = Key> {
+        let cache = self.clone();
+        events.flat_map(move |event| {
+            let cached = cache.read();
+            let due: Vec<Key> = match event {
+                Ok(watcher::Event::Apply(t)) => key_of(&t).and_then(|key| Some(cached.get_key_value(&key)?.0.clone())).into_iter().collect(),
+                Ok(watcher::Event::InitDone) => cached.keys().cloned().collect(),
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::Delete(_)) | Err(_) => Vec::new(),
+            };
+            futures::stream::iter(due)
+        })
+    }
+
     /// A handler of the watch's events that keeps the cache as kube's reflector keeps a `Store` (a
     /// (re)list is collected aside and replaces the whole cache once complete), and reports each
     /// NavigatorToken that leaves the cache to `on_removed`, after it left: a deleted one, or one
@@ -125,11 +157,11 @@ impl TokenCache {
         move |event| {
             let write = || cache.write().unwrap_or_else(|p| p.into_inner());
             let Ok(event) = event else { return };
-            let key_of = |t: &NavigatorToken| Some(super::queue::key(t.metadata.name.as_deref()?, t.metadata.namespace.as_deref()?));
             match event {
                 watcher::Event::Init => relist = HashMap::new(),
                 watcher::Event::InitApply(t) => {
                     if let Some(key) = key_of(t) {
+                        let key = cached_key(&cache.read().unwrap_or_else(|p| p.into_inner()), key);
                         relist.insert(key.clone(), Arc::new(CachedToken::new(key, t)));
                     }
                 }
@@ -140,7 +172,9 @@ impl TokenCache {
                 }
                 watcher::Event::Apply(t) => {
                     if let Some(key) = key_of(t) {
-                        write().insert(key.clone(), Arc::new(CachedToken::new(key, t)));
+                        let mut cached = write();
+                        let key = cached_key(&cached, key);
+                        cached.insert(key.clone(), Arc::new(CachedToken::new(key, t)));
                     }
                 }
                 watcher::Event::Delete(t) => {
@@ -200,6 +234,29 @@ mod tests {
         assert_eq!(cache.resource_version(&key).as_deref(), Some("42"));
         assert_eq!(cache.users_of_credentials("team-a", "creds"), std::slice::from_ref(&key));
         assert!(cache.users_of_credentials("team-b", "creds").is_empty() && cache.users_of_credentials("team-a", "other").is_empty());
+    }
+
+    #[test]
+    fn every_token_of_a_complete_list_is_due_and_a_change_at_once_with_the_caches_keys() {
+        let cache = TokenCache::default();
+        let mut writer = cache.writer(|_| {});
+        let first = [Init, InitApply(token("a", "c")), InitApply(token("b", "c")), InitDone, Apply(token("c", "c")), Delete(token("a", "c"))];
+        // A relist interrupted by another: only the complete one counts.
+        let relist = [Init, InitApply(token("x", "c")), Init, InitApply(token("b", "c")), InitDone];
+        let events = futures::stream::iter(first.into_iter().chain(relist).map(Ok)).inspect(move |event| writer(event));
+        let due: Vec<Key> = futures::executor::block_on(cache.changes(events).collect());
+        let names: Vec<&str> = due.iter().map(|k| &*k.name).collect();
+        let (first_list, rest) = names.split_at(2);
+        assert_eq!((sorted(first_list), rest), (vec!["a", "b"], &["c", "b"][..]));
+        let (cached_b, _) = cache.token(&key("b", "team-a")).unwrap();
+        assert!(Arc::ptr_eq(&due[1], &cached_b) || Arc::ptr_eq(&due[0], &cached_b), "the cache's own key, not a copy");
+        assert!(Arc::ptr_eq(due.last().unwrap(), &cached_b), "kept through a relist");
+    }
+
+    fn sorted<'a>(names: &[&'a str]) -> Vec<&'a str> {
+        let mut names = names.to_vec();
+        names.sort_unstable();
+        names
     }
 
     #[test]
