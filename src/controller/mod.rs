@@ -1,4 +1,5 @@
-//! The controller: wires the watches, caches and kube's `Controller` to the reconcile.
+//! The controller: wires the watches and caches to the NavigatorToken queue (`queue`) and, for
+//! ClusterNavigatorTokens, to kube's `Controller` (`cluster`).
 //!
 //! A reconcile observes caches (`reconcile`), decides (`plan`, pure), then acts (`act`, with the
 //! writes in `kube_io`).
@@ -45,12 +46,12 @@ mod observe;
 mod orphans;
 pub mod plan;
 mod queue;
-mod token_cache;
 mod reconcile;
 mod refresh_store;
 pub mod rollout;
 pub mod secret;
 pub mod status;
+mod token_cache;
 mod watches;
 mod write_failure;
 

@@ -89,12 +89,7 @@ pub(super) async fn sweep_forever(
 }
 
 /// One sweep (see the module documentation).
-pub(super) async fn sweep(
-    client: &Client,
-    namespace: Option<&str>,
-    tokens: &TokenCache,
-    now: Timestamp,
-) -> Result<(), kube::Error> {
+pub(super) async fn sweep(client: &Client, namespace: Option<&str>, tokens: &TokenCache, now: Timestamp) -> Result<(), kube::Error> {
     let secrets: Api<Secret> = scoped_api(client, namespace);
     let selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
     // Every page first, then the verdicts: judging costs requests, and a sweep slowed by them
