@@ -8,12 +8,11 @@ use jiff::Timestamp;
 use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::token_cache::TokenCache;
-
 use super::credentials::CredentialsSecret;
 use super::events::Publisher;
 use super::refresh_store::PendingRefreshTokens;
 use super::secret::{SecretCache, TokenMaterial};
+use super::token_cache::TokenCache;
 use crate::crd::NavigatorToken;
 use crate::metrics::{Metrics, TokenLabels};
 use crate::token::TokenClient;

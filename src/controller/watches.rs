@@ -37,8 +37,7 @@ where
 
 /// A watch feeding a kube `Store` (without the metadata nobody reads), counting towards `sync`.
 /// `on_removed` hears of every object that leaves the store: a deleted one once the store no
-/// longer holds it (so that a reconcile that ends later finds it gone and forgets it too, see
-/// `reconcile`), one missing from a relist as the relist completes (see [`relist_removals`]).
+/// longer holds it, one missing from a relist as the relist completes (see [`relist_removals`]).
 pub(super) fn cached_watch<K, F>(
     api: Api<K>,
     config: watcher::Config,
