@@ -236,6 +236,12 @@ async fn a_proxy_outage_is_reported_as_such_and_keeps_the_valid_token() {
     proxy.set_mode(ProxyMode::Refuse(502));
     force_refresh(&h, "egress", "1").await;
     h.wait_for_ready("egress", "True", "RefreshFailing").await;
+    // The first attempt may still go out on the pooled tunnel the proxy is cutting (a transport
+    // error); the retry asks the proxy, which refuses.
+    h.wait_until("the failure names the proxy", WAIT, || async {
+        h.token("egress").await.status.and_then(|s| s.last_failure).is_some_and(|f| f.reason == "ProxyError")
+    })
+    .await;
     let failure = h.token("egress").await.status.unwrap().last_failure.unwrap();
     assert_eq!(failure.reason, "ProxyError");
     assert!(failure.message.contains(&proxy.url()), "{}", failure.message);
