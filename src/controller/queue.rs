@@ -89,6 +89,24 @@ impl Schedule {
     }
 }
 
+/// A spawned reconcile, aborted when dropped: dropping the queue (a lost Lease drops the
+/// controller) must stop this replica's reconciles, as dropping kube's `Controller` did.
+struct Spawned(tokio::task::JoinHandle<Action>);
+
+impl Future for Spawned {
+    type Output = Result<Action, tokio::task::JoinError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Runs `reconcile` for each NavigatorToken that `triggers` names (at once) or that a reconcile
 /// asked to see again (when it asked), at most `concurrency` at a time (0: no limit), if
 /// `lookup` finds it: `lookup` gives the token and the key to keep (the cache's, shared).
@@ -120,7 +138,7 @@ pub(super) async fn run<L, R, F>(
                 continue;
             };
             // Spawned: reconciles use both cores, and a panic stays in its task.
-            let task = tokio::spawn(reconcile(token));
+            let task = Spawned(tokio::spawn(reconcile(token)));
             running.push(async move { (key, task.await) });
         }
         if stopping && running.is_empty() {
@@ -158,6 +176,34 @@ mod tests {
             "spec": {"orgId": "o", "credentialsSecretRef": {"name": "c"}},
         }))
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn dropping_the_queue_stops_the_reconciles_under_way() {
+        let cached: HashMap<Key, Arc<NavigatorToken>> = [("a", "ns")].map(|(name, ns)| (key(name, ns), Arc::new(token(name)))).into();
+        let lookup = |asked: &Key| cached.get_key_value(asked).map(|(key, token)| (key.clone(), token.clone()));
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let started_tx = std::sync::Mutex::new(Some(started_tx));
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = finished.clone();
+        let reconcile = move |_| {
+            let (started_tx, done) = (started_tx.lock().unwrap().take(), done.clone());
+            async move {
+                started_tx.map(|tx| tx.send(()));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                Action::await_change()
+            }
+        };
+        let triggers = futures::stream::iter([key("a", "ns")]).chain(futures::stream::pending());
+        let queue = run(lookup, triggers, 1, reconcile, std::future::pending());
+        // The queue is dropped (as a lost Lease drops the controller) once its reconcile started.
+        tokio::select! {
+            () = queue => unreachable!("the queue runs until dropped"),
+            _ = started => {}
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!finished.load(std::sync::atomic::Ordering::SeqCst), "the reconcile went on after the queue was dropped");
     }
 
     #[test]
