@@ -15,7 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::api_counter::ApiLabels;
-use crate::crd::{ClusterNavigatorToken, NavigatorToken, NavigatorTokenStatus};
+use crate::crd::{ClusterNavigatorToken, NavigatorTokenStatus};
 use crate::reasons::{READY, RECONCILE_ERROR, RECONCILE_OK};
 
 /// Identifies one NavigatorToken.
@@ -122,18 +122,6 @@ impl CachedSeries for ClusterNavigatorToken {
     }
     fn series(&self) -> Cow<'_, StatusSeries> {
         Cow::Owned(StatusSeries::of(self.status.as_ref().map(|s| &s.token)))
-    }
-}
-
-impl CachedSeries for NavigatorToken {
-    fn namespace(&self) -> &str {
-        self.metadata.namespace.as_deref().unwrap_or_default()
-    }
-    fn name(&self) -> &str {
-        self.metadata.name.as_deref().unwrap_or_default()
-    }
-    fn series(&self) -> Cow<'_, StatusSeries> {
-        Cow::Owned(StatusSeries::of(self.status.as_ref()))
     }
 }
 
@@ -321,6 +309,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::NavigatorToken;
 
     #[test]
     fn exposes_the_documented_names() {
@@ -333,6 +322,20 @@ mod tests {
         assert!(text.contains(r#"navigator_token_requests_total{endpoint_type="CSP",outcome="success"} 1"#), "{text}");
         m.forget(&labels);
         assert!(!m.encode().contains(r#"name="t""#));
+    }
+
+    // The controller caches NavigatorTokens in its own form (`token_cache`); a kube `Store` of
+    // whole ones serves here to feed the collector.
+    impl CachedSeries for NavigatorToken {
+        fn namespace(&self) -> &str {
+            self.metadata.namespace.as_deref().unwrap_or_default()
+        }
+        fn name(&self) -> &str {
+            self.metadata.name.as_deref().unwrap_or_default()
+        }
+        fn series(&self) -> Cow<'_, StatusSeries> {
+            Cow::Owned(StatusSeries::of(self.status.as_ref()))
+        }
     }
 
     #[test]
