@@ -9,6 +9,7 @@ use std::time::Duration;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::{CREDS, Harness};
+use testkit::apiserver::{Fault, FaultKind};
 use testkit::token_server::Scripted;
 
 const EXPIRY: &str = "navigator_token_expiry_timestamp_seconds";
@@ -214,6 +215,25 @@ async fn a_secret_deleted_before_the_lagging_watch_showed_it_is_written_again() 
     api.set_watch_lag("secrets", None);
     h.wait_for_token_in_secret("gone", 2).await;
     h.wait_until("Ready", Duration::from_secs(20), || async { h.ready("gone").await.is_some_and(|(s, _)| s == "True") }).await;
+    assert_eq!(h.tokens.request_count(), 2, "one new token for the deleted Secret");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_deleted_before_its_writer_heard_the_answer_is_written_again() {
+    let mut h = Harness::new(LONG).await;
+    let Some(api) = h.api.clone() else { return h.finish().await };
+    h.start_operator();
+    h.wait_synced().await;
+    // The Secret is written, seen by the watch and deleted, all before the operator hears the
+    // write's answer: the cache never shows the version written, and the deletion came before
+    // the operator knew which version to wait for.
+    api.inject(Fault::new(Some("patch"), Some("secrets"), FaultKind::DelayAnswer(Duration::from_secs(2)), 1));
+    h.create_token("unheard", json!({})).await;
+    h.wait_for_token_in_secret("unheard", 1).await;
+    h.secrets().delete("unheard", &Default::default()).await.unwrap();
+    h.wait_for_token_in_secret("unheard", 2).await;
+    h.wait_until("Ready", Duration::from_secs(20), || async { h.ready("unheard").await.is_some_and(|(s, _)| s == "True") }).await;
     assert_eq!(h.tokens.request_count(), 2, "one new token for the deleted Secret");
     h.finish().await;
 }

@@ -71,7 +71,7 @@ pub(super) fn forget_token(per_token: &PerToken, metrics: &Metrics, key: &Object
 }
 
 /// Writes of ours that the watch caches had not shown when the reconcile that made them ended.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct LaggingWrites {
     /// The target Secret's name and the resourceVersion written.
     pub(super) secret: Option<(String, String)>,

@@ -10,10 +10,10 @@ use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 use tracing::debug;
 
-use super::context::{Context, LaggingWrites, PerToken};
+use super::context::{Context, LaggingWrites};
 use super::queue;
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
-use crate::{Error, FIELD_MANAGER};
+use crate::{Error, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// How long a reconcile waits for the watch caches to show its own writes.
 const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,48 +102,50 @@ impl Context {
     /// True when the caches show every write of ours to `token` and its Secret that they had
     /// not shown in time. Until then a reconcile must not act: its view may predate a token
     /// it stored itself, and acting on it could request a second token for the same window.
-    pub(super) fn caches_caught_up(&self, token: &NavigatorToken) -> bool {
+    pub(super) async fn caches_caught_up(&self, token: &NavigatorToken) -> Result<bool, Error> {
         let key = ObjectRef::from_obj(token);
-        let mut lagging = self.per_token.lagging.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(writes) = lagging.get(&key) else { return true };
+        let Some(writes) = self.lagging_writes(&key) else { return Ok(true) };
         let namespace = token.namespace().unwrap_or_default();
-        let secret_shown = writes.secret.as_ref().is_none_or(|(name, version)| {
-            self.managed_secrets.get(&namespace, name).is_some_and(|s| resource_version_at_least(&s.resource_version, version))
-        });
+        let secret_shown = match &writes.secret {
+            None => true,
+            Some((name, version)) => match self.managed_secrets.get(&namespace, name) {
+                Some(cached) => resource_version_at_least(&cached.resource_version, version),
+                // The cache may lag behind the write, or the Secret may be gone (or no longer
+                // ours) and the cache past it for good, whatever order the deletion and this
+                // record came in: only the API server tells which.
+                None => {
+                    let gone = !self.managed_secret_exists(&namespace, name).await?;
+                    if gone {
+                        debug!(secret = name, "the Secret written is gone: the cache will never show that write");
+                    }
+                    gone
+                }
+            },
+        };
         let status_shown = writes.status.as_ref().is_none_or(|version| {
             let cached = self.token_cache.resource_version(&queue::key(&token.name_any(), &namespace));
             cached.is_some_and(|rv| resource_version_at_least(&rv, version))
         });
         let caught_up = secret_shown && status_shown;
         if caught_up {
-            lagging.remove(&key);
+            self.per_token.lagging.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
         }
-        caught_up
+        Ok(caught_up)
+    }
+
+    fn lagging_writes(&self, key: &ObjectRef<NavigatorToken>) -> Option<LaggingWrites> {
+        self.per_token.lagging.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned()
+    }
+
+    /// Whether Secret `namespace/name` exists with the label that puts it in the managed cache.
+    async fn managed_secret_exists(&self, namespace: &str, name: &str) -> Result<bool, Error> {
+        let found = self.uncached_secret_metadata(namespace, name).await.map_err(Error::kube("get target Secret"))?;
+        Ok(found.is_some_and(|secret| secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)))
     }
 
     fn record_lag(&self, token: &NavigatorToken, record: impl FnOnce(&mut LaggingWrites)) {
         let mut lagging = self.per_token.lagging.lock().unwrap_or_else(|p| p.into_inner());
         record(lagging.entry(ObjectRef::from_obj(token)).or_default());
-    }
-}
-
-impl PerToken {
-    /// The watch saw Secret `namespace/name` deleted at `resource_version`. A write of ours to it
-    /// that the cache had not shown never will be (the object is gone), and the deletion shows
-    /// the cache is past it: without this, `caches_caught_up` would wait for it forever and the
-    /// NavigatorToken would never get its Secret back.
-    pub(super) fn secret_deleted(&self, namespace: &str, name: &str, resource_version: &str) {
-        let mut lagging = self.lagging.lock().unwrap_or_else(|p| p.into_inner());
-        for (key, writes) in lagging.iter_mut().filter(|(key, _)| key.namespace.as_deref() == Some(namespace)) {
-            if writes
-                .secret
-                .as_ref()
-                .is_some_and(|(secret, written)| secret == name && resource_version_at_least(resource_version, written))
-            {
-                debug!(navigatortoken = key.name, secret = name, "the Secret written was deleted before the cache showed it");
-                writes.secret = None;
-            }
-        }
     }
 }
 

@@ -150,15 +150,8 @@ pub async fn run(
     // Two label-selected Secret watches: the operator never lists or caches unrelated Secrets.
     let managed_selector = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"));
     let managed_secrets = SecretCache::default();
-    let deletions = per_token.clone();
-    let managed_events = watch(scoped_api::<ManagedSecret>(&client, ns), managed_selector)
-        .inspect_ok(managed_secrets.writer())
-        .inspect_ok(move |event| {
-            if let watcher::Event::Delete(secret) = event {
-                deletions.secret_deleted(&secret.namespace().unwrap_or_default(), &secret.name_any(), &secret.cached.resource_version);
-            }
-        })
-        .inspect(sync.marker());
+    let managed_events =
+        watch(scoped_api::<ManagedSecret>(&client, ns), managed_selector).inspect_ok(managed_secrets.writer()).inspect(sync.marker());
     // Anyone who may write a Secret can label it as credentials, at up to 1 MiB each: each is
     // reduced to a bounded `CredentialsSecret` as it is decoded, and lists come one Secret a
     // page (a page's text is held whole while it is decoded).

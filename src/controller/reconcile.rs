@@ -56,7 +56,7 @@ async fn reconcile_inner(token: &NavigatorToken, ctx: &Context) -> Result<Action
         ctx.metrics.forget(&labels);
         return Ok(Action::await_change());
     }
-    if !ctx.caches_caught_up(token) {
+    if !ctx.caches_caught_up(token).await? {
         debug!("waiting for the caches to show this operator's last writes");
         return Ok(Action::requeue(CACHE_LAG_RECHECK));
     }

@@ -160,6 +160,9 @@ pub enum FaultKind {
     Status(u16),
     /// Wait this long, then handle the request normally.
     Delay(Duration),
+    /// Handle the request normally, then wait this long before answering: a write is done (and
+    /// watchers may see it) before its writer learns so, as when the answer is slow to travel.
+    DelayAnswer(Duration),
 }
 
 /// One problem found by a validator registered with [`ApiServer::set_validator`].

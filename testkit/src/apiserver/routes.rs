@@ -181,10 +181,28 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
             return ApiError::injected(code, target).into_response();
         }
         Some(FaultKind::Delay(delay)) => tokio::time::sleep(delay).await,
+        Some(FaultKind::DelayAnswer(delay)) => {
+            let response = serve(&shared, parts, body, query, route, verb, &resource).await;
+            tokio::time::sleep(delay).await;
+            return response;
+        }
         None => {}
     }
+    serve(&shared, parts, body, query, route, verb, &resource).await
+}
+
+/// The answer to a request that no injected fault stopped.
+async fn serve(
+    shared: &Arc<Shared>,
+    parts: axum::http::request::Parts,
+    body: axum::body::Body,
+    query: Query,
+    route: Route,
+    verb: &str,
+    resource: &str,
+) -> Response {
     if let Route::Object(t) = &route
-        && let Err(denied) = shared.authorize(verb, &resource, t, &parts.headers)
+        && let Err(denied) = shared.authorize(verb, resource, t, &parts.headers)
     {
         return denied.into_response();
     }
@@ -234,13 +252,13 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, request: Request) 
             };
         }
         ("watch", None) => {
-            return open_watch(&shared, &t, &query, metadata_only).unwrap_or_else(IntoResponse::into_response);
+            return open_watch(shared, &t, &query, metadata_only).unwrap_or_else(IntoResponse::into_response);
         }
         ("create", None) => parse_json(&body).and_then(|obj| shared.with_store(|store| store.create(&t, obj, &ctx))),
         ("update", Some(name)) => parse_json(&body).and_then(|obj| shared.with_store(|store| store.replace(&t, name, obj, &ctx))),
-        ("patch", Some(name)) => patch_request(&shared, &t, name, &parts.headers, &query, &body, ctx),
+        ("patch", Some(name)) => patch_request(shared, &t, name, &parts.headers, &query, &body, ctx),
         ("delete", Some(name)) if t.res.group.is_empty() && t.res.plural == "namespaces" && !ctx.dry_run => {
-            delete_namespace(&shared, &t, name)
+            delete_namespace(shared, &t, name)
         }
         ("delete", Some(name)) => {
             let options = if body.iter().all(u8::is_ascii_whitespace) { Ok(Value::Null) } else { parse_json(&body) };
