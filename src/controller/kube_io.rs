@@ -11,9 +11,9 @@ use serde_json::json;
 use tracing::debug;
 
 use super::context::{Context, LaggingWrites};
-use super::queue;
+use super::{queue, secret};
 use crate::crd::{NavigatorToken, NavigatorTokenStatus};
-use crate::{Error, FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::{Error, FIELD_MANAGER};
 
 /// How long a reconcile waits for the watch caches to show its own writes.
 const READ_YOUR_WRITES_TIMEOUT: Duration = Duration::from_secs(5);
@@ -140,7 +140,7 @@ impl Context {
     /// Whether Secret `namespace/name` exists with the label that puts it in the managed cache.
     async fn managed_secret_exists(&self, namespace: &str, name: &str) -> Result<bool, Error> {
         let found = self.uncached_secret_metadata(namespace, name).await.map_err(Error::kube("get target Secret"))?;
-        Ok(found.is_some_and(|secret| secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)))
+        Ok(found.as_ref().is_some_and(secret::carries_managed_label))
     }
 
     fn record_lag(&self, token: &NavigatorToken, record: impl FnOnce(&mut LaggingWrites)) {

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::observe::Blocked;
-use super::secret::fingerprint;
+use super::secret::{carries_managed_label, fingerprint};
 use super::write_failure::SecretWriteFailure;
 use crate::crd::NavigatorToken;
 use crate::reasons::{SECRET_CONFLICT, SECRET_WRITE_FAILED};
@@ -95,8 +95,7 @@ pub enum Stored {
 pub fn read(secret: Option<&Secret>, token: &NavigatorToken, seed_fp: &str) -> Stored {
     let Some(secret) = secret else { return Stored::Nothing };
     let annotation = |key: &str| secret.annotations().get(key).map(String::as_str);
-    let ours = secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
-        && annotation(REFRESH_TOKEN_FOR_ANNOTATION) == token.metadata.name.as_deref();
+    let ours = carries_managed_label(secret) && annotation(REFRESH_TOKEN_FOR_ANNOTATION) == token.metadata.name.as_deref();
     if !ours {
         return Stored::Foreign;
     }

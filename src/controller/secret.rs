@@ -253,10 +253,16 @@ pub fn is_ours(secret: &Secret, place: &Placement) -> bool {
     written_for == Some(place.name)
 }
 
+/// True when the Secret carries this operator's label: the label of every Secret it writes, and
+/// the selector of its managed-Secret watch.
+pub fn carries_managed_label(secret: &Secret) -> bool {
+    secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
+}
+
 /// The NavigatorToken a Secret carrying this operator's label was written for (none when it was
 /// written for a ClusterNavigatorToken).
 fn written_for(secret: &Secret) -> Option<&str> {
-    let labelled = secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
+    let labelled = carries_managed_label(secret);
     let namespaced = !secret.labels().contains_key(CLUSTER_TOKEN_LABEL);
     (labelled && namespaced).then(|| secret.annotations().get(TOKEN_NAME_ANNOTATION).map(String::as_str)).flatten()
 }
@@ -264,7 +270,7 @@ fn written_for(secret: &Secret) -> Option<&str> {
 /// The ClusterNavigatorToken a Secret carrying this operator's label was written for: the
 /// name annotation, on a Secret with the cluster-token label (whose value may be cut short).
 pub fn written_for_cluster(secret: &Secret) -> Option<&str> {
-    let labelled = secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE);
+    let labelled = carries_managed_label(secret);
     let cluster = secret.labels().contains_key(CLUSTER_TOKEN_LABEL);
     (labelled && cluster).then(|| secret.annotations().get(TOKEN_NAME_ANNOTATION).map(String::as_str)).flatten()
 }

@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 
 use crate::controller::refresh_store::suffixed_name;
-use crate::controller::secret::{TokenMaterial, TokenTimes};
+use crate::controller::secret::{TokenMaterial, TokenTimes, carries_managed_label};
 use crate::controller::status::rfc3339;
 use crate::crd::ClusterNavigatorToken;
 use crate::redact::Sensitive;
@@ -64,7 +64,7 @@ pub fn desired(cnvt: &ClusterNavigatorToken, material: &TokenMaterial, inputs_fp
 /// and re-created ClusterNavigatorToken of the same name) or holds nothing usable.
 pub fn read(secret: &Secret, cnvt: &ClusterNavigatorToken) -> Option<(TokenMaterial, String)> {
     let annotation = |key: &str| secret.annotations().get(key).map(String::as_str);
-    let ours = secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
+    let ours = carries_managed_label(secret)
         && annotation(STORE_OF_ANNOTATION) == cnvt.metadata.name.as_deref()
         && secret.owner_references().iter().any(|r| Some(&r.uid) == cnvt.metadata.uid.as_ref());
     if !ours {
